@@ -1,0 +1,177 @@
+"""The one owner of the run-directory layout and of JSON reading and writing.
+
+A run directory is the contract between stages::
+
+    run_dir/
+      plan.json            ff-plan     the IsoFLOP grid (schema_version, experiments, dropped, ...)
+      runs/<id>.json       ff-train    one record per experiment (status, params, tokens, flops, loss, history)
+      analysis.json        ff-analyze  fits, compute-optimal table, diagnostics
+      plots/*.png          ff-plot     figures
+      report.html          ff-plot     self-contained report
+      configs/<stage>.yaml every stage  the resolved config it last ran with
+
+Every write goes to a temporary file in the same folder and is moved into place with
+``os.replace``, so a killed process never leaves a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from flops_fit.errors import FlopsFitError
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = ("completed", "failed", "diverged")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _sanitize(obj: Any) -> Any:
+    """JSON has no NaN/inf: store them as null so every JSON reader can load the file."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_sanitize(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _sanitize(obj.item())
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays
+        return _sanitize(obj.tolist())
+    return obj
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(Path(path), json.dumps(_sanitize(obj), indent=2) + "\n")
+
+
+def read_json(path: Path, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FlopsFitError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise FlopsFitError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); delete it and re-run the stage that writes it") from e
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths and readers/writers for one run directory."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike):
+        object.__setattr__(self, "root", Path(root))
+
+    # ---- paths ---------------------------------------------------------------------
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.runs_dir / ".locks"
+
+    def run_path(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.json"
+
+    @property
+    def analysis_path(self) -> Path:
+        return self.root / "analysis.json"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report.html"
+
+    def config_path(self, stage: str) -> Path:
+        return self.root / "configs" / f"{stage}.yaml"
+
+    # ---- plan ----------------------------------------------------------------------
+    def write_plan(self, plan: dict) -> None:
+        plan = {"schema_version": SCHEMA_VERSION, "created": now_iso(), **plan}
+        write_json(self.plan_path, plan)
+
+    def has_plan(self) -> bool:
+        return self.plan_path.is_file()
+
+    def read_plan(self) -> dict:
+        if not self.plan_path.is_file():
+            raise FlopsFitError(
+                f"no plan at {self.plan_path}: run `ff-plan run_dir={self.root}` first (or pass the run_dir you planned into)"
+            )
+        plan = read_json(self.plan_path, "plan")
+        if not isinstance(plan, dict) or "experiments" not in plan:
+            raise FlopsFitError(f"{self.plan_path} has no 'experiments' list; re-run ff-plan run_dir={self.root}")
+        return plan
+
+    # ---- runs ----------------------------------------------------------------------
+    def write_run(self, record: dict) -> None:
+        if record.get("status") not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {RUN_STATUSES}, got {record.get('status')!r}")
+        write_json(self.run_path(record["id"]), record)
+
+    def read_run(self, run_id: str) -> dict | None:
+        path = self.run_path(run_id)
+        if not path.is_file():
+            return None
+        return read_json(path, "run record")
+
+    def iter_runs(self) -> Iterator[dict]:
+        if not self.runs_dir.is_dir():
+            return
+        for path in sorted(self.runs_dir.glob("*.json")):
+            yield read_json(path, "run record")
+
+    def read_runs(self) -> list[dict]:
+        return list(self.iter_runs())
+
+    # ---- analysis ------------------------------------------------------------------
+    def write_analysis(self, analysis: dict) -> None:
+        write_json(self.analysis_path, {"schema_version": SCHEMA_VERSION, "created": now_iso(), **analysis})
+
+    def read_analysis(self) -> dict:
+        if not self.analysis_path.is_file():
+            raise FlopsFitError(
+                f"no analysis at {self.analysis_path}: run `ff-analyze run_dir={self.root}` first"
+            )
+        return read_json(self.analysis_path, "analysis")
+
+    # ---- configs -------------------------------------------------------------------
+    def write_config(self, stage: str, yaml_text: str) -> None:
+        atomic_write_text(self.config_path(stage), yaml_text)

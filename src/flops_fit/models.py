@@ -1,0 +1,193 @@
+"""The model contract, independent of any particular architecture.
+
+A model is any class named by a dotted path (``_target_``) whose constructor takes a size
+parameter (its name is ``size_param``) plus fixed keyword arguments, and whose instances
+expose ``num_params()``. Optional hooks a class may define:
+
+``num_params(non_embedding=True)``
+    parameter count without embeddings (Kaplan's convention); defaults to the total.
+``round_size(size) -> int`` (classmethod or staticmethod)
+    the nearest size the class accepts (e.g. d_model a multiple of the head dimension).
+``flops_per_token(convention) -> float``
+    training FLOPs per token (or per image) under a convention; ``6nd`` and
+    ``6nd_nonembedding`` default to 6 x the parameter count.
+``data_unit`` (class attribute)
+    what one training example counts as: ``"tokens"`` (default) or ``"images"``.
+
+Parameter counts come from instantiating on torch's meta device, so nothing is allocated
+however large the model is.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from flops_fit.errors import FlopsFitError
+
+FLOP_CONVENTIONS = ("6nd", "6nd_nonembedding", "chinchilla", "measured")
+
+
+def resolve_target(target: str) -> Callable:
+    """Import ``package.module.Name`` and return ``Name``."""
+    if not isinstance(target, str) or "." not in target:
+        raise FlopsFitError(f"model._target_={target!r} is not a dotted path like 'mypkg.models.MyNet'")
+    module_name, _, attr = target.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise FlopsFitError(f"model._target_={target}: cannot import module {module_name!r} ({e})") from e
+    try:
+        return getattr(module, attr)
+    except AttributeError as e:
+        raise FlopsFitError(f"model._target_={target}: module {module_name!r} has no attribute {attr!r}") from e
+
+
+@dataclass
+class ModelSpec:
+    """Plain description of a model family: class, size parameter and fixed arguments."""
+
+    target: str
+    size_param: str
+    kwargs: dict = field(default_factory=dict)
+    size_range: tuple[int, int] = (8, 16384)
+    name: str = "model"
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "ModelSpec":
+        kwargs = dict(cfg.get("kwargs") or {})
+        rng = cfg.get("size_range") or (8, 16384)
+        if len(rng) != 2 or int(rng[0]) < 1 or int(rng[1]) < int(rng[0]):
+            raise FlopsFitError(f"model.size_range={list(rng)} must be [min, max] with 1 <= min <= max")
+        return cls(
+            target=cfg["_target_"],
+            size_param=cfg["size_param"],
+            kwargs=kwargs,
+            size_range=(int(rng[0]), int(rng[1])),
+            name=cfg.get("name", "model"),
+        )
+
+    @property
+    def cls(self) -> Callable:
+        return resolve_target(self.target)
+
+    def round_size(self, size: float) -> int:
+        """Clamp into ``size_range``, then round to a size the class accepts (its ``round_size`` hook)."""
+        lo, hi = self.size_range
+        s = int(round(min(max(float(size), lo), hi)))
+        hook = getattr(self.cls, "round_size", None)
+        return int(hook(s, **_accepted_kwargs(hook, self.kwargs))) if hook is not None else s
+
+    def build(self, size: int, device: str | None = None):
+        """Instantiate the model at ``size``; ``device='meta'`` allocates nothing."""
+        kwargs = {**self.kwargs, self.size_param: int(size)}
+        cls = self.cls
+        try:
+            if device is None:
+                return cls(**kwargs)
+            import torch
+
+            with torch.device(device):
+                return cls(**kwargs)
+        except TypeError as e:
+            raise FlopsFitError(
+                f"model {self.target} rejected its arguments {sorted(kwargs)}: {e}; check model.size_param and model.kwargs"
+            ) from e
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "target": self.target,
+            "size_param": self.size_param,
+            "kwargs": self.kwargs,
+        }
+
+
+def _accepted_kwargs(fn: Callable, kwargs: dict) -> dict:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(kwargs)
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+@dataclass(frozen=True)
+class SizeInfo:
+    """What the planner needs to know about one model size."""
+
+    size: int
+    params: int
+    non_embedding_params: int
+    flops_per_token: dict  # convention -> FLOPs per token (or per image); missing where not available
+    data_unit: str
+
+
+class ModelCounter:
+    """Counts parameters and FLOPs per token of a model family, caching per size."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self._cache: dict[int, SizeInfo] = {}
+
+    def info(self, size: int) -> SizeInfo:
+        size = int(size)
+        if size not in self._cache:
+            self._cache[size] = self._measure(size)
+        return self._cache[size]
+
+    def _measure(self, size: int) -> SizeInfo:
+        model = self.spec.build(size, device="meta")
+        if not hasattr(model, "num_params"):
+            raise FlopsFitError(f"model {self.spec.target} has no num_params() method; the model contract requires one")
+        params = int(model.num_params())
+        try:
+            non_emb = int(model.num_params(non_embedding=True))
+        except TypeError:
+            non_emb = params
+        fpt: dict[str, float] = {"6nd": 6.0 * params, "6nd_nonembedding": 6.0 * non_emb}
+        hook = getattr(model, "flops_per_token", None)
+        if hook is not None:
+            for conv in FLOP_CONVENTIONS:
+                try:
+                    value = hook(conv)
+                except (NotImplementedError, ValueError, KeyError):
+                    continue
+                if value is not None and math.isfinite(float(value)) and float(value) > 0:
+                    fpt[conv] = float(value)
+        return SizeInfo(
+            size=size,
+            params=params,
+            non_embedding_params=non_emb,
+            flops_per_token=fpt,
+            data_unit=str(getattr(model, "data_unit", "tokens")),
+        )
+
+    def size_for_params(self, target_params: float) -> int:
+        """The accepted size whose parameter count is closest (in log) to ``target_params``.
+
+        Assumes the parameter count grows with the size parameter; bisects on integers, then
+        rounds to an accepted size and checks the neighbours.
+        """
+        lo, hi = self.spec.size_range
+        if self.info(lo).params >= target_params:
+            return self.spec.round_size(lo)
+        if self.info(hi).params <= target_params:
+            return self.spec.round_size(hi)
+        a, b = lo, hi  # params(a) < target <= params(b)
+        while b - a > 1:
+            m = (a + b) // 2
+            if self.info(m).params < target_params:
+                a = m
+            else:
+                b = m
+        candidates = {self.spec.round_size(a), self.spec.round_size(b)}
+        # neighbours of a rounded size can be closer when rounding is coarse
+        for c in list(candidates):
+            candidates.add(self.spec.round_size(c * 0.9))
+            candidates.add(self.spec.round_size(c * 1.1))
+        return min(candidates, key=lambda s: abs(math.log(self.info(s).params / target_params)))
