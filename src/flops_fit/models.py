@@ -174,20 +174,21 @@ class ModelCounter:
         rounds to an accepted size and checks the neighbours.
         """
         lo, hi = self.spec.size_range
-        if self.info(lo).params >= target_params:
-            return self.spec.round_size(lo)
-        if self.info(hi).params <= target_params:
-            return self.spec.round_size(hi)
-        a, b = lo, hi  # params(a) < target <= params(b)
+        rnd = self.spec.round_size
+        if self.info(rnd(lo)).params >= target_params:
+            return rnd(lo)
+        if self.info(rnd(hi)).params <= target_params:
+            return rnd(hi)
+        a, b = lo, hi  # params(a) < target <= params(b), evaluated at accepted sizes
         while b - a > 1:
             m = (a + b) // 2
-            if self.info(m).params < target_params:
+            if self.info(rnd(m)).params < target_params:
                 a = m
             else:
                 b = m
-        candidates = {self.spec.round_size(a), self.spec.round_size(b)}
+        candidates = {rnd(a), rnd(b)}
         # neighbours of a rounded size can be closer when rounding is coarse
         for c in list(candidates):
-            candidates.add(self.spec.round_size(c * 0.9))
-            candidates.add(self.spec.round_size(c * 1.1))
+            candidates.add(rnd(c * 0.9))
+            candidates.add(rnd(c * 1.1))
         return min(candidates, key=lambda s: abs(math.log(self.info(s).params / target_params)))

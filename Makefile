@@ -1,0 +1,66 @@
+# flops-fit: `make help` lists the targets. Stage targets take RUN_DIR=... and ARGS="hydra overrides".
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN_DIR ?= outputs/default
+ARGS ?=
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-fast demo demo-mock plan train analyze plot bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	@# the CPU torch wheel first, so the package's torch requirement is already met
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev,text]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv with the CPU torch wheel and flops-fit (editable, dev extras)
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: $(STAMP) ## Run the tests without the slow ones
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+demo: $(STAMP) ## The whole pipeline on the default config (real CPU training) into outputs/demo
+	$(BIN)/ff-plan run_dir=outputs/demo $(ARGS)
+	$(BIN)/ff-train run_dir=outputs/demo trainer=local
+	$(BIN)/ff-analyze run_dir=outputs/demo
+	$(BIN)/ff-plot run_dir=outputs/demo
+	@echo "open outputs/demo/report.html (figures in outputs/demo/plots/)"
+
+demo-mock: $(STAMP) ## The whole pipeline in seconds with the mock trainer into outputs/demo-mock
+	$(BIN)/ff-plan run_dir=outputs/demo-mock budgets=chinchilla $(ARGS)
+	$(BIN)/ff-train run_dir=outputs/demo-mock trainer=mock
+	$(BIN)/ff-analyze run_dir=outputs/demo-mock
+	$(BIN)/ff-plot run_dir=outputs/demo-mock
+	@echo "open outputs/demo-mock/report.html (figures in outputs/demo-mock/plots/)"
+
+plan: $(STAMP) ## ff-plan into RUN_DIR (ARGS="model=vit budgets=tiny ...")
+	$(BIN)/ff-plan run_dir=$(RUN_DIR) $(ARGS)
+
+train: $(STAMP) ## ff-train RUN_DIR (ARGS="trainer=local ...")
+	$(BIN)/ff-train run_dir=$(RUN_DIR) $(ARGS)
+
+analyze: $(STAMP) ## ff-analyze RUN_DIR (ARGS="bootstrap=500 holdout=1 ...")
+	$(BIN)/ff-analyze run_dir=$(RUN_DIR) $(ARGS)
+
+plot: $(STAMP) ## ff-plot RUN_DIR
+	$(BIN)/ff-plot run_dir=$(RUN_DIR) $(ARGS)
+
+bench: $(STAMP) ## Benchmarks: fitting speed vs a scipy loop, CI coverage, training throughput vs matmul peak
+	$(BIN)/python benchmarks/bench_fit.py
+	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/coverage.py
+
+clean: ## Remove outputs, caches and build files (keeps .venv)
+	rm -rf outputs multirun build dist .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +

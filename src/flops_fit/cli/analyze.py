@@ -1,0 +1,21 @@
+"""ff-analyze: fit the scaling laws -> run_dir/analysis.json and print the compute-optimal table."""
+
+from flops_fit.cli.common import run_stage
+
+
+def _task(cfg: dict) -> None:
+    from flops_fit import stages
+    from flops_fit.analysis import summary_lines
+
+    analysis = stages.analyze(cfg)
+    if not cfg.get("quiet"):
+        print("\n".join(summary_lines(analysis)))
+    print(f"wrote {cfg['run_dir']}/analysis.json; next: ff-plot run_dir={cfg['run_dir']}")
+
+
+def main() -> None:
+    run_stage("analyze", _task)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""ff-plan: lay out the IsoFLOP sweep into run_dir/plan.json."""
+
+from flops_fit.cli.common import run_stage
+
+
+def _task(cfg: dict) -> None:
+    from flops_fit import stages
+    from flops_fit.planning import format_plan
+
+    plan = stages.plan(cfg)
+    if not cfg.get("quiet"):
+        print(format_plan(plan))
+    print(f"wrote {cfg['run_dir']}/plan.json; next: ff-train run_dir={cfg['run_dir']}")
+
+
+def main() -> None:
+    run_stage("plan", _task)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""A self-contained report.html: the table with intervals, the approaches side by side,
+the diagnostics and every figure (embedded, so the file can be mailed on its own)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from flops_fit.artifacts import atomic_write_text
+from flops_fit.units import human, sci
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.5em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
+th{background:#f4f4f4}td.l,th.l{text-align:left}.warn{color:#a40}.ok{color:#070}.muted{color:#777}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+def _ci(ci, fmt) -> str:
+    if not ci or None in ci:
+        return ""
+    return f" <span class=muted>[{fmt(ci[0])}, {fmt(ci[1])}]</span>"
+
+
+def _num(x, digits=3) -> str:
+    return "–" if x is None else f"{x:.{digits}g}"
+
+
+def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
+    fits = analysis.get("fits", {})
+    unit = analysis.get("data_unit", "tokens")
+    level = int(round(100 * float(analysis.get("ci", 0.95))))
+    out = [f"<!doctype html><html><head><meta charset=utf-8><title>flops-fit report</title><style>{_CSS}</style></head><body>"]
+    out.append("<h1>flops-fit: compute-optimal scaling report</h1>")
+    src = analysis.get("input") or "the runs in this run directory"
+    out.append(f"<p>{analysis.get('n_runs', len(analysis.get('points', [])))} runs from {html.escape(str(src))}; "
+               f"parameters counted as <b>{html.escape(str(analysis.get('params_kind', 'total')))}</b>; "
+               f"intervals are {level}% bootstrap percentiles. Generated {html.escape(str(analysis.get('created', '')))}.</p>")
+
+    out.append("<h2>Compute-optimal table</h2>")
+    out.append(f"<p>Source: <b>{html.escape(str(analysis.get('table_source', '')))}</b>. Rows beyond the largest "
+               "trained budget are extrapolations.</p>")
+    out.append(f"<table><tr><th>budget (FLOPs)</th><th>N_opt (params)</th><th>D_opt ({unit})</th>"
+               f"<th>{unit}/param</th><th>predicted loss</th><th class=l></th></tr>")
+    for r in analysis.get("table") or []:
+        out.append(
+            f"<tr><td>{sci(r['budget'])}</td><td>{human(r['params'])}{_ci(r.get('params_ci'), human)}</td>"
+            f"<td>{human(r['tokens'])}{_ci(r.get('tokens_ci'), human)}</td><td>{_num(r.get('tokens_per_param'))}</td>"
+            f"<td>{_num(r.get('loss'), 4)}{_ci(r.get('loss_ci'), lambda v: f'{v:.4g}')}</td>"
+            f"<td class=l>{'trained' if r.get('planned') else 'extrapolated'}</td></tr>"
+        )
+    out.append("</table>")
+
+    out.append("<h2>The three approaches side by side</h2>")
+    out.append("<table><tr><th class=l>approach</th><th>status</th><th>a (N_opt ∝ C^a)</th><th>b (D_opt ∝ C^b)</th><th class=l>notes</th></tr>")
+    names = {"envelope": "1: envelope of training curves", "isoflop": "2: IsoFLOP profiles", "parametric": "3: parametric L(N, D)"}
+    for key, label in names.items():
+        f = fits.get(key, {})
+        ok = f.get("status") == "ok"
+        note = html.escape(str(f.get("reason", ""))) if not ok else ""
+        if key == "parametric" and ok:
+            note = (f"E={_num(f.get('E'), 4)}, A={_num(f.get('A'), 4)}, B={_num(f.get('B'), 4)}, "
+                    f"α={_num(f.get('alpha'), 4)}{_ci(f.get('alpha_ci'), lambda v: f'{v:.3f}')}, "
+                    f"β={_num(f.get('beta'), 4)}{_ci(f.get('beta_ci'), lambda v: f'{v:.3f}')}")
+        fmt3 = lambda v: f"{v:.3f}"  # noqa: E731
+        out.append(
+            f"<tr><td class=l>{label}</td><td class={'ok' if ok else 'warn'}>{html.escape(str(f.get('status', 'absent')))}</td>"
+            f"<td>{_num(f.get('a'), 3) if ok else '–'}{_ci(f.get('a_ci'), fmt3) if ok else ''}</td>"
+            f"<td>{_num(f.get('b'), 3) if ok else '–'}{_ci(f.get('b_ci'), fmt3) if ok else ''}</td><td class=l>{note}</td></tr>"
+        )
+    out.append("</table>")
+    for ag in analysis.get("agreement") or []:
+        cls = "warn" if ag.get("disagree") else "ok"
+        out.append(f"<p class={cls}>{html.escape(str(ag.get('message', '')))}</p>")
+    lvc = fits.get("loss_vs_compute", {})
+    if lvc.get("status") == "ok":
+        out.append(f"<p>Loss on the compute-optimal frontier: L*(C) = {lvc['E']:.4g} + {lvc['A']:.4g} · C^-{lvc['gamma']:.4g}</p>")
+
+    out.append("<h2>Diagnostics</h2>")
+    diags = analysis.get("diagnostics") or []
+    if not diags:
+        out.append("<p class=ok>No warnings.</p>")
+    else:
+        out.append("<ul>")
+        for d in diags:
+            out.append(f"<li class={'warn' if d.get('level') == 'warning' else ''}><b>{html.escape(str(d.get('code', '')))}</b>: "
+                       f"{html.escape(str(d.get('message', '')))}</li>")
+        out.append("</ul>")
+    excluded = analysis.get("excluded_runs") or []
+    if excluded:
+        out.append("<p>Runs left out of the fits:</p><ul>")
+        for e in excluded:
+            out.append(f"<li><code>{html.escape(str(e.get('id')))}</code>: {html.escape(str(e.get('status')))} "
+                       f"{html.escape(str(e.get('reason', '')))}</li>")
+        out.append("</ul>")
+    ho = analysis.get("holdout")
+    if ho:
+        out.append(f"<h2>Extrapolation check</h2><pre>{html.escape(_holdout_text(ho))}</pre>")
+
+    out.append("<h2>Figures</h2>")
+    for fig in figures:
+        fig = Path(fig)
+        data = base64.b64encode(fig.read_bytes()).decode()
+        mime = "image/svg+xml" if fig.suffix == ".svg" else f"image/{fig.suffix.lstrip('.')}"
+        out.append(f"<p><b>{html.escape(fig.stem.replace('_', ' '))}</b><br><img alt='{html.escape(fig.stem)}' "
+                   f"src='data:{mime};base64,{data}'></p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _holdout_text(ho: Mapping) -> str:
+    import json
+
+    return json.dumps(ho, indent=2)
+
+
+def write_report(analysis: Mapping, figures: Sequence[Path], path: Path) -> Path:
+    atomic_write_text(Path(path), render_report(analysis, figures))
+    return Path(path)

@@ -1,0 +1,79 @@
+"""The mock trainer: a closed-form ground-truth loss, for tests, demos and checking the fits.
+
+    L(N, D) = E + A / N^alpha + B / D^beta
+
+with seeded multiplicative noise. Each run also gets a loss curve (``history``) made of the
+ground truth at fractions of its token budget, as if a run had been trained to each point:
+exactly what Chinchilla's approach 1 (the envelope) assumes of real curves.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from flops_fit.errors import FlopsFitError
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    E: float = 1.8169
+    A: float = 482.01
+    B: float = 2085.43
+    alpha: float = 0.3478
+    beta: float = 0.3659
+
+    def loss(self, params, tokens):
+        params = np.asarray(params, dtype=float)
+        tokens = np.asarray(tokens, dtype=float)
+        return self.E + self.A / params**self.alpha + self.B / tokens**self.beta
+
+    @property
+    def a(self) -> float:
+        """Exponent of N_opt(C) under C = 6ND: beta / (alpha + beta)."""
+        return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self) -> float:
+        return self.alpha / (self.alpha + self.beta)
+
+    def validate(self) -> None:
+        for k in ("A", "B", "alpha", "beta"):
+            if not getattr(self, k) > 0:
+                raise FlopsFitError(f"trainer.ground_truth.{k}={getattr(self, k)} must be positive")
+        if self.E < 0:
+            raise FlopsFitError(f"trainer.ground_truth.E={self.E} must be >= 0")
+
+
+def run_seed(run_id: str, seed: int) -> int:
+    """A stable per-run seed (Python's hash() is salted per process; crc32 is not)."""
+    return (zlib.crc32(run_id.encode()) * 1_000_003 + int(seed)) % (2**32)
+
+
+def train_mock(experiment: dict, *, truth: GroundTruth, noise: float = 0.005, seed: int = 0,
+               history_points: int = 20) -> dict:
+    """One mock run: the record that ``runs/<id>.json`` holds."""
+    if noise < 0:
+        raise FlopsFitError(f"trainer.noise={noise} must be >= 0")
+    rng = np.random.default_rng(run_seed(experiment["id"], seed))
+    params, tokens = float(experiment["params"]), float(experiment["tokens"])
+    fpt = float(experiment.get("flops_per_token") or 6.0 * params)
+    n_hist = max(int(history_points), 1)
+    fractions = np.arange(1, n_hist + 1) / n_hist
+    seen = np.maximum(np.round(fractions * tokens), 1.0)
+    clean = truth.loss(params, seen)
+    losses = clean * (1.0 + noise * rng.standard_normal(n_hist))
+    history = [
+        {"tokens": int(d), "flops": float(d * fpt), "loss": float(l)} for d, l in zip(seen, losses)
+    ]
+    return {
+        "status": "completed",
+        "loss": float(losses[-1]),
+        "true_loss": float(clean[-1]),
+        "history": history,
+        "trainer": "mock",
+        "seed": int(seed),
+        "steps": n_hist,
+    }
