@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -133,6 +135,16 @@ class ModelCounter:
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self._cache: dict[int, SizeInfo] = {}
+        self._table: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _size_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exact counts at ~48 log-spaced accepted sizes: the planner's map from params to size."""
+        if self._table is None:
+            lo, hi = self.spec.size_range
+            sizes = sorted({self.spec.round_size(s) for s in np.geomspace(lo, hi, 48)})
+            params = [self.info(s).params for s in sizes]
+            self._table = (np.asarray(sizes, dtype=float), np.asarray(params, dtype=float))
+        return self._table
 
     def info(self, size: int) -> SizeInfo:
         size = int(size)
@@ -152,7 +164,7 @@ class ModelCounter:
         fpt: dict[str, float] = {"6nd": 6.0 * params, "6nd_nonembedding": 6.0 * non_emb}
         hook = getattr(model, "flops_per_token", None)
         if hook is not None:
-            for conv in FLOP_CONVENTIONS:
+            for conv in ("6nd", "6nd_nonembedding", "chinchilla"):  # cheap ones; "measured" on demand
                 try:
                     value = hook(conv)
                 except (NotImplementedError, ValueError, KeyError):
@@ -167,28 +179,48 @@ class ModelCounter:
             data_unit=str(getattr(model, "data_unit", "tokens")),
         )
 
+    def measured_flops_per_token(self, size: int, dataset: Mapping | None = None) -> float:
+        """FLOPs per token (or image) counted by torch's FLOP counter on one training step.
+
+        Uses the model's own ``flops_per_token("measured")`` when it has one; otherwise counts
+        a forward + backward pass of a meta-device twin (nothing is allocated).
+        """
+        model = self.spec.build(size, device="meta")
+        hook = getattr(model, "flops_per_token", None)
+        if hook is not None:
+            try:
+                return float(hook("measured"))
+            except (NotImplementedError, ValueError, KeyError):
+                pass
+        import torch
+
+        from flops_fit.training.flops import cross_entropy_loss, measure_flops_per_token
+
+        dataset = dict(dataset or {})
+        with torch.device("meta"):
+            if self.info(size).data_unit == "images":
+                side = int(dataset.get("image_size", 32))
+                x = torch.zeros(2, int(dataset.get("channels", 3)), side, side)
+                y = torch.zeros(2, dtype=torch.long)
+            else:
+                x = torch.zeros(2, int(dataset.get("seq_len", 128)), dtype=torch.long)
+                y = torch.zeros_like(x)
+        return float(measure_flops_per_token(model, (x, y), cross_entropy_loss))
+
     def size_for_params(self, target_params: float) -> int:
         """The accepted size whose parameter count is closest (in log) to ``target_params``.
 
-        Assumes the parameter count grows with the size parameter; bisects on integers, then
-        rounds to an accepted size and checks the neighbours.
+        Interpolates log(size) against log(params) over a table of exact counts (parameter
+        counts grow smoothly with the size parameter), then compares the exact counts of the
+        accepted sizes around that estimate. A few model constructions per target, however
+        wide the size range.
         """
-        lo, hi = self.spec.size_range
+        sizes, params = self._size_table()
+        if target_params <= params[0]:
+            return int(sizes[0])
+        if target_params >= params[-1]:
+            return int(sizes[-1])
+        estimate = float(np.exp(np.interp(np.log(target_params), np.log(params), np.log(sizes))))
         rnd = self.spec.round_size
-        if self.info(rnd(lo)).params >= target_params:
-            return rnd(lo)
-        if self.info(rnd(hi)).params <= target_params:
-            return rnd(hi)
-        a, b = lo, hi  # params(a) < target <= params(b), evaluated at accepted sizes
-        while b - a > 1:
-            m = (a + b) // 2
-            if self.info(rnd(m)).params < target_params:
-                a = m
-            else:
-                b = m
-        candidates = {rnd(a), rnd(b)}
-        # neighbours of a rounded size can be closer when rounding is coarse
-        for c in list(candidates):
-            candidates.add(rnd(c * 0.9))
-            candidates.add(rnd(c * 1.1))
+        candidates = {rnd(estimate * f) for f in (0.97, 1.0, 1.03)}
         return min(candidates, key=lambda s: abs(math.log(self.info(s).params / target_params)))

@@ -76,9 +76,7 @@ class _FlopsPerToken:
             return info.flops_per_token[self.convention]
         if self.convention == "measured":
             if size not in self._measured:
-                from flops_fit.training.flops import measure_model_flops_per_token
-
-                self._measured[size] = measure_model_flops_per_token(self.counter.spec, size, self.dataset)
+                self._measured[size] = self.counter.measured_flops_per_token(size, self.dataset)
             return self._measured[size]
         raise FlopsFitError(
             f"model {self.counter.spec.target} does not give flops_per_token({self.convention!r}); "
@@ -121,12 +119,13 @@ def make_plan(
 
     experiments: list[dict] = []
     dropped: list[dict] = []
+    warnings: list[str] = []
     data_unit = counter.info(model.round_size(model.size_range[0])).data_unit
     iterator = budgets
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(budgets, desc="planning", unit="budget", leave=False)
+        iterator = tqdm(budgets, desc="planning", unit="budget", leave=False, disable=None)
     for budget in iterator:
         centre = _match_centre(centres, budget)
         source = "refined" if centre is not None else "prior"
@@ -138,6 +137,18 @@ def make_plan(
             s = counter.size_for_params(float(t))
             if s not in sizes:
                 sizes.append(s)
+        if len(sizes) < grid.points:
+            lo_p, hi_p = counter.info(min(sizes)).params, counter.info(max(sizes)).params
+            where = []
+            if min(targets) < 0.8 * lo_p and min(sizes) == model.round_size(model.size_range[0]):
+                where.append(f"below the smallest model ({human(lo_p)} params)")
+            if max(targets) > 1.25 * hi_p and max(sizes) == model.round_size(model.size_range[1]):
+                where.append(f"above the largest model ({human(hi_p)} params)")
+            why = " and ".join(where) or "closer together than the sizes the model accepts"
+            warnings.append(
+                f"budget {sci(budget)} FLOPs: only {len(sizes)} distinct sizes of {grid.points} planned; targets fall {why}. "
+                f"Widen model.size_range={list(model.size_range)}, change the budgets or the model's fixed shape (e.g. depth)"
+            )
         for size in sorted(sizes):
             info = counter.info(size)
             per_token = fpt(size)
@@ -178,6 +189,7 @@ def make_plan(
         "grid": asdict(grid),
         "experiments": experiments,
         "dropped": dropped,
+        "warnings": warnings,
     }
 
 
@@ -207,6 +219,8 @@ def format_plan(plan: Mapping) -> str:
             f"{budget:>12}  {e['size']:>10}  {human(e['params']):>9}  {human(e['tokens']):>9}  "
             f"{e['tokens'] / e['params']:>10.1f}  {e['id']}"
         )
+    for w in plan.get("warnings", []):
+        lines.append(f"warning: {w}")
     if plan.get("dropped"):
         lines.append(f"dropped {len(plan['dropped'])} runs with too few {unit}:")
         for d in plan["dropped"]:

@@ -186,6 +186,8 @@ def plot_loss_vs_compute(analysis: Mapping, runs: Iterable[Mapping], path: Path,
                     norm=norm, s=22, edgecolors="k", linewidths=0.4, zorder=3)
     cb = fig.colorbar(sc, ax=ax)
     cb.set_label(f"Model size N ({_params_label(analysis)})")
+    cb.ax.yaxis.set_major_formatter(_tick_formatter())
+    cb.ax.yaxis.set_minor_formatter(_tick_formatter())
     lvc = analysis.get("fits", {}).get("loss_vs_compute", {})
     iso_rows = analysis.get("fits", {}).get("isoflop", {}).get("budgets") or []
     front = [r for r in iso_rows if r.get("loss_opt") is not None]

@@ -74,8 +74,7 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
         )
     out.append("</table>")
     for ag in analysis.get("agreement") or []:
-        cls = "warn" if ag.get("disagree") else "ok"
-        out.append(f"<p class={cls}>{html.escape(str(ag.get('message', '')))}</p>")
+        out.append(f"<p class={'ok' if ag.get('agree', True) else 'warn'}>{html.escape(agreement_text(ag))}</p>")
     lvc = fits.get("loss_vs_compute", {})
     if lvc.get("status") == "ok":
         out.append(f"<p>Loss on the compute-optimal frontier: L*(C) = {lvc['E']:.4g} + {lvc['A']:.4g} · C^-{lvc['gamma']:.4g}</p>")
@@ -110,6 +109,15 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
                    f"src='data:{mime};base64,{data}'></p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def agreement_text(ag: Mapping) -> str:
+    """One sentence comparing two approaches' exponent a."""
+    names = ag.get("approaches") or ["?", "?"]
+    a = ag.get("a") or [None, None]
+    verdict = "agree within their intervals" if ag.get("agree", True) else "DISAGREE beyond their intervals"
+    vals = ", ".join(f"{n} a={v:.3f}" for n, v in zip(names, a) if v is not None)
+    return f"{' and '.join(names)} {verdict} ({vals})."
 
 
 def _holdout_text(ho: Mapping) -> str:

@@ -121,7 +121,7 @@ def train_plan(
     from tqdm.auto import tqdm
 
     bar = tqdm(pending, desc=f"sweep (shard {shard}/{num_shards})" if num_shards > 1 else "sweep",
-               unit="run", disable=quiet or not pending, position=0, dynamic_ncols=True)
+               unit="run", disable=True if quiet or not pending else None, position=0, dynamic_ncols=True)
     for exp in bar:
         lock = FileLock(str(rd.locks_dir / f"{exp['id']}.lock"))
         try:

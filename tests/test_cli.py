@@ -1,0 +1,129 @@
+"""End to end through the installed console scripts, in subprocesses, as a user runs them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+PLAN_ARGS = ["model=gpt", "dataset=synthetic_text", "budgets=chinchilla", "model.kwargs.n_layer=4"]
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and "Traceback" not in proc.stdout
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{err}"
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def test_whole_pipeline_mock(tmp_path):
+    run = tmp_path / "study"
+    out = run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, cwd=tmp_path).stdout
+    assert "IsoFLOP plan" in out and "FLOPs" in out
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["schema_version"] == 1 and len(plan["budgets"]) == 9
+    assert {"id", "budget", "size", "params", "tokens"} <= set(plan["experiments"][0])
+
+    out = run_cli("ff-train", f"run_dir={run}", "trainer=mock", cwd=tmp_path).stdout
+    assert f"trained {len(plan['experiments'])} runs" in out
+    runs = sorted((run / "runs").glob("*.json"))
+    assert len(runs) == len(plan["experiments"])
+
+    out = run_cli("ff-analyze", f"run_dir={run}", "bootstrap=50", cwd=tmp_path).stdout
+    analysis = json.loads((run / "analysis.json").read_text())
+    for approach in ("envelope", "isoflop", "parametric"):
+        assert analysis["fits"][approach]["status"] == "ok", approach
+        assert 0.3 < analysis["fits"][approach]["a"] < 0.7
+    assert analysis["table"] and max(r["budget"] for r in analysis["table"]) >= 1e24
+    assert "params" in out.lower()
+
+    out = run_cli("ff-plot", f"run_dir={run}", cwd=tmp_path).stdout
+    for name in ("isoflop", "n_opt", "d_opt", "loss_vs_compute"):
+        assert (run / "plots" / f"{name}.png").stat().st_size > 10_000
+    assert (run / "report.html").is_file()
+    for stage in ("plan", "train", "analyze", "plot"):
+        assert (run / "configs" / f"{stage}.yaml").is_file()
+
+    # every stage again, or one alone, is safe
+    again = run_cli("ff-train", f"run_dir={run}", cwd=tmp_path).stdout
+    assert "trained 0 runs" in again and "already completed" in again
+    run_cli("ff-analyze", f"run_dir={run}", "bootstrap=0", cwd=tmp_path)
+    assert json.loads((run / "analysis.json").read_text())["fits"]["isoflop"]["status"] == "ok"
+
+
+def test_user_model_class_through_the_cli(tmp_path):
+    run = tmp_path / "mine"
+    run_cli("ff-plan", f"run_dir={run}", "model._target_=tests.plugins.user_model.BagOfWordsLM",
+            "model.size_param=width", "model.name=bow", "model.kwargs={vocab_size: 256}", "budgets=tiny", cwd=REPO)
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["model"]["target"] == "tests.plugins.user_model.BagOfWordsLM"
+    assert all(e["id"].split("_")[-1].startswith("width") for e in plan["experiments"])
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["model=gtp"], ["model=gtp", "gpt", "vit"]),
+    (["budgets.values=[1e12,abc]"], ["budgets.values"]),
+    (["budgets.values=[]"], ["budgets.values is empty"]),
+    (["grid.pionts=3"], ["grid.pionts"]),
+    (["grid.points=many"], ["grid.points"]),
+    (["flops=6n"], ["flops", "6nd"]),
+])
+def test_wrong_plan_input_is_one_clear_line(tmp_path, args, needles):
+    proc = run_cli("ff-plan", f"run_dir={tmp_path / 'r'}", *args, cwd=tmp_path, check=False)
+    _one_line_error(proc, *needles)
+    assert not (tmp_path / "r" / "plan.json").exists()
+
+
+def test_missing_plan_is_one_clear_line(tmp_path):
+    proc = run_cli("ff-train", "run_dir=nowhere", cwd=tmp_path, check=False)
+    _one_line_error(proc, "no plan", "ff-plan run_dir=nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_bad_input_leaves_the_run_dir_as_it_was(tmp_path):
+    run = tmp_path / "r"
+    run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, cwd=tmp_path)
+    before = (run / "plan.json").read_bytes()
+    proc = run_cli("ff-plan", f"run_dir={run}", "budgets.values=[]", cwd=tmp_path, check=False)
+    _one_line_error(proc, "budgets.values")
+    assert (run / "plan.json").read_bytes() == before
+
+
+def test_multirun_shards_with_joblib(tmp_path):
+    run = tmp_path / "shards"
+    run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, cwd=tmp_path)
+    n = len(json.loads((run / "plan.json").read_text())["experiments"])
+    run_cli("ff-train", "-m", f"run_dir={run}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            "shard=0,1,2,3", "num_shards=4", cwd=tmp_path)
+    records = [json.loads(p.read_text()) for p in (run / "runs").glob("*.json")]
+    assert len(records) == n and all(r["status"] == "completed" for r in records)
+    assert len({r["id"] for r in records}) == n
+    assert sorted(p.name for p in (run / "configs").glob("train-shard*.yaml")) == [f"train-shard{k}.yaml" for k in range(4)]
+
+
+def test_config_tree_found_from_a_built_wheel(tmp_path):
+    """The wheel carries conf/ as flops_fit/conf; the scripts find it from any directory."""
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)],
+                   check=True, capture_output=True, text=True)
+    wheel = next(dist.glob("flops_fit-*.whl"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, text=True)
+    assert (target / "flops_fit" / "conf" / "plan.yaml").is_file()
+    env = {"PYTHONPATH": str(target), "PATH": ""}
+    code = "from flops_fit.cli.common import config_dir; print(config_dir())"
+    where = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    assert Path(where.stdout.strip()) == target / "flops_fit" / "conf"
+    run = tmp_path / "from_wheel"
+    proc = subprocess.run([sys.executable, "-m", "flops_fit.cli.plan", f"run_dir={run}", *PLAN_ARGS],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (run / "plan.json").is_file()
