@@ -59,12 +59,26 @@ def test_whole_pipeline_mock(tmp_path):
 
 
 def test_user_model_class_through_the_cli(tmp_path):
+    """A user's own class, from the user's own config folder on Hydra's search path."""
+    conf = tmp_path / "my_conf" / "model"
+    conf.mkdir(parents=True)
+    (conf / "bow.yaml").write_text(
+        "# my bag-of-words LM\n"
+        "defaults: [model_schema, _self_]\n"
+        "name: bow\n"
+        "_target_: tests.plugins.user_model.BagOfWordsLM\n"
+        "size_param: width\n"
+        "size_range: [4, 4096]\n"
+        "kwargs: {vocab_size: 256, depth: 2}\n"
+    )
     run = tmp_path / "mine"
-    run_cli("ff-plan", f"run_dir={run}", "model._target_=tests.plugins.user_model.BagOfWordsLM",
-            "model.size_param=width", "model.name=bow", "model.kwargs={vocab_size: 256}", "budgets=tiny", cwd=REPO)
+    run_cli("ff-plan", f"run_dir={run}", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "model=bow",
+            "budgets=tiny", cwd=REPO)
     plan = json.loads((run / "plan.json").read_text())
     assert plan["model"]["target"] == "tests.plugins.user_model.BagOfWordsLM"
     assert all(e["id"].split("_")[-1].startswith("width") for e in plan["experiments"])
+    run_cli("ff-train", f"run_dir={run}", cwd=REPO)
+    assert len(list((run / "runs").glob("*.json"))) == len(plan["experiments"])
 
 
 @pytest.mark.parametrize("args, needles", [

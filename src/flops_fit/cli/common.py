@@ -120,7 +120,6 @@ def validate_overrides(stage: str, argv: list[str]) -> None:
     overrides = [a for a in argv if not a.startswith("-")]
     if multirun:
         overrides = _first_of_sweeps(overrides)
-    overrides = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name=stage):
         cfg = compose(config_name=stage, overrides=overrides)
         from omegaconf import OmegaConf

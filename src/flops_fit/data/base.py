@@ -1,0 +1,45 @@
+"""The data contract the training loop uses, independent of where the data comes from.
+
+A :class:`DataSource` has
+
+``kind``            ``"text"`` or ``"image"``
+``data_unit``       ``"tokens"`` or ``"images"``: what ``examples_per_batch`` counts
+``vocab_size``      text: every token id is below it (the model's vocabulary)
+``num_classes``, ``image_size``, ``channels``   image data
+``train_batch(batch_size, generator) -> (x, y)``
+    text: ``x``, ``y`` LongTensor ``(B, T)``, ``y`` the next tokens of ``x`` (a random contiguous window
+    of ``T + 1`` tokens from the training split); image: ``x`` float ``(B, C, H, W)`` normalised
+    (augmented when enabled), ``y`` LongTensor ``(B,)``.
+``eval_batches(batch_size)``
+    iterates the fixed held-out split (``eval_size`` tokens or images), the same for every run.
+``examples_per_batch(batch_size)``
+    tokens (``B * T``) or images (``B``) one training batch holds.
+``info()``
+    a JSON-able description (sizes, cache entry) to record next to results.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+
+class DataSource:
+    kind: str = "text"
+    data_unit: str = "tokens"
+    name: str = "data"
+
+    def train_batch(self, batch_size: int, generator) -> tuple[Any, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[Any, Any]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def examples_per_batch(self, batch_size: int) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "data_unit": self.data_unit}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v}" for k, v in self.info().items() if not isinstance(v, (dict, list)))
+        return f"{type(self).__name__}({fields})"

@@ -1,0 +1,151 @@
+"""Normalise and validate a dataset config (``DatasetConf`` as a plain dict).
+
+Every problem raises :class:`FlopsFitError` with one line naming the ``dataset.<key>`` and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from flops_fit.errors import FlopsFitError
+
+TEXT_SOURCES = ("bbc_news", "tinystories", "text_files", "synthetic")
+IMAGE_SOURCES = ("cifar10", "fashion_mnist", "mnist", "synthetic")
+TOKENIZERS = ("gpt2", "bpe", "bytes")
+
+# dataset.options: rarer knobs, with their defaults.
+OPTIONS: dict[str, Any] = {
+    # synthetic text
+    "process": "markov",  # markov (learnable, known entropy floor) | uniform (iid tokens)
+    "num_tokens": 1 << 22,  # synthetic training tokens (the held-out tail comes on top)
+    "branching": 4,  # markov: successors per token
+    # synthetic images
+    "noise": 0.35,  # pixel noise std (images lie in [0, 1])
+    # text sources
+    "shuffle_files": True,  # shuffle the file order (seeded by dataset.seed) so the held-out tail is a random sample
+    "split": "train",  # HF dataset split for training
+    "eval_split": "validation",  # HF split used as the held-out set when present (else a tail of the train split)
+    "hf_config": None,  # datasets.load_dataset(name=...)
+    "revision": None,  # datasets.load_dataset(revision=...)
+    "max_eval_bytes": 1 << 26,  # cap on raw text read from an HF eval split
+    # tokenizers
+    "bpe_train_bytes": 1 << 26,  # text used to train the BPE tokenizer
+    "bpe_min_frequency": 2,
+    "verify_gpt2": True,  # check the sha256 of the GPT-2 vocabulary files
+    # placement
+    "preload": "auto",  # keep the token stream on the device: auto (non-CPU devices, <= 2^28 tokens) | true | false
+}
+
+_DEFAULTS: dict[str, Any] | None = None
+
+
+def _defaults() -> dict[str, Any]:
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        from flops_fit.config.schema import DatasetConf
+
+        out = {}
+        for f in dataclasses.fields(DatasetConf):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+            else:
+                out[f.name] = None
+        out["name"] = None
+        _DEFAULTS = out
+    return dict(_DEFAULTS)
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return dataclasses.asdict(cfg)
+    if hasattr(cfg, "_metadata") and hasattr(cfg, "_get_node"):  # an OmegaConf DictConfig
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    raise FlopsFitError(f"dataset config must be a mapping (DatasetConf as a dict), got {type(cfg).__name__}")
+
+
+def _int(cfg: dict, key: str, minimum: int = 1) -> int:
+    v = cfg[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        try:
+            if isinstance(v, (float, str)) and float(v) == int(float(v)):
+                v = int(float(v))
+            else:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise FlopsFitError(f"dataset.{key}={v!r} is not an integer; set dataset.{key}=<int >= {minimum}>") from None
+    if v < minimum:
+        raise FlopsFitError(f"dataset.{key}={v} must be >= {minimum}")
+    cfg[key] = v
+    return v
+
+
+def normalize(cfg: Any) -> dict[str, Any]:
+    """Fill defaults, check types and choices, merge options with their defaults."""
+    given = _as_dict(cfg)
+    out = _defaults()
+    unknown = sorted(set(given) - set(out))
+    if unknown:
+        raise FlopsFitError(
+            f"dataset.{unknown[0]} is not a dataset key; known keys: {', '.join(sorted(out))} "
+            "(rarer settings go under dataset.options)"
+        )
+    out.update({k: v for k, v in given.items()})
+    for k, v in out.items():
+        if isinstance(v, str) and v == "???":
+            raise FlopsFitError(f"dataset.{k} is required; set dataset.{k}=...")
+    kind = out["kind"]
+    if kind not in ("text", "image"):
+        raise FlopsFitError(f"dataset.kind={kind!r} must be 'text' or 'image'")
+    sources = TEXT_SOURCES if kind == "text" else IMAGE_SOURCES
+    if out["source"] not in sources:
+        raise FlopsFitError(
+            f"dataset.source={out['source']!r} is not a {kind} source; choose one of {', '.join(sources)}"
+        )
+    if not out.get("name"):
+        out["name"] = out["source"] if out["source"] != "synthetic" else f"synthetic_{kind}"
+    _int(out, "eval_size")
+    _int(out, "seed", 0)
+    if out["max_train_bytes"] is not None:
+        _int(out, "max_train_bytes")
+    if kind == "text":
+        if out["tokenizer"] not in TOKENIZERS:
+            raise FlopsFitError(f"dataset.tokenizer={out['tokenizer']!r} must be one of {', '.join(TOKENIZERS)}")
+        _int(out, "vocab_size", 2)
+        _int(out, "seq_len")
+        if out["eval_size"] < out["seq_len"]:
+            raise FlopsFitError(
+                f"dataset.eval_size={out['eval_size']} is smaller than dataset.seq_len={out['seq_len']}; "
+                "the held-out set needs at least one window: raise dataset.eval_size"
+            )
+        if out["tokenizer"] == "bpe" and out["source"] != "synthetic" and out["vocab_size"] < 257:
+            raise FlopsFitError(
+                f"dataset.vocab_size={out['vocab_size']} is too small for dataset.tokenizer=bpe (needs >= 257: "
+                "256 byte symbols + <|endoftext|>); raise dataset.vocab_size or use dataset.tokenizer=bytes"
+            )
+    else:
+        _int(out, "num_classes", 2)
+        _int(out, "image_size", 4)
+        _int(out, "channels")
+        if out["channels"] not in (1, 3):
+            raise FlopsFitError(f"dataset.channels={out['channels']} must be 1 or 3")
+        if out["crop_padding"] is not None:
+            _int(out, "crop_padding", 0)
+    opts = out.get("options") or {}
+    if not isinstance(opts, Mapping):
+        raise FlopsFitError(f"dataset.options={opts!r} must be a mapping of option: value")
+    bad = sorted(set(opts) - set(OPTIONS))
+    if bad:
+        raise FlopsFitError(f"dataset.options.{bad[0]} is not a known option; known: {', '.join(sorted(OPTIONS))}")
+    merged = dict(OPTIONS)
+    merged.update(opts)
+    out["options"] = merged
+    return out
