@@ -1,0 +1,106 @@
+"""Timing of the Approach-3 fit on the Chinchilla data: batched L-BFGS vs a plain scipy loop.
+
+    PYTHONPATH=src python benchmarks/bench_fit.py [--data ../shared/data/chinchilla_svg_extracted.csv]
+                                                  [--bootstrap 1000] [--scipy-starts N | --no-scipy]
+
+Prints the wall time of (1) the 4500-start fit, (2) ``--bootstrap`` refits, (3) scipy's L-BFGS-B
+run from every one of the 4500 starts (all of them by default; ``--scipy-starts`` limits the loop
+to an evenly spaced subset and extrapolates), and the parameters each finds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+from flops_fit.analysis import bootstrap_parametric, default_grid, fit_parametric
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chinchilla_svg_extracted.csv"
+
+
+def load(path):
+    rows = list(csv.DictReader(open(path, newline="")))
+    N = np.array([float(r["Model Size"]) for r in rows])
+    C = np.array([float(r["Training FLOP"]) for r in rows])
+    L = np.array([float(r["loss"]) for r in rows])
+    keep = np.argsort(L)[:-5]  # drop the 5 highest-loss rows, as Epoch did
+    N, C, L = N[keep], C[keep], L[keep]
+    return N, C / (6 * N), L
+
+
+def scipy_objective(theta, logN, logD, logL, delta):
+    """The same summed Huber objective, one start at a time (the plain way)."""
+    a, b, e, alpha, beta = theta
+    t = np.stack([a - alpha * logN, b - beta * logD, np.full_like(logN, e)])
+    m = t.max(axis=0)
+    ex = np.exp(t - m)
+    s = ex.sum(axis=0)
+    r = logL - (m + np.log(s))
+    ab = np.abs(r)
+    f = np.where(ab <= delta, 0.5 * r * r, delta * (ab - 0.5 * delta)).sum()
+    psi = np.clip(r, -delta, delta)
+    p = ex / s
+    g = -np.array([(psi * p[0]).sum(), (psi * p[1]).sum(), (psi * p[2]).sum(),
+                   -(psi * p[0] * logN).sum(), -(psi * p[1] * logD).sum()])
+    return f, g
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--scipy-starts", type=int, default=4500, help="starts for the scipy loop (all by default)")
+    ap.add_argument("--no-scipy", action="store_true")
+    ap.add_argument("--delta", type=float, default=1e-3)
+    args = ap.parse_args(argv)
+    if not Path(args.data).is_file():
+        raise SystemExit(f"{args.data} not found (the Chinchilla CSV from ../shared/data); pass --data")
+    N, D, L = load(args.data)
+    print(f"{N.size} points from {args.data}")
+
+    def show(name, p):
+        print(f"  {name:<10} E={p['E']:.4f} A={p['A']:.2f} B={p['B']:.2f} alpha={p['alpha']:.4f} "
+              f"beta={p['beta']:.4f} a={p['beta'] / (p['alpha'] + p['beta']):.4f} objective={p['objective']:.8f}")
+
+    t = time.perf_counter()
+    fit = fit_parametric(N, D, L, delta=args.delta)
+    t_fit = time.perf_counter() - t
+    print(f"batched L-BFGS, 4500 starts: {t_fit:.2f} s ({fit['n_starts_converged']} starts converged)")
+    show("batched", fit)
+
+    if args.bootstrap:
+        t = time.perf_counter()
+        bs = bootstrap_parametric(N, D, L, fit=fit, n_boot=args.bootstrap, seed=0, delta=args.delta)
+        t_bs = time.perf_counter() - t
+        print(f"bootstrap, {args.bootstrap} refits (each from the best fit + 4 other optima): {t_bs:.2f} s; "
+              f"{np.mean(bs['converged']):.1%} converged")
+        for k in ("E", "A", "B", "alpha", "beta", "a"):
+            lo, hi = np.percentile(bs[k], [2.5, 97.5])
+            print(f"  {k:<6} SE {np.std(bs[k], ddof=1):.4g}  95% interval [{lo:.4g}, {hi:.4g}]")
+
+    if not args.no_scipy:
+        grid = default_grid()
+        k = max(1, min(args.scipy_starts, grid.shape[0]))
+        sel = np.linspace(0, grid.shape[0] - 1, k).round().astype(int)
+        logN, logD, logL = np.log(N), np.log(D), np.log(L)
+        best = None
+        t = time.perf_counter()
+        for x0 in grid[sel]:
+            r = minimize(scipy_objective, x0, args=(logN, logD, logL, args.delta), jac=True, method="L-BFGS-B")
+            if best is None or r.fun < best.fun:
+                best = r
+        t_sp = time.perf_counter() - t
+        full = t_sp * grid.shape[0] / k
+        note = "" if k == grid.shape[0] else f" ({k} starts; {full:.0f} s extrapolated to 4500)"
+        print(f"scipy L-BFGS-B loop: {t_sp:.1f} s{note}; speed-up of the batched fit: {full / t_fit:.0f}x")
+        a, b, e, al, be = best.x
+        show("scipy", {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be, "objective": best.fun})
+
+
+if __name__ == "__main__":
+    main()

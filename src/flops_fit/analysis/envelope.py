@@ -1,0 +1,123 @@
+"""Approach 1: the envelope of the training curves.
+
+Every run's loss curve (``history``: tokens, flops, loss) is interpolated (log-log) onto a
+log-spaced grid of FLOP counts. At each FLOP count the lowest loss across model sizes is the
+envelope; the size that reaches it is N_opt(C). Because model sizes are discrete, the size is
+refined by a three-point parabola in log10 N through the winning size and its two neighbours
+(so the estimate is not a staircase); FLOP counts where the winner is the smallest or largest
+size covering that count are dropped (the true optimum may lie outside the sampled sizes).
+Power laws N_opt = k_N C^a and D_opt = k_D C^b are fitted on the remaining points.
+
+Vectorised over bootstrap replicates given as (R, n_runs) resample counts: a run is in a
+replicate when its count is positive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flops_fit.analysis.isoflop import fit_power_law
+
+
+def curve_matrix(curves, grid):
+    """(n_runs, J) log-loss of each run interpolated at the FLOP counts ``grid`` (inf outside)."""
+    lg = np.log(grid)
+    out = np.full((len(curves), grid.size), np.inf)
+    for i, c in enumerate(curves):
+        f = np.asarray(c["flops"], dtype=float)
+        l = np.asarray(c["loss"], dtype=float)
+        ok = (f > 0) & (l > 0) & np.isfinite(f) & np.isfinite(l)
+        f, l = f[ok], l[ok]
+        if f.size < 2:
+            continue
+        order = np.argsort(f)
+        lf, ll = np.log(f[order]), np.log(l[order])
+        inside = (lg >= lf[0]) & (lg <= lf[-1])
+        out[i, inside] = np.interp(lg[inside], lf, ll)
+    return out
+
+
+def flop_grid(curves, points_per_decade: int = 10):
+    fl = np.concatenate([np.asarray(c["flops"], dtype=float) for c in curves]) if curves else np.array([])
+    fl = fl[np.isfinite(fl) & (fl > 0)]
+    if fl.size < 2 or fl.max() <= fl.min():
+        return np.array([])
+    lo, hi = np.log10(fl.min()), np.log10(fl.max())
+    n = max(int(np.ceil((hi - lo) * points_per_decade)) + 1, 2)
+    return np.logspace(lo, hi, n)
+
+
+def fit_envelope(curves, fpt, W=None, *, points_per_decade: int = 10) -> dict:
+    """Approach 1 for the curves (one dict per run: params, flops, loss arrays).
+
+    Returns the grid ``flops`` (J,), and (R, J) arrays ``params`` (refined N_opt), ``params_run``
+    (the winning sampled size), ``tokens``, ``loss``, ``valid``; (R,) ``a``, ``b``, ``k_N``,
+    ``k_D``, ``n_points``.
+    """
+    n = len(curves)
+    if W is None:
+        W = np.ones((1, n))
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    R = W.shape[0]
+    grid = flop_grid(curves, points_per_decade)
+    J = grid.size
+    sizes = np.unique([float(c["params"]) for c in curves]) if n else np.array([])
+    S = sizes.size
+    empty = {
+        "flops": grid, "params": np.full((R, J), np.nan), "params_run": np.full((R, J), np.nan),
+        "tokens": np.full((R, J), np.nan), "loss": np.full((R, J), np.nan),
+        "valid": np.zeros((R, J), dtype=bool), "a": np.full(R, np.nan), "b": np.full(R, np.nan),
+        "k_N": np.full(R, np.nan), "k_D": np.full(R, np.nan), "n_points": np.zeros(R, dtype=int),
+    }
+    if J == 0 or S < 3:
+        return empty
+    LL = curve_matrix(curves, grid)  # (n, J)
+    size_of = np.searchsorted(sizes, [float(c["params"]) for c in curves])
+    # per replicate and size: the lowest curve among that size's runs in the replicate
+    per_size = np.full((R, S, J), np.inf)
+    for s in range(S):
+        members = np.flatnonzero(size_of == s)
+        if members.size == 0:
+            continue
+        m = np.where(W[:, members, None] > 0, LL[None, members, :], np.inf)  # (R, k, J)
+        per_size[:, s, :] = m.min(axis=1)
+    covered = np.isfinite(per_size)
+    win = np.argmin(per_size, axis=1)  # (R, J)
+    any_cov = covered.any(axis=1)
+    # nearest covered sizes below and above the winner (sizes of other budgets may not reach C)
+    sidx = np.arange(S)[None, :, None]
+    below = np.maximum.accumulate(np.where(covered, sidx, -1), axis=1)  # last covered index <= s
+    above = np.minimum.accumulate(np.where(covered, sidx, S)[:, ::-1], axis=1)[:, ::-1]  # first >= s
+    rr = np.arange(R)[:, None]
+    jj = np.arange(J)[None, :]
+    lo_idx = np.where(win > 0, below[rr, np.maximum(win - 1, 0), jj], -1)
+    hi_idx = np.where(win < S - 1, above[rr, np.minimum(win + 1, S - 1), jj], S)
+    valid = any_cov & (lo_idx >= 0) & (hi_idx < S)
+    lo_idx = np.clip(lo_idx, 0, S - 1)
+    hi_idx = np.clip(hi_idx, 0, S - 1)
+    y0 = per_size[rr, lo_idx, jj]
+    y1 = per_size[rr, win, jj]
+    y2 = per_size[rr, hi_idx, jj]
+    valid &= np.isfinite(y0) & np.isfinite(y1) & np.isfinite(y2)
+    lx = np.log10(sizes)
+    x0, x1, x2 = lx[lo_idx], lx[win], lx[hi_idx]
+    # vertex of the parabola through three points (log-loss vs log10 N)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d01 = (y1 - y0) / (x1 - x0)
+        d12 = (y2 - y1) / (x2 - x1)
+        c2 = (d12 - d01) / (x2 - x0)
+        xv = 0.5 * (x0 + x1) - d01 / (2.0 * c2)
+        xv = np.where(c2 > 0, np.clip(xv, x0, x2), x1)
+        # value of the interpolating parabola (Newton form) at its vertex
+        yv = np.where(c2 > 0, y0 + d01 * (xv - x0) + c2 * (xv - x0) * (xv - x1), y1)
+    N = np.where(valid, 10.0 ** xv, np.nan)
+    N_run = np.where(valid, sizes[win], np.nan)
+    with np.errstate(invalid="ignore"):
+        D = np.where(valid, grid[None, :] / fpt(np.where(valid, N, 1.0)), np.nan)
+    Lmin = np.where(valid, np.exp(np.minimum(yv, y1)), np.nan)
+    k_N, a = fit_power_law(grid, N, valid)
+    k_D, b = fit_power_law(grid, D, valid)
+    return {
+        "flops": grid, "params": N, "params_run": N_run, "tokens": D, "loss": Lmin, "valid": valid,
+        "a": a, "b": b, "k_N": k_N, "k_D": k_D, "n_points": valid.sum(axis=1),
+    }

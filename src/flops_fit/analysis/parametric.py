@@ -1,0 +1,372 @@
+"""Approach 3: the parametric loss L(N, D) = E + A / N^alpha + B / D^beta.
+
+Fitted the way Hoffmann et al. (2022) did and Besiroglu et al. (2024) replicated: in log space,
+
+    log L = LSE(a - alpha log N, b - beta log D, e),   A = exp(a), B = exp(b), E = exp(e),
+
+minimising the Huber loss (delta = 1e-3) of log L minus the prediction, summed over points,
+with L-BFGS from every point of a 4500-start grid and keeping the best objective. All starts
+(and, for the bootstrap, all replicates, each with its own resample-count weight vector)
+advance together in one batched L-BFGS (:mod:`flops_fit.analysis.lbfgs`).
+
+Parameter vectors are ordered ``theta = (a, b, e, alpha, beta)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from flops_fit.analysis.lbfgs import STATUS_TEXT, minimize_batched
+
+PARAM_ORDER = ("a", "b", "e", "alpha", "beta")
+
+# Stopping tests for the L-BFGS runs. The summed Huber objective is ~1e-3 on typical data, so
+# scipy's default objective test (change <= 2.2e-9 * max(|f|, 1)) is effectively absolute and
+# stops bootstrap refits near their start point; the test here is relative to f itself.
+TOL = {"ftol": 1e-10, "gtol": 1e-9, "f_floor": 1e-12}
+
+
+def default_grid() -> np.ndarray:
+    """The 4500-start grid: alpha, beta in {0, .5, .., 2}, e in {-1, -.5, .., 1}, a, b in {0, 5, .., 25}."""
+    ab = np.arange(0.0, 2.01, 0.5)
+    es = np.arange(-1.0, 1.01, 0.5)
+    ls = np.arange(0.0, 25.01, 5.0)
+    rows = [(a, b, e, al, be) for al, be, e, a, b in itertools.product(ab, ab, es, ls, ls)]
+    return np.asarray(rows, dtype=float)
+
+
+def predict_log_loss(theta, logN, logD):
+    """log L for parameter rows ``theta`` (..., 5) at points (n,): returns (..., n)."""
+    theta = np.asarray(theta, dtype=float)
+    a, b, e, al, be = (theta[..., i, None] for i in range(5))
+    t1 = a - al * logN
+    t2 = b - be * logD
+    t3 = np.broadcast_to(e, t1.shape)
+    return np.logaddexp(np.logaddexp(t1, t2), t3)
+
+
+def predict_loss(params: dict, N, D):
+    """L(N, D) from a fit dict with E, A, B, alpha, beta (scalars or arrays that broadcast)."""
+    N = np.asarray(N, dtype=float)
+    D = np.asarray(D, dtype=float)
+    return params["E"] + params["A"] / N ** params["alpha"] + params["B"] / D ** params["beta"]
+
+
+def make_objective(logN, logD, logL, W, delta, problem_rows):
+    """Summed weighted Huber objective and its analytic gradient, batched.
+
+    ``W`` is (R, n) weights (one row per replicate); ``problem_rows[i]`` says which row of W
+    problem ``i`` uses. Returns ``fun(X, idx) -> (f, G)`` for :func:`minimize_batched`.
+
+    The rows are processed in cache-sized chunks with in-place arithmetic. The log-sum-exp is
+    stabilised by a per-row shift computed from the end points of log N and log D (each term
+    is linear in them), so no (rows x points) maximum is needed.
+    """
+    logN = np.ascontiguousarray(logN, dtype=float)
+    logD = np.ascontiguousarray(logD, dtype=float)
+    logL = np.ascontiguousarray(logL, dtype=float)
+    W = np.atleast_2d(np.asarray(W, dtype=float))
+    n = logN.size
+    ones_N = np.stack([np.ones_like(logN), logN], axis=1)  # (n, 2)
+    ones_D = np.stack([np.ones_like(logD), logD], axis=1)
+    nmin, nmax = logN.min(), logN.max()
+    dmin, dmax = logD.min(), logD.max()
+    single = W.shape[0] == 1
+    w0 = W[0]
+    unit = single and bool(np.all(w0 == 1.0))
+    problem_rows = np.asarray(problem_rows)
+    chunk = max(1, 120_000 // max(n, 1))
+    half = 0.5
+
+    def fun(X, idx):
+        k = X.shape[0]
+        f = np.empty(k)
+        G = np.empty((k, 5))
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            for i in range(0, k, chunk):
+                j = slice(i, i + chunk)
+                x = X[j]
+                a, b, e, al, be = x[:, 0], x[:, 1], x[:, 2], x[:, 3], x[:, 4]
+                m1 = a - np.minimum(al * nmin, al * nmax)
+                m2 = b - np.minimum(be * dmin, be * dmax)
+                m = np.maximum(np.maximum(m1, m2), e)
+                t1 = np.multiply.outer(-al, logN)
+                t1 += (a - m)[:, None]
+                np.exp(t1, out=t1)
+                t2 = np.multiply.outer(-be, logD)
+                t2 += (b - m)[:, None]
+                np.exp(t2, out=t2)
+                e3 = np.exp(e - m)
+                s = t1 + t2
+                s += e3[:, None]
+                r = np.log(s)
+                np.subtract(logL, r, out=r)
+                r -= m[:, None]  # residual log L - prediction
+                h = np.abs(r)
+                c = np.minimum(h, delta)
+                c *= half
+                h -= c
+                c += c
+                h *= c  # Huber: 0.5 r^2 inside delta, delta (|r| - delta/2) outside
+                np.clip(r, -delta, delta, out=r)  # Huber derivative
+                if unit:
+                    f[j] = h.sum(axis=1)
+                elif single:
+                    f[j] = h @ w0
+                    r *= w0
+                else:
+                    w = W[problem_rows[idx[j]]]
+                    f[j] = np.einsum("ij,ij->i", h, w)
+                    r *= w
+                r /= s
+                G[j, 2] = -e3 * r.sum(axis=1)
+                t1 *= r
+                t2 *= r
+                g1 = t1 @ ones_N
+                g2 = t2 @ ones_D
+                G[j, 0] = -g1[:, 0]
+                G[j, 3] = g1[:, 1]
+                G[j, 1] = -g2[:, 0]
+                G[j, 4] = g2[:, 1]
+        return f, G
+
+    return fun
+
+
+def theta_to_params(theta) -> dict:
+    theta = np.asarray(theta, dtype=float)
+    a, b, e, al, be = (theta[..., i] for i in range(5))
+    with np.errstate(over="ignore"):
+        out = {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}
+    s = al + be
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["a"] = be / s
+        out["b"] = al / s
+    return out
+
+
+def exponents(alpha, beta):
+    """Closed-form allocation exponents under C = 6ND: a = beta/(alpha+beta), b = alpha/(alpha+beta)."""
+    alpha = np.asarray(alpha, dtype=float)
+    beta = np.asarray(beta, dtype=float)
+    return beta / (alpha + beta), alpha / (alpha + beta)
+
+
+def _fit_core(logN, logD, logL, W, starts, delta, max_iter, tol=None):
+    """Run every start of every replicate; return per-replicate best theta/objective/status."""
+    W = np.atleast_2d(W)
+    R = W.shape[0]
+    starts = np.asarray(starts, dtype=float)
+    if starts.ndim == 2:  # the same starts for every replicate
+        K = starts.shape[0]
+        X0 = np.broadcast_to(starts, (R, K, 5)).reshape(R * K, 5)
+    else:
+        K = starts.shape[1]
+        X0 = starts.reshape(R * K, 5)
+    rows = np.repeat(np.arange(R), K)
+    fun = make_objective(logN, logD, logL, W, delta, rows)
+    res = minimize_batched(fun, X0, max_iter=max_iter, **(tol or {}))
+    f = np.where(np.isfinite(res.f), res.f, np.inf).reshape(R, K)
+    best = np.argmin(f, axis=1)
+    ar = np.arange(R)
+    theta = res.x.reshape(R, K, 5)[ar, best]
+    obj = f[ar, best]
+    status = res.status.reshape(R, K)[ar, best]
+    conv = res.converged.reshape(R, K)[ar, best]
+    return theta, obj, status, conv, res, f
+
+
+def fit_parametric(N, D, L, weights=None, delta: float = 1e-3, starts=None, max_iter: int = 1000,
+                   tol: dict | None = None) -> dict:
+    """Fit L(N, D) = E + A/N^alpha + B/D^beta by the Chinchilla recipe (Huber on log L, L-BFGS grid).
+
+    ``weights``: None, an (n,) vector, or an (R, n) matrix of per-replicate weights (bootstrap
+    resample counts), in which case every returned parameter is an (R,) array.
+    ``starts``: (K, 5) rows of ``(a, b, e, alpha, beta)`` (default: the 4500-point grid) or
+    (R, K, 5) per replicate.
+
+    Returns a dict with E, A, B, alpha, beta, a, b, objective, converged, status, n_starts,
+    theta, plus (single fit only) ``optima``: distinct local optima, best first, useful as
+    starts for refits.
+    """
+    N = np.asarray(N, dtype=float).ravel()
+    D = np.asarray(D, dtype=float).ravel()
+    L = np.asarray(L, dtype=float).ravel()
+    if not (N.shape == D.shape == L.shape):
+        raise ValueError("N, D, L must have the same length")
+    if np.any(~(N > 0)) or np.any(~(D > 0)) or np.any(~(L > 0)):
+        raise ValueError("N, D and L must be positive and finite")
+    n = N.size
+    if weights is None:
+        W = np.ones((1, n))
+        batched = False
+    else:
+        W = np.asarray(weights, dtype=float)
+        batched = W.ndim == 2
+        W = np.atleast_2d(W)
+        if W.shape[1] != n:
+            raise ValueError("weights must have one column per point")
+    if starts is None:
+        starts = default_grid()
+    starts = np.asarray(starts, dtype=float)
+    logN, logD, logL = np.log(N), np.log(D), np.log(L)
+    theta, obj, status, conv, res, fmat = _fit_core(logN, logD, logL, W, starts, delta, max_iter,
+                                                    TOL if tol is None else tol)
+    p = theta_to_params(theta)
+    out = {k: (v if batched else float(v[0])) for k, v in p.items()}
+    out["theta"] = theta if batched else theta[0]
+    out["objective"] = obj if batched else float(obj[0])
+    out["converged"] = conv if batched else bool(conv[0])
+    out["status"] = status if batched else STATUS_TEXT[int(status[0])]
+    out["n_starts"] = int(starts.shape[-2])
+    out["n_starts_converged"] = (
+        res.converged.reshape(W.shape[0], -1).sum(axis=1) if batched else int(res.converged.sum())
+    )
+    if not batched:
+        out["optima"] = _distinct_optima(res.x, fmat[0])
+    return out
+
+
+def _distinct_optima(X, f, k: int = 8) -> np.ndarray:
+    order = np.argsort(f)
+    kept = []
+    for i in order:
+        if not np.isfinite(f[i]):
+            break
+        x = X[i]
+        if all(np.max(np.abs(x - y)) > 1e-2 for y in kept):
+            kept.append(x)
+        if len(kept) >= k:
+            break
+    return np.asarray(kept)
+
+
+def resample_counts(n: int, n_boot: int, seed: int = 0, strata=None) -> np.ndarray:
+    """(n_boot, n) bootstrap resample counts, optionally stratified (resampling within groups)."""
+    rng = np.random.default_rng(seed)
+    C = np.zeros((n_boot, n))
+    if strata is None:
+        idx = rng.integers(0, n, size=(n_boot, n))
+        np.add.at(C, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+        return C
+    strata = np.asarray(strata)
+    for s in np.unique(strata):
+        members = np.flatnonzero(strata == s)
+        pick = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+        np.add.at(C, (np.repeat(np.arange(n_boot), members.size), pick.ravel()), 1.0)
+    return C
+
+
+def bootstrap_parametric(N, D, L, *, fit: dict | None = None, n_boot: int = 1000, seed: int = 0,
+                         counts=None, delta: float = 1e-3, n_extra_starts: int = 4,
+                         max_iter: int = 1000, progress: bool = False) -> dict:
+    """Refit on ``n_boot`` resamples of the points; all replicates advance together.
+
+    Each replicate starts from the full-data best solution plus up to ``n_extra_starts`` other
+    distinct local optima of the full fit. Returns arrays of E, A, B, alpha, beta, a, b (one
+    per replicate), ``converged``, and the resample ``counts``.
+    """
+    N = np.asarray(N, dtype=float).ravel()
+    if fit is None:
+        fit = fit_parametric(N, D, L, delta=delta)
+    if counts is None:
+        counts = resample_counts(N.size, n_boot, seed)
+    counts = np.atleast_2d(np.asarray(counts, dtype=float))
+    starts = np.asarray(fit.get("optima", np.atleast_2d(fit["theta"])))[: 1 + n_extra_starts]
+    bar = _bar(progress, counts.shape[0], "bootstrap (parametric)")
+    chunk = max(1, min(counts.shape[0], 2000 // max(1, starts.shape[0])))
+    parts = []
+    for i in range(0, counts.shape[0], chunk):
+        parts.append(fit_parametric(N, D, L, weights=counts[i:i + chunk], delta=delta, starts=starts,
+                                    max_iter=max_iter))
+        if bar is not None:
+            bar.update(min(chunk, counts.shape[0] - i))
+    if bar is not None:
+        bar.close()
+    out = {k: np.concatenate([np.atleast_1d(p[k]) for p in parts]) for k in
+           ("E", "A", "B", "alpha", "beta", "a", "b", "objective", "converged")}
+    out["theta"] = np.concatenate([p["theta"] for p in parts])
+    out["counts"] = counts
+    return out
+
+
+def _bar(progress: bool, total: int, desc: str):
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# compute-optimal allocation
+
+
+def optimal_allocation(params: dict, C, fpt=None, *, bounds=(1e3, 1e16)):
+    """N_opt(C), D_opt(C) minimising L(N, D) subject to C = fpt(N) * D.
+
+    ``fpt`` is None for C = 6ND (closed form: N_opt = G (C/6)^a, D_opt = (C/6)^b / G with
+    G = (alpha A / (beta B))^(1/(alpha+beta))); otherwise a vectorised callable N -> FLOPs per
+    token, and the minimum of L(N, C / fpt(N)) over log N is found numerically.
+    ``params`` values may be scalars or (R,) arrays; ``C`` broadcasts against them (pass
+    ``C[None, :]`` with ``(R, 1)`` params for a replicate x budget table).
+    """
+    C = np.asarray(C, dtype=float)
+    E, A, B = (np.asarray(params[k], dtype=float) for k in ("E", "A", "B"))
+    al, be = np.asarray(params["alpha"], dtype=float), np.asarray(params["beta"], dtype=float)
+    if fpt is None:
+        with np.errstate(all="ignore"):
+            G = (al * A / (be * B)) ** (1.0 / (al + be))
+            a = be / (al + be)
+            b = al / (al + be)
+            N = G * (C / 6.0) ** a
+            D = (C / 6.0) ** b / G
+        return N, D
+    return _numeric_allocation(E, A, B, al, be, C, fpt, bounds)
+
+
+def _numeric_allocation(E, A, B, al, be, C, fpt, bounds):
+    """Golden-section search on log N of L(N, C/fpt(N)), vectorised over every broadcast cell."""
+    shape = np.broadcast(E, A, B, al, be, C).shape
+    A, B, al, be, C = (np.broadcast_to(v, shape).astype(float) for v in (A, B, al, be, C))
+
+    def loss(x):
+        n = np.exp(x)
+        d = C / fpt(n)
+        with np.errstate(all="ignore"):
+            v = A * np.exp(-al * x) + B * d ** (-be)
+        return np.where(np.isfinite(v), v, np.inf)
+
+    lo0, hi0 = np.log(bounds[0]), np.log(bounds[1])
+    # coarse grid to bracket the minimum (the objective is unimodal for smooth fpt, but the
+    # grid keeps us safe when fpt is only piecewise smooth)
+    grid = np.linspace(lo0, hi0, 121)
+    vals = np.stack([loss(np.full(shape, x)) for x in grid], axis=0)
+    k = np.argmin(vals, axis=0)
+    step = grid[1] - grid[0]
+    lo = grid[0] + (k - 1) * step
+    hi = grid[0] + (k + 1) * step
+    gr = (np.sqrt(5.0) - 1.0) / 2.0
+    x1 = hi - gr * (hi - lo)
+    x2 = lo + gr * (hi - lo)
+    f1, f2 = loss(x1), loss(x2)
+    for _ in range(60):
+        left = f1 < f2
+        hi = np.where(left, x2, hi)
+        lo = np.where(left, lo, x1)
+        x2n = np.where(left, x1, lo + gr * (hi - lo))
+        x1n = np.where(left, hi - gr * (hi - lo), x2)
+        f2n = np.where(left, f1, np.nan)
+        f1n = np.where(left, np.nan, f2)
+        x1, x2 = x1n, x2n
+        new1 = loss(x1)
+        new2 = loss(x2)
+        f1 = np.where(left, new1, f1n)
+        f2 = np.where(left, f2n, new2)
+    x = 0.5 * (lo + hi)
+    N = np.exp(x)
+    return N, C / fpt(N)

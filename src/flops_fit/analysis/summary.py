@@ -1,0 +1,161 @@
+"""Reading an analysis dict back: new grid centres for re-planning, and the printed summary."""
+
+from __future__ import annotations
+
+import math
+
+from flops_fit.units import fmt_flops, fmt_params, fmt_tokens, human
+
+
+def _ok(fit):
+    return bool(fit) and fit.get("status") == "ok"
+
+
+def _power(fit, c):
+    if not _ok(fit) or fit.get("k_N") is None or fit.get("a") is None:
+        return None
+    return float(fit["k_N"]) * float(c) ** float(fit["a"])
+
+
+def refine_centres(analysis: dict) -> dict[float, float]:
+    """Map each budget to the best current estimate of N_opt, to centre a re-planned grid.
+
+    Sweep budgets with an interior IsoFLOP minimum use that minimum. Budgets whose minimum is at
+    the edge use the IsoFLOP power law (or, failing that, the table's approach); with neither,
+    the fitted vertex is used but kept within 4x of the sampled sizes, so the new grid moves
+    towards the optimum without jumping past it. Table budgets (planned or projected) that
+    are not sweep budgets take the table's value.
+    """
+    fits = analysis.get("fits", {})
+    iso = fits.get("isoflop", {}) or {}
+    out: dict[float, float] = {}
+    for b in iso.get("budgets") or []:
+        c = float(b["budget"])
+        if b.get("interior") and b.get("params_opt"):
+            out[c] = float(b["params_opt"])
+            continue
+        est = _power(iso, c)
+        if est is None:
+            est = _table_value(analysis, c)
+        if est is None:
+            lo, hi = float(b["params_min"]), float(b["params_max"])
+            v = b.get("params_opt")
+            coef = b.get("coef") or [None]
+            if v and coef[0] is not None and coef[0] > 0:
+                est = min(max(float(v), lo / 4.0), hi * 4.0)
+            else:
+                est = None
+        if est is not None and math.isfinite(est) and est > 0:
+            out[c] = float(est)
+    for row in analysis.get("table") or []:
+        c = float(row["budget"])
+        if any(abs(c - k) <= 0.01 * k for k in out):
+            continue
+        if row.get("params"):
+            out[c] = float(row["params"])
+    return dict(sorted(out.items()))
+
+
+def _table_value(analysis, c):
+    for row in analysis.get("table") or []:
+        if abs(float(row["budget"]) - c) <= 0.01 * c and row.get("params"):
+            return float(row["params"])
+    return None
+
+
+def _num(x, digits=3):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _iv(ci, digits=3):
+    if not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def _iv_with(ci, fmt):
+    if not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
+def summary_lines(analysis: dict) -> list[str]:
+    """A human-readable summary: the approaches side by side, the table, the diagnostics."""
+    fits = analysis.get("fits", {})
+    unit = analysis.get("data_unit") or "tokens"
+    bs = analysis.get("bootstrap") or {}
+    level = bs.get("ci", 0.95)
+    lines = []
+    nexc = len(analysis.get("excluded_runs") or [])
+    lines.append(
+        f"flops-fit analysis: {analysis.get('n_used', analysis.get('n_runs'))} runs used"
+        + (f", {nexc} excluded" if nexc else "")
+        + f"; params={analysis.get('params_kind')}; "
+        + (f"{bs.get('n')} bootstrap resamples, {level:.0%} intervals" if bs.get("n") else "no bootstrap")
+    )
+    lines.append("")
+    lines.append(f"{'approach':<22}{'a  (N_opt ~ C^a)':<28}{'b  (D_opt ~ C^b)':<28}")
+    names = [("envelope", "1 envelope"), ("isoflop", "2 IsoFLOP"), ("parametric", "3 parametric")]
+    for key, label in names:
+        f = fits.get(key) or {}
+        if _ok(f):
+            a = f"{_num(f.get('a'))}{_iv(f.get('a_ci'))}"
+            b = f"{_num(f.get('b'))}{_iv(f.get('b_ci'))}"
+            lines.append(f"{label:<22}{a:<28}{b:<28}")
+        else:
+            lines.append(f"{label:<22}skipped: {f.get('reason') or 'not run'}")
+    p = fits.get("parametric") or {}
+    if _ok(p):
+        lines.append(
+            f"  parametric L(N, D) = {p['E']:.4g} + {p['A']:.4g} / N^{p['alpha']:.4f} + {p['B']:.4g} / D^{p['beta']:.4f}"
+            f"  (alpha{_iv(p.get('alpha_ci'), 4)}, beta{_iv(p.get('beta_ci'), 4)}, E{_iv(p.get('E_ci'), 4)})"
+        )
+        if not p.get("converged", True):
+            lines.append("  (the parametric fit did not converge)")
+    lv = fits.get("loss_vs_compute") or {}
+    if _ok(lv):
+        lines.append(f"  loss frontier L*(C) = {lv['E']:.4g} + {lv['A']:.4g} C^-{lv['gamma']:.4f}"
+                     f"  (gamma{_iv(lv.get('gamma_ci'), 4)}; from {lv.get('source')})")
+    for ag in analysis.get("agreement") or []:
+        if ag.get("agree") is False:
+            lines.append(f"  ! {ag['approaches'][0]} and {ag['approaches'][1]} disagree on a "
+                         f"({ag['a'][0]:.3f} vs {ag['a'][1]:.3f})")
+    table = analysis.get("table") or []
+    if table:
+        lines.append("")
+        lines.append(f"compute-optimal table (allocation: {analysis.get('table_source')}, "
+                     f"loss: {analysis.get('table_loss_source') or 'n/a'})")
+        for row in table:
+            mark = "*" if row.get("planned") else " "
+            ps = fmt_params(row["params"]) if row.get("params") else "-"
+            ts = fmt_tokens(row["tokens"], unit) if row.get("tokens") else "-"
+            pci = _iv_with(row.get("params_ci"), human)
+            tci = _iv_with(row.get("tokens_ci"), human)
+            loss = f"loss {row['loss']:.3f}{_iv(row.get('loss_ci'))}" if row.get("loss") is not None else ""
+            tpp = f"{row['tokens_per_param']:.1f} {unit}/param" if row.get("tokens_per_param") else ""
+            lines.append(f" {mark}{fmt_flops(row['budget']):<14} {ps}{pci:<18} {ts}{tci:<18} {tpp:<18} {loss}")
+        if any(r.get("planned") for r in table):
+            lines.append("  (* = a budget of the sweep)")
+    hold = analysis.get("holdout")
+    if hold and hold.get("status") == "ok":
+        lines.append("")
+        lines.append(f"holdout: refit without the {hold['k']} largest budget(s)")
+        for r in hold["rows"]:
+            bits = [fmt_flops(r["budget"])]
+            if r.get("isoflop_params_error") is not None:
+                bits.append(f"IsoFLOP N_opt error {r['isoflop_params_error']:+.1%}")
+            if r.get("parametric_params_error") is not None:
+                bits.append(f"parametric N_opt error {r['parametric_params_error']:+.1%}")
+            if r.get("parametric_loss_error") is not None:
+                bits.append(f"loss error {r['parametric_loss_error']:+.2%}")
+            lines.append("  " + ", ".join(bits))
+    diags = analysis.get("diagnostics") or []
+    if diags:
+        lines.append("")
+        lines.append("diagnostics:")
+        for d in diags:
+            lines.append(f"  [{d['level']}] {d['code']}: {d['message']}")
+    return lines
+
+
+__all__ = ["refine_centres", "summary_lines"]

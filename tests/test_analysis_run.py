@@ -1,0 +1,341 @@
+"""run_analysis end to end on mock sweeps, external files, and the printed summary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flops_fit.analysis import load_external, refine_centres, run_analysis, summary_lines
+from flops_fit.errors import FlopsFitError
+from flops_fit.units import fmt_flops
+
+TRUTH = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+A_TRUE = TRUTH["beta"] / (TRUTH["alpha"] + TRUTH["beta"])
+BUDGETS = (1e17, 3e17, 1e18, 3e18, 1e19)
+
+
+def _loss(N, D):
+    t = TRUTH
+    return t["E"] + t["A"] / N ** t["alpha"] + t["B"] / D ** t["beta"]
+
+
+def mock_runs(seed=0, *, noise=0.005, budgets=BUDGETS, points=7, span=4.0, shift=None, history=10,
+              fail=(), diverge=()):
+    """Run records like ff-train writes, from L = E + A/N^alpha + B/D^beta with log-normal noise.
+
+    ``shift``: {budget: factor} moves that budget's grid of sizes by ``factor``.
+    """
+    rng = np.random.default_rng(seed)
+    shift = shift or {}
+    runs = []
+    for C in budgets:
+        centre = np.sqrt(C / 120.0) * shift.get(C, 1.0)  # the 20 tokens/param prior
+        for j, N in enumerate(np.geomspace(centre / span, centre * span, points)):
+            N = float(round(N))
+            D = C / (6 * N)
+            rid = f"c{C:.0e}_n{j}"
+            t = D * np.arange(1, history + 1) / history
+            losses = _loss(N, t) * np.exp(noise * rng.standard_normal(history))
+            rec = {"id": rid, "status": "completed", "budget": C, "size": j, "params": N,
+                   "non_embedding_params": 0.9 * N, "tokens": D, "flops": 6 * N * D, "loss": float(losses[-1]),
+                   "history": [{"tokens": float(a), "flops": float(6 * N * a), "loss": float(b)}
+                               for a, b in zip(t, losses)], "data_unit": "tokens"}
+            if rid in fail:
+                rec.update(status="failed", loss=None, history=[], error="RuntimeError: CUDA out of memory\n...")
+            if rid in diverge:
+                rec.update(status="diverged", loss=float("nan"))
+            runs.append(rec)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def base():
+    runs = mock_runs(0)
+    return runs, run_analysis(runs, n_bootstrap=60, seed=0, holdout=1, table_max_budget=1e22)
+
+
+def test_shape_matches_the_contract(base):
+    _, out = base
+    for key in ("schema_version", "created", "params_kind", "data_unit", "n_runs", "excluded_runs", "fits",
+                "table", "table_source", "agreement", "diagnostics", "residuals", "holdout"):
+        assert key in out, key
+    fits = out["fits"]
+    assert set(fits) >= {"envelope", "isoflop", "parametric", "loss_vs_compute"}
+    for name in ("envelope", "isoflop", "parametric"):
+        f = fits[name]
+        assert f["status"] == "ok", (name, f.get("reason"))
+        for k in ("a", "b", "a_ci", "b_ci"):
+            assert k in f
+        assert f["a_ci"][0] <= f["a"] <= f["a_ci"][1]
+    for k in ("k_N", "k_D", "points"):
+        assert k in fits["envelope"]
+    for k in ("E", "A", "B", "alpha", "beta", "E_ci", "A_ci", "B_ci", "alpha_ci", "beta_ci", "objective",
+              "converged", "n_starts"):
+        assert k in fits["parametric"], k
+    assert fits["parametric"]["n_starts"] == 4500
+    assert fits["loss_vs_compute"]["status"] == "ok"
+    for k in ("E", "A", "gamma"):
+        assert fits["loss_vs_compute"][k] is not None
+    b0 = fits["isoflop"]["budgets"][0]
+    for k in ("budget", "params_opt", "tokens_opt", "loss_opt", "interior", "coef", "n_runs", "params_min",
+              "params_max", "params_opt_ci"):
+        assert k in b0, k
+    assert len(b0["coef"]) == 3 and b0["n_runs"] == 7
+    row = out["table"][0]
+    for k in ("budget", "params", "tokens", "tokens_per_param", "loss", "params_ci", "tokens_ci", "loss_ci",
+              "planned"):
+        assert k in row, k
+    assert out["table_source"] == "isoflop"
+    res = out["residuals"][0]
+    for k in ("id", "params", "tokens", "loss", "predicted", "residual"):
+        assert k in res
+    assert len(out["residuals"]) == 35
+    json.dumps(out, allow_nan=False)  # plain JSON: no NaN, no numpy types
+
+
+def test_table_budgets_planned_and_decades(base):
+    _, out = base
+    budgets = [r["budget"] for r in out["table"]]
+    assert budgets == sorted(budgets)
+    planned = [r["budget"] for r in out["table"] if r["planned"]]
+    np.testing.assert_allclose(planned, BUDGETS)
+    for dec in (1e20, 1e21, 1e22):
+        assert any(abs(b - dec) < 1e-6 * dec for b in budgets)
+    assert max(budgets) <= 1e22 * 1.001
+    for r in out["table"]:
+        assert r["params_ci"][0] <= r["params"] <= r["params_ci"][1]
+        assert r["loss_ci"][0] <= r["loss"] <= r["loss_ci"][1]
+        assert r["tokens_per_param"] == pytest.approx(r["tokens"] / r["params"])
+        assert 6 * r["params"] * r["tokens"] == pytest.approx(r["budget"], rel=1e-6)
+
+
+def test_approaches_recover_the_truth(base):
+    _, out = base
+    f = out["fits"]
+    assert f["isoflop"]["a"] == pytest.approx(A_TRUE, abs=0.03)
+    assert f["parametric"]["a"] == pytest.approx(A_TRUE, abs=0.04)
+    assert f["envelope"]["a"] == pytest.approx(A_TRUE, abs=0.05)
+    assert all(a["agree"] for a in out["agreement"])
+    # true optimum at 1e19 FLOPs
+    G = (TRUTH["alpha"] * TRUTH["A"] / (TRUTH["beta"] * TRUTH["B"])) ** (1 / (TRUTH["alpha"] + TRUTH["beta"]))
+    n_true = G * (1e19 / 6) ** A_TRUE
+    row = next(r for r in out["table"] if abs(r["budget"] - 1e19) < 1e13)
+    assert row["params"] == pytest.approx(n_true, rel=0.15)
+    assert row["loss"] == pytest.approx(_loss(n_true, 1e19 / (6 * n_true)), rel=0.01)
+
+
+def test_holdout_reports_prediction_errors(base):
+    _, out = base
+    h = out["holdout"]
+    assert h["status"] == "ok" and h["k"] == 1
+    assert h["held_out_budgets"] == [pytest.approx(1e19)]
+    row = h["rows"][0]
+    assert abs(row["isoflop_params_error"]) < 0.3
+    assert abs(row["parametric_loss_error"]) < 0.02
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_isoflop_a_on_several_seeds(seed):
+    out = run_analysis(mock_runs(seed, history=2), n_bootstrap=0, seed=seed)
+    a = out["fits"]["isoflop"]["a"]
+    assert a == pytest.approx(A_TRUE, abs=0.03)
+    assert out["fits"]["isoflop"]["a_ci"] is None  # no bootstrap, no interval
+
+
+def test_edge_minimum_warning_names_the_budget():
+    runs = mock_runs(4, shift={1e19: 8.0})  # the largest budget's grid sits far above the optimum
+    out = run_analysis(runs, n_bootstrap=0)
+    edge = [d for d in out["diagnostics"] if d["code"] == "isoflop_edge"]
+    assert len(edge) == 1
+    d = edge[0]
+    assert d["level"] == "warning"
+    assert d["budget"] == pytest.approx(1e19)
+    assert fmt_flops(1e19) in d["message"]
+    assert "smaller models" in d["message"]
+    b = next(b for b in out["fits"]["isoflop"]["budgets"] if abs(b["budget"] - 1e19) < 1e13)
+    assert not b["interior"]
+    # the power law still uses the four interior budgets and is close to the truth
+    assert out["fits"]["isoflop"]["n_interior"] == 4
+    assert out["fits"]["isoflop"]["a"] == pytest.approx(A_TRUE, abs=0.05)
+    # re-planning centres the bad budget on the power law, well below its current grid
+    centres = refine_centres(out)
+    c19 = next(v for k, v in centres.items() if abs(k - 1e19) < 1e13)
+    assert c19 < b["params_min"]
+
+
+def test_few_interior_budgets_warns():
+    runs = mock_runs(5, shift={1e18: 10.0, 3e18: 10.0, 1e19: 10.0})
+    out = run_analysis(runs, n_bootstrap=0)
+    codes = [d["code"] for d in out["diagnostics"]]
+    assert codes.count("isoflop_edge") == 3
+    assert "isoflop_few_interior" in codes
+    assert out["fits"]["isoflop"]["status"] == "ok"  # two interior budgets still make a line
+
+
+def test_failed_and_diverged_runs_are_excluded_and_listed():
+    runs = mock_runs(6, fail=("c1e+18_n3",), diverge=("c3e+17_n0",))
+    out = run_analysis(runs, n_bootstrap=0)
+    ex = {e["id"]: e for e in out["excluded_runs"]}
+    assert set(ex) == {"c1e+18_n3", "c3e+17_n0"}
+    assert ex["c1e+18_n3"]["status"] == "failed" and "out of memory" in ex["c1e+18_n3"]["reason"]
+    assert ex["c3e+17_n0"]["status"] == "diverged"
+    assert out["n_runs"] == 35 and out["n_used"] == 33
+    assert all(r["id"] not in ex for r in out["residuals"])
+    b = next(b for b in out["fits"]["isoflop"]["budgets"] if abs(b["budget"] - 1e18) < 1e12)
+    assert b["n_runs"] == 6 and "c1e+18_n3" not in b["run_ids"]
+    d = next(d for d in out["diagnostics"] if d["code"] == "excluded_runs")
+    assert "c1e+18_n3" in d["message"] and "c3e+17_n0" in d["message"]
+
+
+def test_all_runs_failed_is_a_user_error():
+    runs = mock_runs(0, budgets=(1e17,), points=3, fail=("c1e+17_n0", "c1e+17_n1", "c1e+17_n2"))
+    with pytest.raises(FlopsFitError, match="no completed runs"):
+        run_analysis(runs, n_bootstrap=0)
+
+
+def test_non_embedding_params_and_bad_options():
+    runs = mock_runs(0, history=2)
+    out = run_analysis(runs, n_bootstrap=0, params_kind="non_embedding", table_max_budget=1e19)
+    assert out["params_kind"] == "non_embedding"
+    assert out["flops_per_token"] == "interpolated"  # flops are 6 x total params, not 6 x non-embedding
+    r = out["residuals"][0]
+    assert r["params"] == pytest.approx(0.9 * runs[0]["params"])
+    for row in out["table"]:  # allocation respects C = fpt(N) D with fpt(N) = 6 N / 0.9
+        assert 6 * row["params"] / 0.9 * row["tokens"] == pytest.approx(row["budget"], rel=0.02)
+    del runs[3]["non_embedding_params"]
+    with pytest.raises(FlopsFitError, match="non_embedding_params"):
+        run_analysis(runs, n_bootstrap=0, params_kind="non_embedding")
+    with pytest.raises(FlopsFitError, match="params="):
+        run_analysis(runs, n_bootstrap=0, params_kind="embedding")
+    with pytest.raises(FlopsFitError, match="ci="):
+        run_analysis(runs, ci=95)
+
+
+def test_bootstrap_is_seeded():
+    runs = mock_runs(7, history=2)
+    a = run_analysis(runs, n_bootstrap=20, seed=3)
+    b = run_analysis(runs, n_bootstrap=20, seed=3)
+    assert a["fits"]["isoflop"]["a_ci"] == b["fits"]["isoflop"]["a_ci"]
+    assert a["fits"]["parametric"]["alpha_ci"] == b["fits"]["parametric"]["alpha_ci"]
+    assert a["table"][0]["params_ci"] == b["table"][0]["params_ci"]
+
+
+# --------------------------------------------------------------------------------------------
+# external data
+
+
+def _write_csv(path, runs, *, budget=True):
+    cols = ["params", "tokens", "loss"] + (["budget"] if budget else [])
+    lines = [",".join(cols)]
+    for r in runs:
+        lines.append(",".join(str(r[c]) for c in cols))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_external_csv_without_budgets_infers_them(tmp_path):
+    runs = mock_runs(8)
+    # perturb the FLOPs a little, as rounding of sizes/steps would elsewhere
+    rng = np.random.default_rng(0)
+    for r in runs:
+        r["tokens"] = r["tokens"] * (1 + 0.002 * rng.standard_normal())
+    p = tmp_path / "runs.csv"
+    _write_csv(p, runs, budget=False)
+    ext = load_external(p)
+    assert len(ext) == 35 and ext[0]["status"] == "completed"
+    assert ext[0]["flops"] == pytest.approx(6 * ext[0]["params"] * ext[0]["tokens"])
+    out = run_analysis(ext, n_bootstrap=0)
+    assert out["budgets_inferred"]
+    assert any(d["code"] == "budgets_inferred" for d in out["diagnostics"])
+    iso = out["fits"]["isoflop"]
+    assert iso["status"] == "ok" and len(iso["budgets"]) == 5
+    np.testing.assert_allclose([b["budget"] for b in iso["budgets"]], BUDGETS, rtol=0.01)
+    assert iso["a"] == pytest.approx(A_TRUE, abs=0.03)
+    assert out["fits"]["envelope"]["status"] == "skipped"  # no loss curves in a CSV
+    assert "history" in out["fits"]["envelope"]["reason"]
+
+
+def test_external_jsonl_with_budgets(tmp_path):
+    runs = mock_runs(9)
+    p = tmp_path / "runs.jsonl"
+    p.write_text("\n".join(json.dumps({k: r[k] for k in ("id", "params", "tokens", "loss", "budget")})
+                           for r in runs) + "\n")
+    ext = load_external(p)
+    assert ext[0]["id"] == runs[0]["id"] and ext[0]["budget"] == runs[0]["budget"]
+    out = run_analysis(ext, n_bootstrap=0)
+    assert not out["budgets_inferred"]
+    assert out["fits"]["isoflop"]["status"] == "ok"
+
+
+def test_external_errors_name_the_file_and_column(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("params,loss\n1e8,3.2\n")
+    with pytest.raises(FlopsFitError) as e:
+        load_external(p)
+    assert "bad.csv" in str(e.value) and "tokens" in str(e.value)
+    q = tmp_path / "bad2.csv"
+    q.write_text("params,tokens,loss\n1e8,abc,3.2\n")
+    with pytest.raises(FlopsFitError, match=r"row 2.*tokens"):
+        load_external(q)
+    with pytest.raises(FlopsFitError, match="not found"):
+        load_external(tmp_path / "missing.csv")
+    r = tmp_path / "bad.jsonl"
+    r.write_text('{"params": 1e8, "tokens": 2e9, "loss": 3.1}\n{oops\n')
+    with pytest.raises(FlopsFitError, match="line 2"):
+        load_external(r)
+    with pytest.raises(FlopsFitError, match="unknown file type"):
+        (tmp_path / "x.txt").write_text("params,tokens,loss\n")
+        load_external(tmp_path / "x.txt")
+
+
+def test_continuous_flops_run_only_the_parametric_fit():
+    rng = np.random.default_rng(10)
+    N = 10 ** rng.uniform(7.5, 9.5, 60)
+    C = 10 ** rng.uniform(18, 20, 60)
+    D = C / (6 * N)
+    L = _loss(N, D) * np.exp(0.004 * rng.standard_normal(60))
+    runs = [{"params": n, "tokens": d, "loss": l} for n, d, l in zip(N, D, L)]
+    out = run_analysis(runs, n_bootstrap=30)
+    f = out["fits"]
+    assert f["isoflop"]["status"] == "skipped" and "IsoFLOP" in f["isoflop"]["reason"]
+    assert f["envelope"]["status"] == "skipped"
+    assert f["loss_vs_compute"]["status"] == "skipped"
+    assert f["parametric"]["status"] == "ok"
+    assert out["table_source"] == "parametric" and out["table_loss_source"] == "parametric"
+    assert f["parametric"]["a"] == pytest.approx(A_TRUE, abs=0.05)
+    assert not any(r["planned"] for r in out["table"])
+    # no planned budgets: the table starts at the first decade within the data
+    assert out["table"][0]["budget"] == pytest.approx(10.0 ** np.ceil(np.log10(C.min())))
+    assert any(d["code"] == "no_isoflop_groups" for d in out["diagnostics"])
+
+
+# --------------------------------------------------------------------------------------------
+# reading the analysis back
+
+
+def test_summary_and_refine_centres(base):
+    runs, out = base
+    lines = summary_lines(out)
+    text = "\n".join(lines)
+    assert "1 envelope" in text and "2 IsoFLOP" in text and "3 parametric" in text
+    assert "1.0e19 FLOPs" in text and "params" in text and "tokens" in text
+    assert any("M params" in ln for ln in lines) and any("B tokens" in ln for ln in lines)
+    iso = out["fits"]["isoflop"]
+    assert f"{iso['a']:.3f} [{iso['a_ci'][0]:.3f}, {iso['a_ci'][1]:.3f}]" in text
+    centres = refine_centres(out)
+    for b in iso["budgets"]:
+        c = next(v for k, v in centres.items() if abs(k - b["budget"]) < 1e-6 * b["budget"])
+        assert c == pytest.approx(b["params_opt"])
+    assert any(abs(k - 1e22) < 1e16 for k in centres)  # projected budgets too
+
+
+def test_analysis_imports_neither_torch_nor_hydra():
+    import subprocess
+    import sys
+
+    code = ("import sys, flops_fit.analysis; "
+            "bad = [m for m in ('torch', 'hydra', 'omegaconf') if m in sys.modules]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
