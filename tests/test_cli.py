@@ -141,3 +141,22 @@ def test_config_tree_found_from_a_built_wheel(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (run / "plan.json").is_file()
+
+
+def test_runs_trained_elsewhere_reproduce_chinchilla(tmp_path):
+    """`ff-analyze input=FILE` on Epoch AI's extraction of Chinchilla's runs (../shared/data)."""
+    src = REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv"
+    if not src.is_file():
+        pytest.skip(f"{src} is absent (it ships beside the checkout in ../shared/data, not with the package)")
+    run = tmp_path / "chin"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "chinchilla_reproduce.py"), "--csv", str(src),
+                           "--run-dir", str(run), "--bootstrap", "0"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    fit = json.loads((run / "analysis.json").read_text())["fits"]
+    assert fit["isoflop"]["status"] == "skipped" and fit["envelope"]["status"] == "skipped"
+    par = fit["parametric"]
+    for key, want, tol in [("E", 1.8172, 0.005), ("alpha", 0.3473, 0.005), ("beta", 0.3672, 0.005),
+                           ("A", 477.78, 0.03), ("B", 2142.93, 0.03)]:
+        assert abs(par[key] / want - 1) < tol, (key, par[key], want)
+    run_cli("ff-plot", f"run_dir={run}", cwd=tmp_path)
+    assert (run / "plots" / "parametric_residuals.png").is_file() and (run / "report.html").is_file()

@@ -105,6 +105,7 @@ class ModelSpec:
             "target": self.target,
             "size_param": self.size_param,
             "kwargs": self.kwargs,
+            "size_range": list(self.size_range),
         }
 
 

@@ -187,7 +187,9 @@ def plot_loss_vs_compute(analysis: Mapping, runs: Iterable[Mapping], path: Path,
     cb = fig.colorbar(sc, ax=ax)
     cb.set_label(f"Model size N ({_params_label(analysis)})")
     cb.ax.yaxis.set_major_formatter(_tick_formatter())
-    cb.ax.yaxis.set_minor_formatter(_tick_formatter())
+    from matplotlib.ticker import NullFormatter
+
+    cb.ax.yaxis.set_minor_formatter(NullFormatter())
     lvc = analysis.get("fits", {}).get("loss_vs_compute", {})
     iso_rows = analysis.get("fits", {}).get("isoflop", {}).get("budgets") or []
     front = [r for r in iso_rows if r.get("loss_opt") is not None]
@@ -202,8 +204,9 @@ def plot_loss_vs_compute(analysis: Mapping, runs: Iterable[Mapping], path: Path,
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_flops_formatter())
     ax.set_xlabel("Training compute C (FLOPs)")
-    ax.set_ylabel("Held-out loss")
-    ax.set_title("Loss vs compute (thin lines: evaluation curves during training)", fontsize=10)
+    ax.set_ylabel("Final loss" if analysis.get("input") else "Held-out loss")
+    ax.set_title("Loss vs compute" + ("" if analysis.get("input") else " (thin lines: evaluation curves during training)"),
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     if front or lvc.get("status") == "ok":
         ax.legend(fontsize=8)

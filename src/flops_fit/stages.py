@@ -26,18 +26,22 @@ def plan(cfg: Mapping[str, Any]) -> dict:
     from flops_fit.planning import Grid, check_budgets, make_plan
 
     rd = RunDir(cfg["run_dir"])
-    grid_cfg = dict(cfg.get("grid") or {})
-    grid = Grid(**grid_cfg)
-    budgets = check_budgets((cfg.get("budgets") or {}).get("values"))
-    model = ModelSpec.from_config(cfg["model"])
-    dataset = dict(cfg.get("dataset") or {})
-    flops = cfg.get("flops", "6nd")
+    grid = Grid(**dict(cfg.get("grid") or {}))
     centres = None
     if cfg.get("refine_from"):
-        centres, budgets = _refine(cfg["refine_from"], budgets, cfg)
+        # the model, data and FLOPs convention are those of the sweep being refined
+        source_plan, centres, budgets = _refine(cfg["refine_from"], cfg)
+        model = ModelSpec.from_config({**source_plan["model"], "_target_": source_plan["model"]["target"]})
+        dataset = dict(source_plan.get("dataset") or {})
+        flops = source_plan.get("flops_convention", "6nd")
+    else:
+        budgets = check_budgets((cfg.get("budgets") or {}).get("values"))
+        model = ModelSpec.from_config(cfg["model"])
+        dataset = dict(cfg.get("dataset") or {})
+        flops = cfg.get("flops", "6nd")
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
                        progress=not cfg.get("quiet", False))
-    result["budgets_name"] = (cfg.get("budgets") or {}).get("name", "custom")
+    result["budgets_name"] = "refined" if cfg.get("refine_from") else (cfg.get("budgets") or {}).get("name", "custom")
     if cfg.get("refine_from"):
         result["refined_from"] = str(cfg["refine_from"])
     if rd.has_plan():
@@ -47,25 +51,35 @@ def plan(cfg: Mapping[str, Any]) -> dict:
     return rd.read_plan()
 
 
-def _refine(source: str, budgets: list[float], cfg: Mapping) -> tuple[dict, list[float]]:
-    """Centres from a finished analysis: each budget's fitted optimum, plus larger budgets."""
+def _refine(source: str, cfg: Mapping) -> tuple[dict, dict, list[float]]:
+    """The source sweep's plan, a centre per budget (its fitted optimum) and the budgets:
+    the source's own plus ``add_budgets`` larger ones, each ``budget_step`` x the last."""
     from flops_fit.analysis import refine_centres
+    from flops_fit.api import predict
 
-    analysis = RunDir(source).read_analysis()
-    centres = refine_centres(analysis)
-    if not centres:
-        raise FlopsFitError(f"refine_from={source}: its analysis.json has no fitted optimum to centre on; train and analyze it first")
-    out = sorted(set(budgets) | set(centres))
+    src = RunDir(source)
+    plan, analysis = src.read_plan(), src.read_analysis()
+    estimates = refine_centres(analysis)
+    budgets = sorted(float(b) for b in plan["budgets"])
     step = float(cfg.get("budget_step", 4.0))
+    if step <= 1:
+        raise FlopsFitError(f"budget_step={step} must be > 1")
     for _ in range(int(cfg.get("add_budgets", 0))):
-        out.append(out[-1] * step)
-    fits = analysis.get("fits", {})
-    iso = fits.get("isoflop", {})
-    if iso.get("status") == "ok":  # budgets with no IsoFLOP minimum yet: the fitted power law
-        for b in out:
-            if b not in centres:
-                centres[b] = iso["k_N"] * b ** iso["a"]
-    return centres, out
+        budgets.append(budgets[-1] * step)
+    centres = {}
+    for b in budgets:
+        match = [n for c, n in estimates.items() if abs(c - b) <= 0.01 * b]
+        if match:
+            centres[b] = match[0]
+        else:
+            try:
+                centres[b] = predict(analysis, b)["params"]
+            except FlopsFitError:
+                pass  # no fit to extrapolate from: the prior places this budget's grid
+    if not centres:
+        raise FlopsFitError(f"refine_from={source}: its analysis.json has no fitted optimum to centre on; "
+                            f"train more runs there and re-run ff-analyze")
+    return plan, centres, budgets
 
 
 def _warn_if_plan_changes_completed_runs(rd: RunDir, new: dict) -> None:
