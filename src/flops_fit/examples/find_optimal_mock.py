@@ -24,6 +24,9 @@ def main() -> None:
         budgets="chinchilla",
         trainer={"kind": "mock", "noise": 0.005,
                  "ground_truth": {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}},
+        # Chinchilla-scale budgets need widths far beyond a CPU's: allow d_model up to 32768
+        # (parameters are counted on the meta device, so nothing is allocated)
+        plan_overrides=["model.size_range=[16,32768]"],
         analyze_overrides=["bootstrap=100"],
     )
     print(result.table())
