@@ -20,7 +20,6 @@ from flops_fit.artifacts import RunDir, now_iso
 from flops_fit.errors import FlopsFitError
 from flops_fit.models import ModelSpec
 from flops_fit.training.mock import GroundTruth, train_mock
-from flops_fit.units import human, sci
 
 TRAINER_KINDS = ("mock", "local", "gpu")
 
@@ -148,14 +147,8 @@ def train_plan(
             record = _record(exp, plan, result, kind, started)
             rd.write_run(record)
             counts[record["status"]] += 1
-            if kind != "mock" and not quiet:
-                loss = record.get("loss")
-                bar.write(
-                    f"{record['id']}: {record['status']}, held-out loss "
-                    f"{loss if loss is None else f'{loss:.4f}'}, {human(record['params'])} params, "
-                    f"{human(record['tokens'])} {plan.get('data_unit', 'tokens')}, {sci(record['flops'])} FLOPs, "
-                    f"{record['wall_time_s']:.1f}s"
-                )
+            if record["status"] == "failed" and not quiet:  # the loop prints its own line for the others
+                bar.write(f"{record['id']}: failed: {record.get('error')}")
         finally:
             lock.release()
     bar.close()

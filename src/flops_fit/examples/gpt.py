@@ -1,0 +1,397 @@
+"""A small GPT (decoder-only transformer) that follows the flops-fit model contract.
+
+Architecture (nanoGPT-sized, one file)::
+
+    tokens -> embedding -> n_layer x [x + Attn(RMSNorm(x)); x + SwiGLU(RMSNorm(x))] -> RMSNorm -> head -> logits
+
+* pre-norm residual blocks with RMSNorm (learned gain, no bias anywhere);
+* causal self-attention through ``F.scaled_dot_product_attention`` with rotary position
+  embeddings (RoPE) on queries and keys, so there is no position-embedding table;
+* SwiGLU MLP ``down(silu(gate(x)) * up(x))`` whose hidden size is ``mlp_ratio x d_model``
+  (8/3 keeps the parameter count of a 4x GELU MLP) rounded up to ``ffn_multiple_of``;
+* **untied** input embedding and output head. Under μP the two play different roles (an
+  input layer whose learning rate stays fixed and a readout whose logits are scaled by
+  ``base_width / d_model``), which a shared matrix cannot satisfy at once.
+
+The size parameter is ``d_model``; the number of heads is ``d_model // head_dim`` (the head
+dimension stays fixed as the model widens), so ``d_model`` must be a multiple of ``head_dim``
+(``GPT.round_size`` gives the nearest one).
+
+Parameter counts. ``num_params(non_embedding=True)`` leaves out the input embedding table
+only: it is a lookup with no FLOPs. The output head is a real ``d_model x vocab`` matmul and
+stays in, so ``6 x non-embedding params`` tracks the compute actually spent.
+
+Initialisation (both parametrizations): embedding and output head N(0, init_std^2); hidden
+matrices N(0, init_gain^2 / fan_in), the residual output projections (attention ``proj``, MLP
+``down``) additionally / sqrt(2 n_layer); RMSNorm gains 1. The 1/fan_in variance is what μP
+prescribes for hidden weights (and what PyTorch's default init does). The defaults
+(``init_gain`` 0.3, ``init_std`` 0.05) beat a GPT-2-style constant 0.02 everywhere by 0.05-0.15
+nats/byte at widths 32-128 in scripts/mup_lr_sweep.py ablations.
+
+Parametrizations (``parametrization=``):
+
+``"sp"`` standard parametrization: one learning rate for all weights, attention logits scaled
+    by 1/sqrt(head_dim), no output multiplier. The best learning rate drifts as the model widens.
+``"mup"`` maximal-update parametrization (Yang et al. 2022, "Tensor Programs V"), in its
+    Adam form, with ``m = d_model / base_width``:
+
+    ============== ============================ ===================
+    weights         init std                     Adam learning rate
+    ============== ============================ ===================
+    embedding       init_std                     lr
+    hidden matrices init_gain / sqrt(fan_in)     lr / m
+    output head     init_std, logits x 1/m       lr
+    gains (norms)   1                            lr
+    ============== ============================ ===================
+
+    and attention logits scaled like 1/head_dim instead of 1/sqrt(head_dim):
+    ``attn_mult x sqrt(base_head_dim) / head_dim``, calibrated so that at ``head_dim ==
+    base_head_dim`` (default: head_dim itself) it equals SP's 1/sqrt(head_dim). Here the head
+    dimension stays fixed as the model widens (more heads), so the scale is constant across the
+    sweep; it only matters when head_dim itself is varied. At ``d_model == base_width`` init,
+    learning rates and attention equal SP's, so a learning rate tuned on the base model carries
+    over to every width. (A bare 1/head_dim with head_dim 16 makes attention 4x softer than SP at
+    every width and costs loss in the scripts/mup_lr_sweep.py runs.)
+
+The per-layer learning rates live in ``param_groups(lr, weight_decay)``; the flops-fit loop
+hands those groups to AdamW. Weight decay applies to every matrix (embedding, hidden, head),
+not to gains.
+
+FLOPs per token (``flops_per_token(convention)``), training = forward + backward:
+
+``6nd`` / ``6nd_nonembedding``  6 x total / non-embedding parameters.
+``chinchilla``  Hoffmann et al. (2022), appendix F: embeddings, attention (QKV projections,
+    QK^T logits over the full context, softmax, softmax-weighted sum of values, output
+    projection), dense block, final logits; backward = 2 x forward. The SwiGLU block has three
+    matrices, so its dense term is ``2 x 3 x d_model x ffn_dim`` instead of ``2 x 2 x ...``.
+``measured``  torch's FlopCounterMode over one forward + backward of a twin built on the
+    meta device (no memory, no time), per token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PARAMETRIZATIONS = ("mup", "sp")
+
+
+@dataclass
+class GPTConfig:
+    d_model: int = 256
+    n_layer: int = 4
+    head_dim: int = 32
+    vocab_size: int = 256
+    seq_len: int = 128
+    mlp_ratio: float = 8 / 3
+    ffn_multiple_of: int = 32
+    parametrization: str = "mup"  # mup | sp
+    base_width: int = 32  # μP: the width where μP equals SP; tuned hyper-parameters transfer from it (ignored under sp)
+    init_std: float = 0.05  # embedding and output head
+    init_gain: float = 0.3  # hidden matrices: std init_gain / sqrt(fan_in)
+    output_mult: float = 1.0  # μP: logits multiplier at the base width
+    attn_mult: float = 1.0  # μP: attention logits are attn_mult * sqrt(base_head_dim) / head_dim
+    base_head_dim: int | None = None  # μP: the head_dim where that equals 1/sqrt(head_dim) (None: head_dim)
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        if self.head_dim < 2 or self.head_dim % 2:
+            raise ValueError(f"GPT head_dim={self.head_dim} must be an even number >= 2 (rotary embeddings rotate pairs)")
+        if self.d_model < self.head_dim or self.d_model % self.head_dim:
+            raise ValueError(
+                f"GPT d_model={self.d_model} must be a positive multiple of head_dim={self.head_dim}; "
+                f"GPT.round_size({self.d_model}, head_dim={self.head_dim}) = {GPT.round_size(self.d_model, head_dim=self.head_dim)}"
+            )
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"GPT parametrization={self.parametrization!r} must be one of {PARAMETRIZATIONS}")
+        for name in ("n_layer", "vocab_size", "seq_len", "base_width", "ffn_multiple_of"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"GPT {name}={getattr(self, name)} must be >= 1")
+
+    @property
+    def n_head(self) -> int:
+        return self.d_model // self.head_dim
+
+    @property
+    def ffn_dim(self) -> int:
+        m = self.ffn_multiple_of
+        return m * math.ceil(self.mlp_ratio * self.d_model / m)
+
+    @property
+    def width_mult(self) -> float:
+        """m = d_model / base_width under μP; 1 under SP."""
+        return self.d_model / self.base_width if self.parametrization == "mup" else 1.0
+
+
+# --------------------------------------------------------------------------------------
+# building blocks
+
+
+def rotary_tables(seq_len: int, head_dim: int, base: float, device) -> torch.Tensor:
+    """Rotation angles (seq_len, head_dim // 2): position t turns pair i by t * base^(-2i/head_dim)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    return torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+
+
+def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate (..., T, n, D) queries/keys (T the third axis from the end) by position.
+
+    Pairs are adjacent coordinates (x[2i], x[2i+1]). In float32 the rotation is one complex
+    multiply (one pass over memory, forward and backward); other dtypes, and torch.compile (which
+    fuses the element-wise ops anyway), take the equivalent real form.
+    """
+    T, half = angles.shape
+    if x.dtype == torch.float32 and x.device.type != "meta" and not torch.compiler.is_compiling():
+        rot = torch.polar(torch.ones_like(angles), angles)[:, None, :]  # (T, 1, D/2) unit complex numbers
+        return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (half, 2))) * rot).flatten(-2)
+    cos = angles.cos().to(x.dtype)[:, None, :]
+    sin = angles.sin().to(x.dtype)[:, None, :]
+    x_even, x_odd = x.unflatten(-1, (half, 2)).unbind(-1)
+    return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        if cfg.parametrization == "mup":
+            self.scale = cfg.attn_mult * math.sqrt(cfg.base_head_dim or cfg.head_dim) / cfg.head_dim
+        else:
+            self.scale = 1.0 / math.sqrt(cfg.head_dim)
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim)
+        qk = apply_rotary(qkv[:, :, :2].transpose(1, 2), angles)  # queries and keys in one pass: (B, 2, T, H, D)
+        q, k = qk.unbind(dim=1)
+        v = qkv[:, :, 2]
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=self.scale
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.hidden = cfg.ffn_dim
+        self.gate_up = nn.Linear(cfg.d_model, 2 * self.hidden, bias=False)  # [gate; up] in one matmul
+        self.down = nn.Linear(self.hidden, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).split(self.hidden, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = CausalSelfAttention(cfg)
+        self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), angles)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+# --------------------------------------------------------------------------------------
+# μP helpers shared with the ViT
+
+ROLES = ("input", "hidden", "output", "vector")
+
+
+def mup_param_groups(
+    named_roles: Iterable[tuple[str, nn.Parameter, str]],
+    lr: float,
+    weight_decay: float,
+    width_mult: float,
+) -> list[dict]:
+    """AdamW groups from (name, parameter, role) triples.
+
+    Roles: ``input`` (embeddings, patch projection), ``hidden`` (width x width matrices),
+    ``output`` (the readout), ``vector`` (gains, biases, position tables). Hidden matrices get
+    ``lr / width_mult``; everything else ``lr``. Matrices get ``weight_decay``, vectors none.
+    Empty groups are dropped; each group carries a ``name`` for logging.
+    """
+    buckets: dict[str, list] = {r: [] for r in ROLES}
+    for name, p, role in named_roles:
+        if role not in buckets:
+            raise ValueError(f"parameter {name}: unknown μP role {role!r}")
+        if p.requires_grad:
+            buckets[role].append(p)
+    spec = {
+        "input": (lr, weight_decay),
+        "hidden": (lr / width_mult, weight_decay),
+        "output": (lr, weight_decay),
+        "vector": (lr, 0.0),
+    }
+    return [
+        {"name": role, "params": ps, "lr": spec[role][0], "weight_decay": spec[role][1]}
+        for role, ps in buckets.items()
+        if ps
+    ]
+
+
+def count_flops_measured(model_cls, config, example: torch.Tensor, targets: torch.Tensor) -> float:
+    """Training FLOPs per data unit of a meta-device twin (FlopCounterMode; nothing is allocated)."""
+    from flops_fit.training.flops import cross_entropy_loss, measure_flops_per_token
+
+    with torch.device("meta"):
+        twin = model_cls(config)
+        x = example.to("meta")
+        y = targets.to("meta")
+    return measure_flops_per_token(twin, (x, y), cross_entropy_loss)
+
+
+# --------------------------------------------------------------------------------------
+# the model
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer; ``GPT(GPTConfig(...))`` or ``GPT(d_model=..., n_layer=..., ...)``."""
+
+    data_unit = "tokens"
+
+    def __init__(self, config: GPTConfig | None = None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = GPTConfig(**kwargs)
+        elif kwargs:
+            config = replace(config, **kwargs)
+        self.config = cfg = config
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        # μP readout multiplier, applied to the head's input (cheaper than to the logits; same gradients)
+        self.output_scale = cfg.output_mult / cfg.width_mult if cfg.parametrization == "mup" else 1.0
+        self.reset_parameters()
+
+    # -- contract hooks -------------------------------------------------------------------
+
+    @classmethod
+    def round_size(cls, size, head_dim: int = GPTConfig.head_dim, **_) -> int:
+        """The multiple of ``head_dim`` nearest to ``size`` (at least ``head_dim``)."""
+        head_dim = int(head_dim)
+        return max(head_dim, head_dim * int(round(float(size) / head_dim)))
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if non_embedding else n
+
+    def flops_per_token(self, convention: str = "6nd") -> float:
+        if convention == "6nd":
+            return 6.0 * self.num_params()
+        if convention == "6nd_nonembedding":
+            return 6.0 * self.num_params(non_embedding=True)
+        if convention == "chinchilla":
+            return chinchilla_flops_per_token(
+                d_model=self.config.d_model,
+                n_layer=self.config.n_layer,
+                n_head=self.config.n_head,
+                head_dim=self.config.head_dim,
+                ffn_dim=self.config.ffn_dim,
+                vocab_size=self.config.vocab_size,
+                seq_len=self.config.seq_len,
+                ffn_matrices=3,
+            )
+        if convention == "measured":
+            x = torch.zeros(1, self.config.seq_len, dtype=torch.long)
+            return count_flops_measured(type(self), self.config, x, x)
+        raise NotImplementedError(f"GPT has no FLOPs convention {convention!r}")
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
+        """AdamW groups; μP learning rates (hidden matrices at lr x base_width/d_model) under mup."""
+        return mup_param_groups(self._roles(), lr, weight_decay, self.config.width_mult)
+
+    def _roles(self):
+        for name, p in self.named_parameters():
+            if name.startswith("embed."):
+                role = "input"
+            elif name.startswith("head."):
+                role = "output"
+            elif p.ndim >= 2:
+                role = "hidden"
+            else:
+                role = "vector"
+            yield name, p, role
+
+    # -- init and forward -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """(Re)initialise every weight from the global RNG; works on the meta device (no-op)."""
+        cfg = self.config
+        depth = math.sqrt(2 * cfg.n_layer)
+        nn.init.normal_(self.embed.weight, std=cfg.init_std)
+        nn.init.normal_(self.head.weight, std=cfg.init_std)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.qkv.weight, std=cfg.init_gain / math.sqrt(cfg.d_model))
+            nn.init.normal_(block.attn.proj.weight, std=cfg.init_gain / math.sqrt(cfg.d_model) / depth)
+            nn.init.normal_(block.mlp.gate_up.weight, std=cfg.init_gain / math.sqrt(cfg.d_model))
+            nn.init.normal_(block.mlp.down.weight, std=cfg.init_gain / math.sqrt(cfg.ffn_dim) / depth)
+        for m in self.modules():
+            if isinstance(m, nn.RMSNorm):
+                nn.init.ones_(m.weight)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, vocab_size) logits."""
+        T = idx.shape[1]
+        if T > self.config.seq_len:
+            raise ValueError(f"GPT got a sequence of {T} tokens; seq_len={self.config.seq_len}")
+        x = self.embed(idx)
+        angles = rotary_tables(T, self.config.head_dim, self.config.rope_base, x.device)
+        for block in self.blocks:
+            x = block(x, angles)
+        x = self.norm(x)
+        if self.output_scale == 1.0:
+            return self.head(x)
+        # μP readout multiplier: scale whichever of the head's weight and its input is smaller
+        if self.head.weight.numel() < x.numel():
+            return F.linear(x, self.head.weight * self.output_scale)
+        return self.head(x * self.output_scale)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"d_model={c.d_model}, n_layer={c.n_layer}, n_head={c.n_head}, parametrization={c.parametrization}"
+
+
+def chinchilla_flops_per_token(
+    *,
+    d_model: int,
+    n_layer: int,
+    n_head: int,
+    head_dim: int,
+    ffn_dim: int,
+    vocab_size: int,
+    seq_len: int,
+    ffn_matrices: int = 2,
+    embedding: bool = True,
+) -> float:
+    """Training FLOPs per token, Hoffmann et al. (2022) appendix F (forward x 3).
+
+    Per sequence of length T, with d_attn = n_head x head_dim:
+    embeddings 2 T V d; QKV 2 x 3 T d d_attn; QK^T 2 T^2 d_attn; softmax 3 n_head T^2;
+    weighted sum 2 T^2 d_attn; output projection 2 T d_attn d; dense 2 T x (ffn_matrices x d x ffn);
+    logits 2 T d V. Divided by T here.
+    """
+    T, d, d_attn = seq_len, d_model, n_head * head_dim
+    attention = 2 * 3 * d * d_attn + 2 * T * d_attn + 3 * n_head * T + 2 * T * d_attn + 2 * d_attn * d
+    dense = 2 * ffn_matrices * d * ffn_dim
+    forward = n_layer * (attention + dense) + 2 * d * vocab_size
+    if embedding:
+        forward += 2 * vocab_size * d
+    return 3.0 * float(forward)
+
+
+__all__ = ["GPT", "GPTConfig", "chinchilla_flops_per_token", "mup_param_groups"]

@@ -1,0 +1,94 @@
+"""Optimizer and learning-rate schedule of the training loop.
+
+* ``param_groups(model, lr, weight_decay)``: the model's own groups (its ``param_groups`` hook,
+  where μP per-layer learning rates live) or the default: weight decay on tensors with
+  ``ndim >= 2``, none on gains and biases. Every trainable parameter must be in exactly one group.
+* ``build_optimizer(...)``: AdamW over those groups, fused kernels on CUDA.
+* ``lr_factor(step, total_steps, warmup_steps, min_lr_ratio)``: linear warmup to the peak, then
+  a cosine decay that reaches ``min_lr_ratio x peak`` at the last step, i.e. exactly when the
+  run's token budget is spent. Each group's learning rate is its own peak x this factor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from flops_fit.errors import FlopsFitError
+
+
+def default_param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [
+        {"name": "decay", "params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"name": "no_decay", "params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def param_groups(model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    hook = getattr(model, "param_groups", None)
+    groups = hook(lr, weight_decay) if callable(hook) else default_param_groups(model, lr, weight_decay)
+    groups = [dict(g, params=list(g["params"])) for g in groups]
+    seen: set[int] = set()
+    for g in groups:
+        g.setdefault("lr", lr)
+        g.setdefault("weight_decay", weight_decay)
+        for p in g["params"]:
+            if id(p) in seen:
+                raise FlopsFitError(f"{type(model).__name__}.param_groups() lists a parameter in two groups")
+            seen.add(id(p))
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missing:
+        raise FlopsFitError(
+            f"{type(model).__name__}.param_groups() leaves out trainable parameters {missing[:5]}"
+            + (" ..." if len(missing) > 5 else "")
+        )
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(
+    model: torch.nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    device_type: str = "cpu",
+) -> torch.optim.AdamW:
+    groups = param_groups(model, lr, weight_decay)
+    kwargs = {"fused": True} if device_type == "cuda" else {"foreach": True}
+    opt = torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, **kwargs)
+    for g in opt.param_groups:
+        g["peak_lr"] = g["lr"]
+    return opt
+
+
+def warmup_steps_for(total_steps: int, warmup_frac: float) -> int:
+    """Warmup length: ``warmup_frac`` of the run, at least 1 step, leaving at least one decay step."""
+    if total_steps <= 1:
+        return 1
+    return int(min(max(1, round(warmup_frac * total_steps)), total_steps - 1))
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate for update ``step`` (0-based) of ``total_steps``.
+
+    Linear warmup: (step + 1) / warmup_steps, reaching 1 at step warmup_steps - 1; then cosine
+    from 1 down to ``min_lr_ratio``, reached at the last step (total_steps - 1).
+    """
+    if total_steps <= 1:
+        return 1.0
+    warmup_steps = max(1, min(warmup_steps, total_steps - 1))
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - (warmup_steps - 1)) / (total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = g["peak_lr"] * factor

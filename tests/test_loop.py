@@ -1,0 +1,210 @@
+"""The shared training loop (flops_fit.training.loop) on tiny in-test data sources."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from flops_fit.examples import GPT, VisionTransformer
+from flops_fit.training import loop as loop_mod
+from flops_fit.training.loop import train_run
+from flops_fit.training.optim import lr_factor, warmup_steps_for
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast, and immune to a co-tenant stalling OpenMP's second."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+VOCAB, T = 32, 16
+
+
+class ToyText:
+    """A learnable stand-in for the data contract: each token is followed by a fixed successor
+    with probability 1 - noise, else by a uniform random token (entropy floor ~0.65 nats)."""
+
+    kind, data_unit = "text", "tokens"
+
+    def __init__(self, vocab=VOCAB, seq_len=T, eval_seqs=64, noise=0.1, seed=0):
+        self.vocab, self.seq_len, self.noise = vocab, seq_len, noise
+        self.succ = torch.randperm(vocab, generator=torch.Generator().manual_seed(seed))
+        self.eval = self._sample(eval_seqs, torch.Generator().manual_seed(seed + 1))
+
+    def _sample(self, n, g):
+        toks = [torch.randint(self.vocab, (n,), generator=g)]
+        for _ in range(self.seq_len):
+            rnd = torch.randint(self.vocab, (n,), generator=g)
+            keep = torch.rand(n, generator=g) >= self.noise
+            toks.append(torch.where(keep, self.succ[toks[-1]], rnd))
+        s = torch.stack(toks, 1)
+        return s[:, :-1].contiguous(), s[:, 1:].contiguous()
+
+    def train_batch(self, batch_size, generator):
+        return self._sample(batch_size, generator)
+
+    def eval_batches(self, batch_size):
+        x, y = self.eval
+        for i in range(0, len(x), batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+
+    def examples_per_batch(self, batch_size):
+        return batch_size * self.seq_len
+
+
+class ToyImages:
+    """Four classes of 8x8 single-channel images: horizontal or vertical stripes, bright or dark."""
+
+    kind, data_unit = "image", "images"
+
+    def __init__(self, n_eval=32):
+        self.eval = self._sample(n_eval, torch.Generator().manual_seed(1))
+
+    def _sample(self, n, g):
+        y = torch.randint(4, (n,), generator=g)
+        stripes = (torch.arange(8) % 2).float() * 2 - 1
+        patterns = torch.stack([stripes[:, None].expand(8, 8), stripes[None, :].expand(8, 8)])
+        x = patterns[y % 2] + torch.where(y >= 2, 1.0, -1.0)[:, None, None] + 0.3 * torch.randn(n, 8, 8, generator=g)
+        return x[:, None].contiguous(), y
+
+    def train_batch(self, batch_size, generator):
+        return self._sample(batch_size, generator)
+
+    def eval_batches(self, batch_size):
+        x, y = self.eval
+        for i in range(0, len(x), batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+
+    def examples_per_batch(self, batch_size):
+        return batch_size
+
+
+TRAINER = {"kind": "local", "device": "cpu", "lr": 1e-2, "batch_size": 8, "warmup_frac": 0.1, "min_lr_ratio": 0.1,
+           "eval_every_frac": 0.25, "seed": 0, "progress": False}
+
+
+def gpt(width=32, **kw):
+    return GPT(d_model=width, n_layer=2, head_dim=16, vocab_size=VOCAB, seq_len=T, base_width=32, **kw)
+
+
+def experiment(tokens, id="r0"):
+    return {"id": id, "budget": 1e9, "size": 32, "params": 0, "tokens": tokens, "flops_per_token": 1.0}
+
+
+def test_record_shape_and_learning():
+    data = ToyText()
+    r = train_run(experiment(8 * T * 60), model=gpt(), data=data, trainer=TRAINER, progress=False)
+    json.dumps(r)
+    for key in ("id", "status", "budget", "size", "params", "non_embedding_params", "tokens", "flops",
+                "flops_by_convention", "loss", "history", "trainer", "seed", "wall_time_s", "steps",
+                "tokens_per_s", "achieved_flops_per_s", "data_unit"):
+        assert key in r, key
+    assert r["status"] == "completed" and r["trainer"] == "local" and r["data_unit"] == "tokens"
+    assert r["steps"] == 60 and r["tokens"] == 60 * 8 * T
+    assert r["params"] == gpt().num_params()
+    assert r["flops"] == pytest.approx(6 * r["params"] * r["tokens"])
+    assert set(r["flops_by_convention"]) == {"6nd", "6nd_nonembedding", "chinchilla", "measured"}
+    assert [p["tokens"] for p in r["history"]] == [15 * 128, 30 * 128, 45 * 128, 60 * 128]
+    assert r["history"][-1]["loss"] == r["loss"]
+    assert r["history"][-1]["flops"] == pytest.approx(r["flops"])
+    # learns: from ln(32) = 3.47 at init to well under 2 nats
+    assert r["loss"] < 2.0, r["loss"]
+    assert r["tokens_per_s"] > 0 and r["achieved_flops_per_s"] > 0
+
+
+def test_same_seed_same_losses_different_seed_different():
+    data = ToyText()
+    runs = [train_run(experiment(8 * T * 12), model=gpt(), data=data, trainer=dict(TRAINER, seed=s), progress=False)
+            for s in (3, 3, 4)]
+    losses = [[p["loss"] for p in r["history"]] for r in runs]
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+
+
+def test_model_built_elsewhere_is_reseeded_and_meta_is_materialised():
+    data = ToyText()
+    torch.manual_seed(123)
+    a = train_run(experiment(8 * T * 6), model=gpt(), data=data, trainer=TRAINER, progress=False)
+    with torch.device("meta"):
+        m = gpt()
+    b = train_run(experiment(8 * T * 6), model=m, data=data, trainer=TRAINER, progress=False)
+    assert a["loss"] == b["loss"]
+    assert not any(p.is_meta for p in m.parameters())
+
+
+def test_schedule_ends_at_min_ratio_at_the_budget(monkeypatch):
+    assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.1) == 1.0
+    assert lr_factor(99, 100, 10, 0.1) == pytest.approx(0.1)
+    factors = [lr_factor(s, 100, 10, 0.1) for s in range(100)]
+    assert all(a <= b for a, b in zip(factors[:10], factors[1:10])) and all(
+        a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert warmup_steps_for(1, 0.1) == 1 and warmup_steps_for(2, 0.9) == 1 and warmup_steps_for(100, 0.05) == 5
+
+    seen = []
+    real_set_lr = loop_mod.set_lr
+
+    def spy(optimizer, factor):
+        real_set_lr(optimizer, factor)
+        seen.append({g["name"]: g["lr"] for g in optimizer.param_groups})
+
+    monkeypatch.setattr(loop_mod, "set_lr", spy)
+    tokens = 8 * T * 19 + 5  # not a whole number of batches: 20 steps
+    r = train_run(experiment(tokens), model=gpt(64), data=ToyText(), trainer=dict(TRAINER, lr=0.02), progress=False)
+    assert r["steps"] == len(seen) == 20 == math.ceil(tokens / (8 * T))
+    assert r["tokens"] == 20 * 8 * T >= tokens
+    assert seen[-1]["vector"] == pytest.approx(0.02 * 0.1)
+    assert seen[-1]["hidden"] == pytest.approx(0.02 * 0.1 * 32 / 64)  # μP: hidden at lr x base/width
+    assert max(s["vector"] for s in seen) == pytest.approx(0.02)
+
+
+def test_divergence_is_reported():
+    data = ToyText()
+    trainer = dict(TRAINER, lr=30.0, grad_clip=0.0, warmup_frac=0.0, diverge_factor=1.5)
+    r = train_run(experiment(8 * T * 30), model=gpt(parametrization="sp"), data=data, trainer=trainer, progress=False)
+    assert r["status"] == "diverged"
+    assert r["loss"] is None
+    assert r["steps"] < 30 and "loss" in r["reason"]
+    json.dumps(r)
+
+
+def test_image_model_and_plain_module():
+    data = ToyImages()
+    vit = VisionTransformer(embed_dim=32, depth=1, head_dim=16, image_size=8, patch_size=4, channels=1,
+                            num_classes=4, base_width=32)
+    r = train_run(experiment(8 * 40), model=vit, data=data, trainer=dict(TRAINER, lr=3e-3), progress=False)
+    assert r["status"] == "completed" and r["data_unit"] == "images" and r["tokens"] == 320
+    assert r["flops"] == pytest.approx(6 * vit.num_params() * 4 * 320)  # 4 patches per image
+    assert r["loss"] < 1.0  # ln 4 = 1.39 at chance
+
+    # any nn.Module with the forward contract trains; it falls back to 6 x params
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    r = train_run(experiment(8 * 20), model=net, data=data, trainer=TRAINER, flops_convention="6nd", progress=False)
+    assert r["status"] == "completed" and r["params"] == 64 * 32 + 32 + 32 * 4 + 4
+    assert r["flops"] == pytest.approx(6 * r["params"] * 160)
+    with pytest.raises(Exception, match="chinchilla"):
+        train_run({"id": "x", "tokens": 16}, model=net, data=data, trainer=TRAINER, flops_convention="chinchilla",
+                  progress=False)
+
+
+def test_cuda_request_falls_back_with_one_warning(capsys):
+    loop_mod._WARNED.clear()
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    for _ in range(2):
+        r = train_run(experiment(8 * T * 2), model=gpt(), data=ToyText(), trainer=dict(TRAINER, device="cuda"),
+                      progress=False)
+        assert r["device"] == "cpu"
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "CUDA is not available" in err
+
+
+def test_progress_prints_one_summary_line(capsys):
+    train_run(experiment(8 * T * 3, id="sum1"), model=gpt(), data=ToyText(), trainer=dict(TRAINER, progress=False),
+              progress=True)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("[sum1] completed: loss")
