@@ -30,15 +30,15 @@ test: $(STAMP) ## Run the test suite
 test-fast: $(STAMP) ## Run the tests without the slow ones
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
-demo: $(STAMP) ## The whole pipeline on the default config (real CPU training) into outputs/demo
-	$(BIN)/ff-plan run_dir=outputs/demo $(ARGS)
+demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes, ~10 min) into outputs/demo
+	$(BIN)/ff-plan run_dir=outputs/demo grid.points=5 $(ARGS)
 	$(BIN)/ff-train run_dir=outputs/demo trainer=local
-	$(BIN)/ff-analyze run_dir=outputs/demo
+	$(BIN)/ff-analyze run_dir=outputs/demo table_max_budget=1e16
 	$(BIN)/ff-plot run_dir=outputs/demo
 	@echo "open outputs/demo/report.html (figures in outputs/demo/plots/)"
 
 demo-mock: $(STAMP) ## The whole pipeline in seconds with the mock trainer into outputs/demo-mock
-	$(BIN)/ff-plan run_dir=outputs/demo-mock budgets=chinchilla $(ARGS)
+	$(BIN)/ff-plan run_dir=outputs/demo-mock budgets=chinchilla model.size_range=[16,32768] $(ARGS)
 	$(BIN)/ff-train run_dir=outputs/demo-mock trainer=mock
 	$(BIN)/ff-analyze run_dir=outputs/demo-mock
 	$(BIN)/ff-plot run_dir=outputs/demo-mock
@@ -60,6 +60,7 @@ bench: $(STAMP) ## Benchmarks: fitting speed vs a scipy loop, CI coverage, train
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/coverage.py
+	$(BIN)/python benchmarks/bench_mock.py
 
 clean: ## Remove outputs, caches and build files (keeps .venv)
 	rm -rf outputs multirun build dist .pytest_cache src/*.egg-info

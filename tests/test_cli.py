@@ -160,3 +160,10 @@ def test_runs_trained_elsewhere_reproduce_chinchilla(tmp_path):
         assert abs(par[key] / want - 1) < tol, (key, par[key], want)
     run_cli("ff-plot", f"run_dir={run}", cwd=tmp_path)
     assert (run / "plots" / "parametric_residuals.png").is_file() and (run / "report.html").is_file()
+
+
+def test_bad_dataset_fails_at_plan_time(tmp_path):
+    proc = run_cli("ff-plan", f"run_dir={tmp_path / 'r'}", "dataset=bbc_news", "dataset.vocab_size=100",
+                   cwd=tmp_path, check=False)
+    _one_line_error(proc, "dataset.vocab_size=100")
+    assert not (tmp_path / "r" / "plan.json").exists()

@@ -38,6 +38,10 @@ def plan(cfg: Mapping[str, Any]) -> dict:
         budgets = check_budgets((cfg.get("budgets") or {}).get("values"))
         model = ModelSpec.from_config(cfg["model"])
         dataset = dict(cfg.get("dataset") or {})
+        if dataset:  # catch a bad dataset now, not hours later when ff-train loads it
+            from flops_fit.data import normalize_config
+
+            normalize_config(dataset)
         flops = cfg.get("flops", "6nd")
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
                        progress=not cfg.get("quiet", False))
