@@ -36,7 +36,7 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     level = int(round(100 * float(analysis.get("ci", 0.95))))
     out = [f"<!doctype html><html><head><meta charset=utf-8><title>flops-fit report</title><style>{_CSS}</style></head><body>"]
     out.append("<h1>flops-fit: compute-optimal scaling report</h1>")
-    src = analysis.get("input") or "the runs in this run directory"
+    src = analysis.get("input") or "this run directory"
     out.append(f"<p>{analysis.get('n_runs', len(analysis.get('points', [])))} runs from {html.escape(str(src))}; "
                f"parameters counted as <b>{html.escape(str(analysis.get('params_kind', 'total')))}</b>; "
                f"intervals are {level}% bootstrap percentiles. Generated {html.escape(str(analysis.get('created', '')))}.</p>")
@@ -98,7 +98,23 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
         out.append("</ul>")
     ho = analysis.get("holdout")
     if ho:
-        out.append(f"<h2>Extrapolation check</h2><pre>{html.escape(_holdout_text(ho))}</pre>")
+        out.append("<h2>Extrapolation check</h2>")
+        if ho.get("status") != "ok":
+            out.append(f"<p class=warn>{html.escape(str(ho.get('reason', ho.get('status'))))}</p>")
+        else:
+            out.append(f"<p>Refit without the {ho['k']} largest budget(s), then predicted them:</p>")
+            out.append("<table><tr><th>held-out budget</th><th>observed N_opt</th><th>IsoFLOP prediction</th>"
+                       "<th>parametric prediction</th><th>observed loss</th><th>parametric loss</th></tr>")
+            pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
+            for r in ho.get("rows", []):
+                out.append(
+                    f"<tr><td>{sci(r['budget'])}</td><td>{human(r.get('params_observed') or 0)}</td>"
+                    f"<td>{human(r.get('isoflop_params') or 0)} ({pct(r.get('isoflop_params_error'))})</td>"
+                    f"<td>{human(r.get('parametric_params') or 0)} ({pct(r.get('parametric_params_error'))})</td>"
+                    f"<td>{_num(r.get('loss_observed'), 4)}</td><td>{_num(r.get('parametric_loss'), 4)} "
+                    f"({pct(r.get('parametric_loss_error'))})</td></tr>"
+                )
+            out.append("</table>")
 
     out.append("<h2>Figures</h2>")
     for fig in figures:
@@ -118,12 +134,6 @@ def agreement_text(ag: Mapping) -> str:
     verdict = "agree within their intervals" if ag.get("agree", True) else "DISAGREE beyond their intervals"
     vals = ", ".join(f"{n} a={v:.3f}" for n, v in zip(names, a) if v is not None)
     return f"{' and '.join(names)} {verdict} ({vals})."
-
-
-def _holdout_text(ho: Mapping) -> str:
-    import json
-
-    return json.dumps(ho, indent=2)
 
 
 def write_report(analysis: Mapping, figures: Sequence[Path], path: Path) -> Path:
