@@ -167,3 +167,16 @@ def test_bad_dataset_fails_at_plan_time(tmp_path):
                    cwd=tmp_path, check=False)
     _one_line_error(proc, "dataset.vocab_size=100")
     assert not (tmp_path / "r" / "plan.json").exists()
+
+
+def test_analyze_and_plot_never_import_torch(tmp_path):
+    run = tmp_path / "r"
+    run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, "quiet=true", cwd=tmp_path)
+    run_cli("ff-train", f"run_dir={run}", cwd=tmp_path)
+    for stage in ("analyze", "plot"):
+        code = ("import sys; sys.modules['torch'] = None  # any import of torch now fails\n"
+                f"sys.argv = ['ff-{stage}', 'run_dir={run}', 'quiet=true']\n"
+                f"from flops_fit.cli.{stage} import main; main()")
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert (run / "report.html").is_file()
