@@ -10,8 +10,11 @@ dtype. On CUDA the models are larger and the reference is the bf16 peak.
     PYTHONPATH=src python benchmarks/bench_throughput.py --dtypes float32 --steps 6
     PYTHONPATH=src python benchmarks/bench_throughput.py --device cuda    # GPU sizes, bf16
 
-Each model runs once for ``--warmup-steps`` (allocator, kernels, thread pools) and then for
-``--steps`` timed steps; the timed run's figures are reported.
+Each model runs once for ``--warmup-steps`` (allocator, kernels, thread pools) and then
+``--repeat`` times for ``--steps`` timed steps; the best timed run is reported, against the
+matmul peak measured right before and after it (the larger of the two), so a co-tenant that
+comes and goes skews both alike. On a machine shared with other jobs pass ``--threads 1``:
+OpenMP threads waiting for a busy core stall every step.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["small", "medium", "large"])
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 CPU, 50 CUDA)")
     ap.add_argument("--warmup-steps", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=256)
     ap.add_argument("--threads", type=int, default=None)
@@ -124,22 +128,31 @@ def main(argv=None) -> int:
                        "compile": args.compile}
             train_run({"id": "warmup", "tokens": per_step * args.warmup_steps}, model=model, data=data,
                       trainer=trainer, progress=False)
-            r = train_run({"id": f"{name}-{dt}", "tokens": per_step * steps}, model=model, data=data,
-                          trainer=trainer, progress=False)
+            best, peak = None, 0.0
+            for _ in range(args.repeat):
+                before = matmul_peak(getattr(torch, dt), args.device, n, reps=2)
+                r = train_run({"id": f"{name}-{dt}", "tokens": per_step * steps}, model=model, data=data,
+                              trainer=trainer, progress=False)
+                after = matmul_peak(getattr(torch, dt), args.device, n, reps=2)
+                if best is None or r["achieved_flops_per_s"] > best["achieved_flops_per_s"]:
+                    best, peak = r, max(before, after)
+            r = best
             measured = r["flops_by_convention"]["measured"] / r["tokens"]
             rows.append({
                 "model": name, "d_model": d, "n_layer": L, "params": r["params"], "batch": f"{bs}x{args.seq_len}",
                 "dtype": dt, "tok_s": r["tokens_per_s"], "flops_s": r["achieved_flops_per_s"],
-                "frac": r["achieved_flops_per_s"] / peaks[dt], "measured_over_6n": measured / (6 * r["params"]),
+                "peak": peak, "frac": r["achieved_flops_per_s"] / peak,
+                "measured_over_6n": measured / (6 * r["params"]),
             })
             row = rows[-1]
             print(f"  {name:6s} {dt:8s} {row['tok_s']:9.0f} tok/s  {row['flops_s'] / 1e9:7.1f} GFLOP/s  "
-                  f"{100 * row['frac']:5.1f}% of {dt} peak", flush=True)
+                  f"{100 * row['frac']:5.1f}% of {dt} peak ({peak / 1e9:.1f} GFLOP/s)", flush=True)
 
-    print("\nmodel   d_model layers  params    batch    dtype      tokens/s   GFLOP/s  % of peak  measured/6N")
+    print("\nmodel   d_model layers  params    batch    dtype      tokens/s   GFLOP/s  peak GFLOP/s  % of peak  measured/6N")
     for r in rows:
         print(f"{r['model']:7s} {r['d_model']:7d} {r['n_layer']:6d} {r['params'] / 1e6:6.2f}M {r['batch']:>8s}  "
-              f"{r['dtype']:9s} {r['tok_s']:9.0f} {r['flops_s'] / 1e9:9.1f}  {100 * r['frac']:8.1f}%  {r['measured_over_6n']:10.3f}")
+              f"{r['dtype']:9s} {r['tok_s']:9.0f} {r['flops_s'] / 1e9:9.1f}  {r['peak'] / 1e9:12.1f}  "
+              f"{100 * r['frac']:8.1f}%  {r['measured_over_6n']:10.3f}")
     return 0
 
 
