@@ -38,7 +38,13 @@ class DataSource:
         raise NotImplementedError
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "data_unit": self.data_unit}
+        """Public entries of ``self._info`` (set by subclasses) plus what every source has."""
+        out = {k: v for k, v in getattr(self, "_info", {}).items() if not k.startswith("_")}
+        out.update(name=self.name, kind=self.kind, data_unit=self.data_unit)
+        cfg = getattr(self, "cfg", None)
+        if cfg:
+            out["source"] = cfg["source"]
+        return out
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v}" for k, v in self.info().items() if not isinstance(v, (dict, list)))

@@ -127,12 +127,8 @@ class ImageData(DataSource):
             yield self.normalize(self.eval_x[i : i + int(batch_size)]), self.eval_y[i : i + int(batch_size)]
 
     def info(self) -> dict[str, Any]:
-        out = {k: v for k, v in self._info.items() if not k.startswith("_")}
+        out = super().info()
         out.update(
-            name=self.name,
-            kind=self.kind,
-            data_unit=self.data_unit,
-            source=self.cfg["source"],
             num_classes=self.num_classes,
             image_size=self.image_size,
             channels=self.channels,

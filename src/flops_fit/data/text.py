@@ -157,12 +157,8 @@ class TextData(DataSource):
         return enc().decode(ids)
 
     def info(self) -> dict[str, Any]:
-        out = {k: v for k, v in self._info.items() if not k.startswith("_")}
+        out = super().info()
         out.update(
-            name=self.name,
-            kind=self.kind,
-            data_unit=self.data_unit,
-            source=self.cfg["source"],
             tokenizer=self.cfg["tokenizer"] if self.cfg["source"] != "synthetic" else None,
             vocab_size=self.vocab_size,
             seq_len=self.seq_len,
