@@ -22,11 +22,13 @@ from flops_fit.units import human, sci
 
 @dataclass
 class Grid:
-    points: int = 7
-    span: float = 4.0
-    tokens_per_param: float = 20.0
-    min_tokens_per_param: float = 1.0
-    min_tokens: int = 0
+    """How the sizes of each budget are laid out (also the schema of ``grid`` in conf/plan.yaml)."""
+
+    points: int = 7  # sizes per budget
+    span: float = 4.0  # factor either side of the expected optimum (N_opt / span .. N_opt * span)
+    tokens_per_param: float = 20.0  # the prior: D_opt ~ tokens_per_param * N_opt
+    min_tokens_per_param: float = 1.0  # drop runs with fewer training tokens than this x params
+    min_tokens: int = 0  # and runs with fewer than this many tokens in absolute terms
 
     def validate(self) -> None:
         if self.points < 1:

@@ -12,6 +12,10 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+# The core's own dataclasses serve as schemas where they are the whole node.
+from flops_fit.planning import Grid as GridConf
+from flops_fit.training.mock import GroundTruth as GroundTruthConf
+
 
 @dataclass
 class ModelConf:
@@ -59,17 +63,6 @@ class DatasetConf:
 
 
 @dataclass
-class GroundTruthConf:
-    """Mock trainer's closed-form loss L(N, D) = E + A / N^alpha + B / D^beta."""
-
-    E: float = 1.8169
-    A: float = 482.01
-    B: float = 2085.43
-    alpha: float = 0.3478
-    beta: float = 0.3659
-
-
-@dataclass
 class TrainerConf:
     name: str = MISSING
     kind: str = "mock"  # mock | local | gpu
@@ -100,17 +93,6 @@ class TrainerConf:
     diverge_factor: float = 3.0  # loss above this x the initial loss marks a run diverged
     threads: Optional[int] = None
     progress: bool = True
-
-
-@dataclass
-class GridConf:
-    """How ff-plan lays out model sizes around the expected optimum of each budget."""
-
-    points: int = 7  # sizes per budget
-    span: float = 4.0  # factor either side of the expected optimum (N_opt / span .. N_opt * span)
-    tokens_per_param: float = 20.0  # the prior: D_opt ~ tokens_per_param * N_opt
-    min_tokens_per_param: float = 1.0  # drop runs with fewer training tokens than this x params
-    min_tokens: int = 0  # and runs with fewer than this many tokens in absolute terms
 
 
 @dataclass

@@ -17,8 +17,12 @@ import numpy as np
 from flops_fit.errors import FlopsFitError
 
 
-@dataclass(frozen=True)
+@dataclass
 class GroundTruth:
+    """L(N, D) = E + A / N^alpha + B / D^beta (also the schema of ``trainer.ground_truth``).
+
+    Defaults: Epoch AI's fit of Chinchilla's runs (Besiroglu et al. 2024)."""
+
     E: float = 1.8169
     A: float = 482.01
     B: float = 2085.43
