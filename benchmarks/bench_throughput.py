@@ -28,7 +28,8 @@ import torch
 from flops_fit.examples import GPT
 from flops_fit.training.loop import train_run
 
-CPU_MODELS = {  # name: (d_model, n_layer, batch_size)
+CPU_MODELS = {  # name: (d_model, n_layer, batch_size[, head_dim])
+    "demo-largest": (112, 2, 32, 8),  # the largest model `make demo` trains (conf/model/gpt.yaml defaults)
     "small": (128, 4, 16),
     "medium": (256, 4, 16),
     "large": (512, 4, 16),
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtypes", nargs="+", default=None, help="default: float32 bfloat16 on CPU, bfloat16 on CUDA")
-    ap.add_argument("--models", nargs="+", default=["small", "medium", "large"])
+    ap.add_argument("--models", nargs="+", default=None, help="default: all sizes of the device")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 10 CPU, 50 CUDA)")
     ap.add_argument("--warmup-steps", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
@@ -117,10 +118,11 @@ def main(argv=None) -> int:
     print()
 
     rows = []
-    for name in args.models:
-        d, L, bs = models[name]
+    for name in args.models or list(models):
+        d, L, bs, *hd = models[name]
+        head_dim = hd[0] if hd else (64 if cuda else 32)
         for dt in dtypes:
-            model = GPT(d_model=d, n_layer=L, head_dim=64 if cuda else 32, vocab_size=args.vocab, seq_len=args.seq_len)
+            model = GPT(d_model=d, n_layer=L, head_dim=head_dim, vocab_size=args.vocab, seq_len=args.seq_len)
             data = RandomTokens(args.vocab, args.seq_len)
             per_step = data.examples_per_batch(bs)
             trainer = {"kind": "gpu" if cuda else "local", "device": args.device, "dtype": dt, "batch_size": bs,
