@@ -146,10 +146,16 @@ def make_plan(
                 where.append(f"below the smallest model ({human(lo_p)} params)")
             if max(targets) > 1.25 * hi_p and max(sizes) == model.round_size(model.size_range[1]):
                 where.append(f"above the largest model ({human(hi_p)} params)")
-            why = " and ".join(where) or "closer together than the sizes the model accepts"
+            if where:
+                why = " and ".join(where)
+                fix = (f"widen model.size_range={list(model.size_range)}, change the budgets or the model's "
+                       f"fixed shape (e.g. depth)")
+            else:
+                why = "closer together than the sizes the model accepts"
+                fix = "allow finer sizes (e.g. a smaller model.kwargs.head_dim), or plan fewer grid.points"
             warnings.append(
-                f"budget {sci(budget)} FLOPs: only {len(sizes)} distinct sizes of {grid.points} planned; targets fall {why}. "
-                f"Widen model.size_range={list(model.size_range)}, change the budgets or the model's fixed shape (e.g. depth)"
+                f"budget {sci(budget)} FLOPs: only {len(sizes)} distinct sizes of {grid.points} planned; "
+                f"targets fall {why}: {fix}"
             )
         for size in sorted(sizes):
             info = counter.info(size)

@@ -87,12 +87,9 @@ def describe_config_error(exc: BaseException) -> str:
                 return f"{key}: {msg}"
             return msg
     text = _first_line(str(exc))
-    override_hint = ""
-    for err in chain:
-        s = str(err)
-        if "Could not override" in s or "Key '" in s and "is not in struct" in s:
-            override_hint = "; check the key's spelling (ff-<stage> --cfg job lists every key)"
-    return text + override_hint
+    if any("Could not override" in str(err) or "is not in struct" in str(err) for err in chain):
+        text += "; check the key's spelling (ff-<stage> --cfg job lists every key)"
+    return text
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:

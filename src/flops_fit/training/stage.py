@@ -122,21 +122,22 @@ def train_plan(
 
     bar = tqdm(pending, desc=f"sweep (shard {shard}/{num_shards})" if num_shards > 1 else "sweep",
                unit="run", disable=True if quiet or not pending else None, position=0, dynamic_ncols=True)
+    # Real runs take a lock so two unsharded processes never train the same run; mock runs are
+    # deterministic and written atomically, so a lock would only slow them down.
+    locking = kind != "mock"
     for exp in bar:
-        # Real runs take a lock so two unsharded processes never train the same run; mock
-        # runs are deterministic and written atomically, so a lock would only slow them.
-        lock = FileLock(str(rd.locks_dir / f"{exp['id']}.lock")) if kind != "mock" else nullcontext_lock()
+        lock = FileLock(str(rd.locks_dir / f"{exp['id']}.lock")) if locking else None
+        if lock is not None:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                counts["skipped_locked"] += 1
+                continue
         try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            counts["skipped_locked"] += 1
-            continue
-        try:
-            if kind != "mock":
-                old = rd.read_run(exp["id"])  # another process may have finished it meanwhile
-                if old is not None and old.get("status") == "completed":
-                    counts["skipped_completed"] += 1
-                    continue
+            old = rd.read_run(exp["id"]) if locking else None  # another process may have finished it
+            if old is not None and old.get("status") == "completed":
+                counts["skipped_completed"] += 1
+                continue
             started = time.time()
             try:
                 result = run_one(exp, 1)
@@ -150,19 +151,12 @@ def train_plan(
             if record["status"] == "failed" and not quiet:  # the loop prints its own line for the others
                 bar.write(f"{record['id']}: failed: {record.get('error')}")
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
     bar.close()
     counts["pending_before"] = len(pending)
     counts["shard_size"] = len(mine)
     return counts
-
-
-class nullcontext_lock:
-    def acquire(self, timeout: float = 0) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
 
 
 def _record(exp: Mapping, plan: Mapping, result: Mapping, kind: str, started: float) -> dict:
