@@ -33,5 +33,11 @@ def run_cli(name: str, *args: str, cwd=None, check=True, env=None, timeout=600) 
 
 
 @pytest.fixture
-def cli():
-    return run_cli
+def one_torch_thread():
+    """Tiny models: one thread is as fast, and immune to a co-tenant stalling OpenMP's second."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -11,13 +11,7 @@ from flops_fit.training import loop as loop_mod
 from flops_fit.training.loop import train_run
 from flops_fit.training.optim import lr_factor, warmup_steps_for
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast, and immune to a co-tenant stalling OpenMP's second."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 VOCAB, T = 32, 16

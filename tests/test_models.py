@@ -11,13 +11,7 @@ from flops_fit.models import ModelCounter, ModelSpec
 from flops_fit.training.flops import flops_by_convention, measure_flops_per_token
 from flops_fit.training.optim import param_groups
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast, and immune to a co-tenant stalling OpenMP's second."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY_GPT = dict(n_layer=2, head_dim=16, vocab_size=64, seq_len=32)

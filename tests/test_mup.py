@@ -13,13 +13,7 @@ import torch.nn.functional as F
 from flops_fit.examples import GPT, VisionTransformer
 from flops_fit.training.optim import build_optimizer
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is as fast, and immune to a co-tenant stalling OpenMP's second."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 WIDTHS = (32, 64, 128, 256)

@@ -28,6 +28,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _budget_colors(budgets: Sequence[float]):
     import matplotlib
 
@@ -94,10 +103,7 @@ def plot_isoflop(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None:
                  fontsize=9.5)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(title="Compute budget", fontsize=8, title_fontsize=8.5, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def _optimum_plot(analysis: Mapping, path: Path, key: str, dpi: int) -> Path | None:
@@ -160,10 +166,7 @@ def _optimum_plot(analysis: Mapping, path: Path, key: str, dpi: int) -> Path | N
         ax.set_title(f"Compute-optimal training data: D_opt = k_D C^b ({unit})", fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7.5, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def plot_loss_vs_compute(analysis: Mapping, runs: Iterable[Mapping], path: Path, dpi: int = 130) -> Path | None:
@@ -210,10 +213,7 @@ def plot_loss_vs_compute(analysis: Mapping, runs: Iterable[Mapping], path: Path,
     ax.grid(True, which="both", alpha=0.25)
     if front or lvc.get("status") == "ok":
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def plot_residuals(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None:
@@ -229,16 +229,18 @@ def plot_residuals(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None
         b = budget_of.get(r.get("id"))
         ax.plot(r["params"], r["residual"], "o", ms=5, color=colors.get(b, "tab:gray"), mec="k", mew=0.3)
     ax.axhline(0, color="k", lw=0.8)
+    if 0 < len(budgets) <= 12:
+        from matplotlib.lines import Line2D
+
+        ax.legend(handles=[Line2D([], [], ls="", marker="o", color=colors[b], mec="k", mew=0.3, label=f"{sci(b)} FLOPs")
+                           for b in budgets], fontsize=7.5, title="Compute budget", title_fontsize=8)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_tick_formatter())
     ax.set_xlabel(f"Model size N ({_params_label(analysis)})")
-    ax.set_ylabel("log L - log L_fit(N, D)")
+    ax.set_ylabel("loss - fitted L(N, D)")
     ax.set_title("Approach 3 residuals (colour: compute budget)", fontsize=10)
     ax.grid(True, alpha=0.25)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def plot_bootstrap(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None:
@@ -261,10 +263,7 @@ def plot_bootstrap(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None
         ax.grid(True, alpha=0.25)
     axes[0].legend(fontsize=7.5)
     fig.suptitle("Bootstrap spread of the scaling exponents (vertical lines: full-data fits)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi)
 
 
 def make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: str = "png", dpi: int = 130) -> list[Path]:
