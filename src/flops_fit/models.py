@@ -119,6 +119,22 @@ def _accepted_kwargs(fn: Callable, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
+def hooked_flops_per_token(model, conventions) -> dict[str, float]:
+    """FLOPs per token from the model's ``flops_per_token`` hook, for the conventions it gives."""
+    hook = getattr(model, "flops_per_token", None)
+    out: dict[str, float] = {}
+    if hook is None:
+        return out
+    for conv in conventions:
+        try:
+            value = hook(conv)
+        except (NotImplementedError, ValueError, KeyError):
+            continue
+        if value is not None and math.isfinite(float(value)) and float(value) > 0:
+            out[conv] = float(value)
+    return out
+
+
 @dataclass(frozen=True)
 class SizeInfo:
     """What the planner needs to know about one model size."""
@@ -162,16 +178,9 @@ class ModelCounter:
             non_emb = int(model.num_params(non_embedding=True))
         except TypeError:
             non_emb = params
-        fpt: dict[str, float] = {"6nd": 6.0 * params, "6nd_nonembedding": 6.0 * non_emb}
-        hook = getattr(model, "flops_per_token", None)
-        if hook is not None:
-            for conv in ("6nd", "6nd_nonembedding", "chinchilla"):  # cheap ones; "measured" on demand
-                try:
-                    value = hook(conv)
-                except (NotImplementedError, ValueError, KeyError):
-                    continue
-                if value is not None and math.isfinite(float(value)) and float(value) > 0:
-                    fpt[conv] = float(value)
+        fpt = {"6nd": 6.0 * params, "6nd_nonembedding": 6.0 * non_emb,
+               # the model's own counts for the cheap conventions; "measured" runs on demand
+               **hooked_flops_per_token(model, ("6nd", "6nd_nonembedding", "chinchilla"))}
         return SizeInfo(
             size=size,
             params=params,

@@ -12,14 +12,15 @@ attention over the full T x T score matrix even when it is causal.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.utils import flop_counter
 
-CONVENTIONS = ("6nd", "6nd_nonembedding", "chinchilla", "measured")
+from flops_fit.models import FLOP_CONVENTIONS, hooked_flops_per_token
+
+CONVENTIONS = FLOP_CONVENTIONS
 
 
 def cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -95,16 +96,7 @@ def flops_by_convention(
     ``measured`` come from the model's ``flops_per_token`` hook. When the hook cannot give
     ``measured`` and an ``example_batch`` is passed, it is measured on that batch.
     """
-    out: dict[str, float] = {}
-    hook = getattr(model, "flops_per_token", None)
-    if hook is not None:
-        for conv in CONVENTIONS:
-            try:
-                value = hook(conv)
-            except (NotImplementedError, ValueError, KeyError):
-                continue
-            if value is not None and math.isfinite(float(value)) and float(value) > 0:
-                out[conv] = float(value)
+    out = hooked_flops_per_token(model, CONVENTIONS)
     if "6nd" not in out or "6nd_nonembedding" not in out:
         params, non_emb = count_params(model)
         out.setdefault("6nd", 6.0 * params)
