@@ -29,7 +29,7 @@ from flops_fit.examples import GPT
 from flops_fit.training.loop import train_run
 
 CPU_MODELS = {  # name: (d_model, n_layer, batch_size[, head_dim])
-    "demo-largest": (112, 2, 32, 8),  # the largest model `make demo` trains (conf/model/gpt.yaml defaults)
+    "demo-largest": (112, 2, 32, 56),  # the largest model `make demo` trains (gpt.yaml: n_heads 2, so head_dim 56)
     "small": (128, 4, 16),
     "medium": (256, 4, 16),
     "large": (512, 4, 16),

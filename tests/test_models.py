@@ -175,3 +175,21 @@ def test_mup_init_at_base_width_matches_sp():
     wide = GPT(d_model=256, **TINY_GPT, parametrization="mup", base_width=64)
     ratio = a.blocks[0].attn.qkv.weight.detach().std() / wide.blocks[0].attn.qkv.weight.detach().std()
     assert math.isclose(float(ratio), 2.0, rel_tol=0.1)
+
+
+def test_gpt_with_a_fixed_head_count():
+    """n_heads fixes the head count: head_dim = d_model / n_heads grows with the width."""
+    assert GPT.round_size(113, n_heads=2) == 112 and GPT.round_size(1, n_heads=2) == 4
+    small = GPT(d_model=32, n_layer=1, n_heads=2, vocab_size=64, seq_len=16, base_width=32)
+    wide = GPT(d_model=128, n_layer=1, n_heads=2, vocab_size=64, seq_len=16, base_width=32)
+    assert (small.config.n_head, small.config.head_dim) == (2, 16)
+    assert (wide.config.n_head, wide.config.head_dim) == (2, 64)
+    # μP: at the base width the attention scale equals SP's 1/sqrt(head_dim), and falls like 1/head_dim beyond
+    assert small.blocks[0].attn.scale == pytest.approx(1 / 16 ** 0.5)
+    assert wide.blocks[0].attn.scale == pytest.approx(4 / 64)
+    with torch.device("meta"):
+        twin = GPT(d_model=128, n_layer=1, n_heads=2, vocab_size=64, seq_len=16)
+    assert twin.num_params() == wide.num_params()
+    assert wide(torch.randint(64, (2, 16))).shape == (2, 16, 64)
+    with pytest.raises(ValueError, match="multiple of 2 x n_heads=2"):
+        GPT(d_model=30, n_layer=1, n_heads=2, vocab_size=64, seq_len=16)

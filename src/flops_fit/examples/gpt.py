@@ -14,7 +14,8 @@ Architecture (nanoGPT-sized, one file)::
   ``base_width / d_model``), which a shared matrix cannot satisfy at once.
 
 The size parameter is ``d_model``; the number of heads is ``d_model // head_dim`` (the head
-dimension stays fixed as the model widens), so ``d_model`` must be a multiple of ``head_dim``
+dimension stays fixed as the model widens; or set ``n_heads`` to fix the head count and let
+head_dim = d_model / n_heads grow instead), so ``d_model`` must be a multiple of ``head_dim``
 (``GPT.round_size`` gives the nearest one).
 
 Parameter counts. ``num_params(non_embedding=True)`` leaves out the input embedding table
@@ -97,10 +98,24 @@ class GPTConfig:
     output_mult: float = 1.0  # μP: logits multiplier at the base width
     attn_mult: float = 1.0  # μP: attention logits are attn_mult * sqrt(base_head_dim) / head_dim
     base_head_dim: int | None = None  # μP: the head_dim where that equals 1/sqrt(head_dim) (None: head_dim)
+    # A fixed head count instead of a fixed head_dim: head_dim = d_model / n_heads grows with the
+    # width (None: head_dim stays fixed and the head count grows). Tiny CPU models run much faster
+    # with few wide heads than with many narrow ones.
+    n_heads: int | None = None
     rope_base: float = 10000.0
     norm_eps: float = 1e-6
 
     def __post_init__(self):
+        if self.n_heads is not None:
+            step = 2 * int(self.n_heads)
+            if self.n_heads < 1 or self.d_model < step or self.d_model % step:
+                raise ValueError(
+                    f"GPT d_model={self.d_model} must be a positive multiple of 2 x n_heads={self.n_heads}; "
+                    f"GPT.round_size({self.d_model}, n_heads={self.n_heads}) = {GPT.round_size(self.d_model, n_heads=self.n_heads)}"
+                )
+            self.head_dim = self.d_model // int(self.n_heads)
+            if self.base_head_dim is None:  # μP: attention equals SP's at the base width
+                self.base_head_dim = max(2, self.base_width // int(self.n_heads))
         if self.head_dim < 2 or self.head_dim % 2:
             raise ValueError(f"GPT head_dim={self.head_dim} must be an even number >= 2 (rotary embeddings rotate pairs)")
         if self.d_model < self.head_dim or self.d_model % self.head_dim:
@@ -280,10 +295,11 @@ class GPT(nn.Module):
     # -- contract hooks -------------------------------------------------------------------
 
     @classmethod
-    def round_size(cls, size, head_dim: int = GPTConfig.head_dim, **_) -> int:
-        """The multiple of ``head_dim`` nearest to ``size`` (at least ``head_dim``)."""
-        head_dim = int(head_dim)
-        return max(head_dim, head_dim * int(round(float(size) / head_dim)))
+    def round_size(cls, size, head_dim: int = GPTConfig.head_dim, n_heads: int | None = None, **_) -> int:
+        """The nearest accepted d_model: a multiple of ``head_dim`` (at least ``head_dim``), or of
+        ``2 x n_heads`` when the head count is fixed (each head's dimension must be even)."""
+        step = 2 * int(n_heads) if n_heads else int(head_dim)
+        return max(step, step * int(round(float(size) / step)))
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())
