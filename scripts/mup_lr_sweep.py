@@ -94,6 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--n-layer", type=int, default=2)
     ap.add_argument("--head-dim", type=int, default=16)
+    ap.add_argument("--n-heads", type=int, default=None, help="fix the head count instead (head_dim = width / n_heads)")
     ap.add_argument("--data", choices=["bytes", "markov"], default="bytes")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
                "eval_batch_size": 64, "seed": args.seed, "threads": args.threads, "progress": False,
                "diverge_factor": 3.0}
     params = ["mup", "sp"] if args.param == "both" else [args.param]
-    print(f"data={args.data} ({len(tokens) / 1e6:.1f}M tokens), n_layer={args.n_layer}, head_dim={args.head_dim}, "
+    print(f"data={args.data} ({len(tokens) / 1e6:.1f}M tokens), n_layer={args.n_layer}, head_dim={args.head_dim}, n_heads={args.n_heads}, "
           f"seq_len={args.seq_len}, batch={args.batch_size}, steps={args.steps} ({per_step * args.steps / 1e6:.2f}M tokens), "
           f"base_width={args.base_width}", flush=True)
 
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
         for width in args.widths:
             table[width] = {}
             for lr in lrs:
-                model = GPT(d_model=width, n_layer=args.n_layer, head_dim=args.head_dim, vocab_size=256,
+                model = GPT(d_model=width, n_layer=args.n_layer, head_dim=args.head_dim, n_heads=args.n_heads, vocab_size=256,
                             seq_len=args.seq_len, parametrization=param, base_width=args.base_width)
                 r = train_run({"id": f"{param}-w{width}-lr{lr:.2g}", "tokens": per_step * args.steps},
                               model=model, data=data, trainer=dict(trainer, lr=lr), progress=False)
