@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast demo demo-mock plan train analyze plot bench clean
+.PHONY: help setup test test-fast demo demo-vit demo-mock plan train analyze plot bench clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
@@ -30,12 +30,19 @@ test: $(STAMP) ## Run the test suite
 test-fast: $(STAMP) ## Run the tests without the slow ones
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
-demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes, ~10 min) into outputs/demo
+demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes, ~7 min) into outputs/demo
 	$(BIN)/ff-plan run_dir=outputs/demo grid.points=5 $(ARGS)
 	$(BIN)/ff-train run_dir=outputs/demo trainer=local
 	$(BIN)/ff-analyze run_dir=outputs/demo table_max_budget=1e16
 	$(BIN)/ff-plot run_dir=outputs/demo
 	@echo "open outputs/demo/report.html (figures in outputs/demo/plots/)"
+
+demo-vit: $(STAMP) ## A real CPU ViT sweep on Fashion-MNIST (apt-get install dataset-fashion-mnist) into outputs/demo-vit
+	$(BIN)/ff-plan run_dir=outputs/demo-vit model=vit dataset=fashion_mnist budgets=cpu_medium grid.points=5 \
+	  model.kwargs.depth=2 model.kwargs.head_dim=8 model.kwargs.patch_size=7 model.size_range=[8,4096] $(ARGS)
+	$(BIN)/ff-train run_dir=outputs/demo-vit trainer=local
+	$(BIN)/ff-analyze run_dir=outputs/demo-vit table_max_budget=1e16
+	$(BIN)/ff-plot run_dir=outputs/demo-vit
 
 demo-mock: $(STAMP) ## The whole pipeline in seconds with the mock trainer into outputs/demo-mock
 	$(BIN)/ff-plan run_dir=outputs/demo-mock budgets=chinchilla model.size_range=[16,32768] $(ARGS)
