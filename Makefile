@@ -38,9 +38,9 @@ demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes, ~7 min
 	@echo "open outputs/demo/report.html (figures in outputs/demo/plots/)"
 
 demo-vit: $(STAMP) ## A real CPU ViT sweep on Fashion-MNIST (apt-get install dataset-fashion-mnist) into outputs/demo-vit
-	$(BIN)/ff-plan run_dir=outputs/demo-vit model=vit dataset=fashion_mnist budgets=cpu_medium grid.points=5 \
-	  model.kwargs.depth=2 model.kwargs.head_dim=8 model.kwargs.patch_size=7 model.size_range=[8,4096] $(ARGS)
-	$(BIN)/ff-train run_dir=outputs/demo-vit trainer=local
+	$(BIN)/ff-plan run_dir=outputs/demo-vit model=vit dataset=fashion_mnist budgets=cpu_small grid.points=5 \
+	  model.kwargs.depth=2 model.kwargs.head_dim=4 model.kwargs.patch_size=7 model.size_range=[8,4096] $(ARGS)
+	$(BIN)/ff-train run_dir=outputs/demo-vit trainer=local trainer.batch_size=256
 	$(BIN)/ff-analyze run_dir=outputs/demo-vit table_max_budget=1e16
 	$(BIN)/ff-plot run_dir=outputs/demo-vit
 
