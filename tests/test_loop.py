@@ -17,7 +17,19 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VOCAB, T = 32, 16
 
 
-class ToyText:
+class _Sampled:
+    """Stand-in data: fresh samples for training, a fixed sample held out."""
+
+    def train_batch(self, batch_size, generator):
+        return self._sample(batch_size, generator)
+
+    def eval_batches(self, batch_size):
+        x, y = self.eval
+        for i in range(0, len(x), batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+
+
+class ToyText(_Sampled):
     """A learnable stand-in for the data contract: each token is followed by a fixed successor
     with probability 1 - noise, else by a uniform random token (entropy floor ~0.65 nats)."""
 
@@ -37,19 +49,11 @@ class ToyText:
         s = torch.stack(toks, 1)
         return s[:, :-1].contiguous(), s[:, 1:].contiguous()
 
-    def train_batch(self, batch_size, generator):
-        return self._sample(batch_size, generator)
-
-    def eval_batches(self, batch_size):
-        x, y = self.eval
-        for i in range(0, len(x), batch_size):
-            yield x[i : i + batch_size], y[i : i + batch_size]
-
     def examples_per_batch(self, batch_size):
         return batch_size * self.seq_len
 
 
-class ToyImages:
+class ToyImages(_Sampled):
     """Four classes of 8x8 single-channel images: horizontal or vertical stripes, bright or dark."""
 
     kind, data_unit = "image", "images"
@@ -63,14 +67,6 @@ class ToyImages:
         patterns = torch.stack([stripes[:, None].expand(8, 8), stripes[None, :].expand(8, 8)])
         x = patterns[y % 2] + torch.where(y >= 2, 1.0, -1.0)[:, None, None] + 0.3 * torch.randn(n, 8, 8, generator=g)
         return x[:, None].contiguous(), y
-
-    def train_batch(self, batch_size, generator):
-        return self._sample(batch_size, generator)
-
-    def eval_batches(self, batch_size):
-        x, y = self.eval
-        for i in range(0, len(x), batch_size):
-            yield x[i : i + batch_size], y[i : i + batch_size]
 
     def examples_per_batch(self, batch_size):
         return batch_size
