@@ -133,7 +133,7 @@ def test_config_tree_found_from_a_built_wheel(tmp_path):
                    check=True, capture_output=True, text=True)
     assert (target / "flops_fit" / "conf" / "plan.yaml").is_file()
     env = {"PYTHONPATH": str(target), "PATH": ""}
-    code = "from flops_fit.cli.common import config_dir; print(config_dir())"
+    code = "from flops_fit.config.compose import config_dir; print(config_dir())"
     where = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
     assert Path(where.stdout.strip()) == target / "flops_fit" / "conf"
     run = tmp_path / "from_wheel"

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from flops_fit.cli.common import config_dir
+from flops_fit.config.compose import config_dir
 from flops_fit.config.schema import register_configs
 
 CONF = Path(config_dir())

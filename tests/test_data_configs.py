@@ -1,4 +1,4 @@
-"""conf/dataset/*.yaml: headed, typed against DatasetConf, consistent shapes, and the file-free ones build."""
+"""conf/dataset/*.yaml: headed, typed against DatasetConfig, consistent shapes, and the file-free ones build."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from flops_fit.config.schema import DatasetConf
+from flops_fit.data.config import DatasetConfig
 from flops_fit.data import build_data, normalize_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
@@ -21,7 +21,7 @@ EXPECTED = {"bbc_news", "tinystories", "text_files", "synthetic_text", "cifar10"
 def _load(path: Path) -> dict:
     raw = yaml.safe_load(path.read_text())
     assert raw.pop("defaults") == ["dataset_schema", "_self_"]
-    merged = OmegaConf.merge(OmegaConf.structured(DatasetConf), raw)  # what the Hydra schema checks
+    merged = OmegaConf.merge(OmegaConf.structured(DatasetConfig), raw)  # what the Hydra schema checks
     return OmegaConf.to_container(merged, resolve=True)
 
 

@@ -20,38 +20,16 @@ from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
 
 
-def compose(stage: str, overrides: Sequence[str] = ()) -> dict:
-    """The resolved config of a stage, as ``ff-<stage> <overrides>`` would see it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from flops_fit.cli.common import config_dir, describe_config_error
-    from flops_fit.config.schema import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name=stage):
-            cfg = hydra_compose(config_name=stage, overrides=list(overrides))
-            return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except FlopsFitError:
-        raise
-    except Exception as e:
-        raise FlopsFitError(describe_config_error(e)) from e
-
-
-def _group(name: str, value: Any, overrides: list[str]) -> Mapping | None:
-    """A group given by option name adds an override; a dict replaces the node after composing."""
+def _group(name: str, value: Any, overrides: list[str], nodes: dict) -> None:
+    """A group given by option name becomes an override, a dict a whole node (see config.compose)."""
     if value is None:
-        return None
+        return
     if isinstance(value, str):
         overrides.append(f"{name}={value}")
-        return None
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise FlopsFitError(f"{name}={value!r}: give a config option name (e.g. '{name}=...') or a dict")
+    elif isinstance(value, Mapping):
+        nodes[name] = dict(value)
+    else:
+        raise FlopsFitError(f"{name}={value!r}: give a config option name (e.g. '{name}=...') or a dict")
 
 
 @dataclass
@@ -74,6 +52,7 @@ class Result:
     def plot(self) -> dict:
         """Write the figures and report.html into the run directory; returns their paths."""
         from flops_fit import stages
+        from flops_fit.config.compose import compose
 
         return stages.plot(compose("plot", [f"run_dir={self.run_dir}"]))
 
@@ -123,27 +102,20 @@ def find_optimal(
     ``budgets`` is an option name (``"cpu_small"``) or a list of FLOPs.
     """
     from flops_fit import stages
+    from flops_fit.config.compose import compose
 
-    plan_ov = [f"run_dir={run_dir}", *plan_overrides]
-    model_node = _group("model", model, plan_ov)
-    dataset_node = _group("dataset", dataset, plan_ov)
+    plan_ov, plan_nodes = [f"run_dir={run_dir}", *plan_overrides], {}
+    _group("model", model, plan_ov, plan_nodes)
+    _group("dataset", dataset, plan_ov, plan_nodes)
     if isinstance(budgets, str):
         plan_ov.append(f"budgets={budgets}")
-    plan_cfg = compose("plan", plan_ov)
-    if budgets is not None and not isinstance(budgets, str):
-        plan_cfg["budgets"] = {"name": "custom", "values": list(budgets)}
-    if model_node is not None:
-        plan_cfg["model"] = {"size_range": [8, 16384], "kwargs": {}, "name": "custom", **model_node}
-    if dataset_node is not None:
-        plan_cfg["dataset"] = {**plan_cfg["dataset"], **dataset_node}
-    stages.plan(plan_cfg)
+    elif budgets is not None:
+        plan_nodes["budgets"] = {"name": "custom", "values": [float(b) for b in budgets]}
+    stages.plan(compose("plan", plan_ov, plan_nodes))
 
-    train_ov = [f"run_dir={run_dir}", *train_overrides]
-    trainer_node = _group("trainer", trainer, train_ov)
-    train_cfg = compose("train", train_ov)
-    if trainer_node is not None:
-        train_cfg["trainer"] = {**train_cfg["trainer"], **trainer_node}
-    stages.train(train_cfg)
+    train_ov, train_nodes = [f"run_dir={run_dir}", *train_overrides], {}
+    _group("trainer", trainer, train_ov, train_nodes)
+    stages.train(compose("train", train_ov, train_nodes))
 
     analysis = stages.analyze(compose("analyze", [f"run_dir={run_dir}", *analyze_overrides]))
     result = Result(run_dir=str(run_dir), analysis=analysis)

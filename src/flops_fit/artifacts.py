@@ -18,6 +18,7 @@ hundred runs per second.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,20 +53,54 @@ def _sanitize(obj: Any) -> Any:
     return obj
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def ensure_dir(folder: Path) -> Path:
+    """Create ``folder`` (and its parents), or say in one line why it cannot be."""
+    folder = Path(folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        folder.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise FlopsFitError(f"cannot create the folder {folder}: {blocker} is a file, not a folder; "
+                            f"choose another run_dir=...") from None
+    except PermissionError:
+        raise FlopsFitError(f"cannot create the folder {folder}: permission denied; choose a writable run_dir=...") from None
+    return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step.
+
+    The one atomic writer of the package: a killed process leaves either the old file or the
+    new one, never half of one. The new file gets the permissions the user's umask gives any
+    new file (``mkstemp`` alone would leave it 0600, unreadable by teammates on a shared disk).
+    """
+    path = Path(path)
+    ensure_dir(path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except PermissionError:
+        raise FlopsFitError(f"cannot write in {path.parent}: permission denied; choose a writable run_dir=...") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def dumps(obj: Any, compact: bool = False) -> str:
@@ -89,6 +124,52 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise FlopsFitError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); delete it and re-run the stage that writes it") from e
+
+
+def check_schema_version(obj: Any, path: Path) -> None:
+    """Refuse an artifact written by a newer flops-fit: its keys may mean something else."""
+    version = obj.get("schema_version") if isinstance(obj, dict) else None
+    if version is None:
+        return
+    try:
+        newer = int(version) > SCHEMA_VERSION
+    except (TypeError, ValueError):
+        raise FlopsFitError(f"{path} has schema_version={version!r}, not a number; re-run the stage that writes it") from None
+    if newer:
+        raise FlopsFitError(
+            f"{path} has schema_version {version}, newer than this flops-fit's {SCHEMA_VERSION}; "
+            f"upgrade flops-fit (pip install -U flops-fit) or re-run the stage that writes it"
+        )
+
+
+def provenance() -> dict:
+    """Who wrote an artifact: versions, the git commit of the working directory, the host."""
+    import platform
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    commit = None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "flops_fit": version("flops-fit"),
+        "torch": version("torch"),
+        "python": sys.version.split()[0],
+        "git_commit": commit,
+        "host": platform.node(),
+        "cwd": os.getcwd(),
+    }
 
 
 @dataclass(frozen=True)
@@ -133,7 +214,7 @@ class RunDir:
 
     # ---- plan ----------------------------------------------------------------------
     def write_plan(self, plan: dict) -> None:
-        plan = {"schema_version": SCHEMA_VERSION, "created": now_iso(), **plan}
+        plan = {"schema_version": SCHEMA_VERSION, "created": now_iso(), "provenance": provenance(), **plan}
         write_json(self.plan_path, plan)
 
     def has_plan(self) -> bool:
@@ -145,6 +226,7 @@ class RunDir:
                 f"no plan at {self.plan_path}: run `ff-plan run_dir={self.root}` first (or pass the run_dir you planned into)"
             )
         plan = read_json(self.plan_path, "plan")
+        check_schema_version(plan, self.plan_path)
         if not isinstance(plan, dict) or "experiments" not in plan:
             raise FlopsFitError(f"{self.plan_path} has no 'experiments' list; re-run ff-plan run_dir={self.root}")
         return plan
@@ -168,19 +250,19 @@ class RunDir:
         for path in sorted(self.runs_dir.glob("*.json")):
             yield read_json(path, "run record")
 
-    def read_runs(self) -> list[dict]:
-        return list(self.iter_runs())
-
     # ---- analysis ------------------------------------------------------------------
     def write_analysis(self, analysis: dict) -> None:
-        write_json(self.analysis_path, {"schema_version": SCHEMA_VERSION, "created": now_iso(), **analysis})
+        write_json(self.analysis_path, {"schema_version": SCHEMA_VERSION, "created": now_iso(),
+                                        "provenance": provenance(), **analysis})
 
     def read_analysis(self) -> dict:
         if not self.analysis_path.is_file():
             raise FlopsFitError(
                 f"no analysis at {self.analysis_path}: run `ff-analyze run_dir={self.root}` first"
             )
-        return read_json(self.analysis_path, "analysis")
+        analysis = read_json(self.analysis_path, "analysis")
+        check_schema_version(analysis, self.analysis_path)
+        return analysis
 
     # ---- configs -------------------------------------------------------------------
     def write_config(self, stage: str, yaml_text: str) -> None:

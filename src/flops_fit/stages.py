@@ -14,6 +14,44 @@ import yaml
 
 from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
+from flops_fit.settings import AnalyzeSettings, PlanSettings, PlotSettings, TrainSettings, with_defaults
+
+SETTINGS = {"plan": PlanSettings, "train": TrainSettings, "analyze": AnalyzeSettings, "plot": PlotSettings}
+
+
+def check(stage: str, cfg: Mapping[str, Any]) -> dict:
+    """``cfg`` with its defaults filled in, its values checked before anything is built or written.
+
+    The CLI calls this right after composing (so ``trainer.lr=-1`` fails in a second, not after
+    the data is loaded); each stage function calls it again for the Python API's dicts.
+    """
+    cfg = with_defaults(SETTINGS[stage], cfg)
+    if stage == "plan":
+        from flops_fit.planning import Grid, check_budgets
+
+        Grid(**dict(cfg["grid"])).validate()
+        if not cfg.get("refine_from"):
+            check_budgets((cfg.get("budgets") or {}).get("values"))
+        rng = (cfg.get("model") or {}).get("size_range")
+        if rng is not None and (len(rng) != 2 or int(rng[0]) < 1 or int(rng[1]) < int(rng[0])):
+            raise FlopsFitError(f"model.size_range={list(rng)} must be [min, max] with 1 <= min <= max, "
+                                f"e.g. model.size_range=[{min(rng) if rng else 8},{max(rng) if rng else 4096}]")
+        if float(cfg["budget_step"]) <= 1:
+            raise FlopsFitError(f"budget_step={cfg['budget_step']} must be > 1")
+    elif stage == "train":
+        from flops_fit.training.config import check_trainer
+
+        check_trainer(cfg["trainer"])
+        if int(cfg["num_shards"]) < 1 or not 0 <= int(cfg["shard"]) < int(cfg["num_shards"]):
+            raise FlopsFitError(f"shard={cfg['shard']} must be in [0, num_shards={cfg['num_shards']})")
+    elif stage == "analyze":
+        if cfg["params"] not in ("total", "non_embedding"):
+            raise FlopsFitError(f"params={cfg['params']!r} must be 'total' or 'non_embedding'")
+        if int(cfg["bootstrap"]) < 0:
+            raise FlopsFitError(f"bootstrap={cfg['bootstrap']} must be >= 0")
+        if not 0 < float(cfg["ci"]) < 1:
+            raise FlopsFitError(f"ci={cfg['ci']} must be between 0 and 1 (e.g. 0.95)")
+    return cfg
 
 
 def _record_config(rd: RunDir, stage: str, cfg: Mapping) -> None:
@@ -25,6 +63,7 @@ def plan(cfg: Mapping[str, Any]) -> dict:
     from flops_fit.models import ModelSpec
     from flops_fit.planning import Grid, check_budgets, make_plan
 
+    cfg = check("plan", cfg)
     rd = RunDir(cfg["run_dir"])
     grid = Grid(**dict(cfg.get("grid") or {}))
     centres = None
@@ -42,14 +81,14 @@ def plan(cfg: Mapping[str, Any]) -> dict:
             from flops_fit.data import normalize_config
 
             normalize_config(dataset)
-        flops = cfg.get("flops", "6nd")
+        flops = cfg["flops"]
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
-                       progress=not cfg.get("quiet", False))
+                       progress=not cfg["quiet"])
     result["budgets_name"] = "refined" if cfg.get("refine_from") else (cfg.get("budgets") or {}).get("name", "custom")
     if cfg.get("refine_from"):
         result["refined_from"] = str(cfg["refine_from"])
     if rd.has_plan():
-        _warn_if_plan_changes_completed_runs(rd, result)
+        _refuse_orphaning_completed_runs(rd, result, force=bool(cfg["force"]))
     _record_config(rd, "plan", cfg)
     rd.write_plan(result)
     return rd.read_plan()
@@ -65,10 +104,8 @@ def _refine(source: str, cfg: Mapping) -> tuple[dict, dict, list[float]]:
     plan, analysis = src.read_plan(), src.read_analysis()
     estimates = refine_centres(analysis)
     budgets = sorted(float(b) for b in plan["budgets"])
-    step = float(cfg.get("budget_step", 4.0))
-    if step <= 1:
-        raise FlopsFitError(f"budget_step={step} must be > 1")
-    for _ in range(int(cfg.get("add_budgets", 0))):
+    step = float(cfg["budget_step"])
+    for _ in range(int(cfg["add_budgets"])):
         budgets.append(budgets[-1] * step)
     centres = {}
     for b in budgets:
@@ -86,32 +123,39 @@ def _refine(source: str, cfg: Mapping) -> tuple[dict, dict, list[float]]:
     return plan, centres, budgets
 
 
-def _warn_if_plan_changes_completed_runs(rd: RunDir, new: dict) -> None:
+def _refuse_orphaning_completed_runs(rd: RunDir, new: dict, force: bool) -> None:
+    """A new plan over completed runs of another plan would silently drop them from the study."""
     done = {r["id"] for r in rd.iter_runs() if r.get("status") == "completed"}
-    new_ids = {e["id"] for e in new["experiments"]}
-    orphaned = done - new_ids
-    if orphaned:
-        print(f"note: {len(orphaned)} completed runs in {rd.runs_dir} are not in the new plan; "
-              f"ff-analyze only uses runs listed in plan.json")
+    orphaned = done - {e["id"] for e in new["experiments"]}
+    if not orphaned:
+        return
+    if not force:
+        raise FlopsFitError(
+            f"{rd.root} holds {len(orphaned)} completed runs of another plan that the new plan does not list; "
+            f"plan into a new run_dir=..., or pass force=true to replace the plan (their records stay in {rd.runs_dir})"
+        )
+    print(f"note: {len(orphaned)} completed runs in {rd.runs_dir} are not in the new plan; "
+          f"ff-analyze only uses runs listed in plan.json")
 
 
 def train(cfg: Mapping[str, Any]) -> dict:
     """ff-train: train the pending runs of the plan in ``cfg['run_dir']``."""
     from flops_fit.training.stage import train_plan
 
+    cfg = check("train", cfg)
     rd = RunDir(cfg["run_dir"])
     rd.read_plan()  # fail early, before anything is written, when there is no plan
-    suffix = f"-shard{cfg.get('shard', 0)}" if int(cfg.get("num_shards", 1)) > 1 else ""
+    suffix = f"-shard{cfg['shard']}" if int(cfg["num_shards"]) > 1 else ""
     _record_config(rd, f"train{suffix}", cfg)
     return train_plan(
         cfg["run_dir"],
         cfg["trainer"],
-        shard=int(cfg.get("shard", 0)),
-        num_shards=int(cfg.get("num_shards", 1)),
-        retry_failed=bool(cfg.get("retry_failed", False)),
-        limit=cfg.get("limit"),
-        data_path=cfg.get("data_path"),
-        quiet=bool(cfg.get("quiet", False)),
+        shard=int(cfg["shard"]),
+        num_shards=int(cfg["num_shards"]),
+        retry_failed=bool(cfg["retry_failed"]),
+        limit=cfg["limit"],
+        data_path=cfg["data_path"],
+        quiet=bool(cfg["quiet"]),
     )
 
 
@@ -129,29 +173,24 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
     """ff-analyze: fit the scaling laws to the runs (or to an external CSV/JSONL) -> analysis.json."""
     from flops_fit.analysis import load_external, run_analysis
 
+    cfg = check("analyze", cfg)
     rd = RunDir(cfg["run_dir"])
-    if cfg.get("input"):
+    if cfg["input"]:
         runs, plan = load_external(cfg["input"]), None
     else:
         runs, plan = load_runs(rd)
-    if cfg.get("params", "total") not in ("total", "non_embedding"):
-        raise FlopsFitError(f"params={cfg.get('params')!r} must be 'total' or 'non_embedding'")
-    if int(cfg.get("bootstrap", 0)) < 0:
-        raise FlopsFitError(f"bootstrap={cfg.get('bootstrap')} must be >= 0")
-    if not 0 < float(cfg.get("ci", 0.95)) < 1:
-        raise FlopsFitError(f"ci={cfg.get('ci')} must be between 0 and 1 (e.g. 0.95)")
     result = run_analysis(
         runs,
         plan=plan,
-        params_kind=cfg.get("params", "total"),
-        n_bootstrap=int(cfg.get("bootstrap", 200)),
-        seed=int(cfg.get("seed", 0)),
-        ci=float(cfg.get("ci", 0.95)),
-        holdout=int(cfg.get("holdout", 0)),
-        table_budgets=list(cfg.get("table_budgets") or []),
-        table_max_budget=float(cfg.get("table_max_budget", 1e24)),
-        huber_delta=float(cfg.get("huber_delta", 1e-3)),
-        progress=not cfg.get("quiet", False),
+        params_kind=cfg["params"],
+        n_bootstrap=int(cfg["bootstrap"]),
+        seed=int(cfg["seed"]),
+        ci=float(cfg["ci"]),
+        holdout=int(cfg["holdout"]),
+        table_budgets=list(cfg["table_budgets"] or []),
+        table_max_budget=float(cfg["table_max_budget"]),
+        huber_delta=float(cfg["huber_delta"]),
+        progress=not cfg["quiet"],
     )
     if cfg.get("input"):
         result["input"] = str(cfg["input"])
@@ -170,13 +209,14 @@ def plot(cfg: Mapping[str, Any]) -> dict:
     from flops_fit.plotting import make_plots
     from flops_fit.report import write_report
 
+    cfg = check("plot", cfg)
     rd = RunDir(cfg["run_dir"])
     analysis = rd.read_analysis()
     # loss curves, when the run records are there (runs trained elsewhere have none)
     runs = [] if analysis.get("input") or not rd.has_plan() else load_runs(rd)[0]
     _record_config(rd, "plot", cfg)
-    paths = make_plots(analysis, runs, rd.plots_dir, fmt=cfg.get("format", "png"), dpi=int(cfg.get("dpi", 130)))
+    paths = make_plots(analysis, runs, rd.plots_dir, fmt=cfg["format"], dpi=int(cfg["dpi"]))
     out = {"plots": [str(p) for p in paths]}
-    if cfg.get("report", True):
+    if cfg["report"]:
         out["report"] = str(write_report(analysis, paths, rd.report_path))
     return out

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Callable
 
+from flops_fit.config.compose import _first_line, config_dir, describe_config_error
 from flops_fit.errors import FlopsFitError
 
 EXIT_USAGE = 2
@@ -28,68 +28,9 @@ _PASSTHROUGH_FLAGS = {
 }
 
 
-def config_dir() -> str:
-    """The config tree: ``flops_fit/conf`` inside an installed wheel, else the repo's ``conf/``."""
-    import flops_fit
-
-    pkg_dir = Path(flops_fit.__file__).resolve().parent
-    for candidate in (pkg_dir / "conf", pkg_dir.parent.parent / "conf"):
-        if (candidate / "plan.yaml").is_file():
-            return str(candidate)
-    raise FlopsFitError(f"cannot find the flops-fit config tree (looked in {pkg_dir / 'conf'}); reinstall flops-fit")
-
-
 def fail(prog: str, message: str, code: int = EXIT_ERROR) -> "None":
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def _first_line(text: str) -> str:
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return str(text).strip()
-
-
-def describe_config_error(exc: BaseException) -> str:
-    """Turn a Hydra/OmegaConf composition error into one line naming the key and the fix."""
-    from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
-
-    chain = []
-    e: BaseException | None = exc
-    while e is not None and e not in chain:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-
-    for err in chain:
-        if isinstance(err, MissingConfigException):
-            msg = str(err)
-            group = None
-            options = getattr(err, "options", None)
-            missing = getattr(err, "missing_cfg_file", None)
-            if missing and "/" in str(missing):
-                group = str(missing).rsplit("/", 1)[0]
-            name = str(missing).rsplit("/", 1)[-1] if missing else None
-            options = [o for o in (options or []) if not o.endswith("_schema")]
-            if group and options:
-                return f"{group}={name} is not an option of group '{group}'; choose one of: {', '.join(sorted(options))}"
-            return _first_line(msg)
-    for err in chain:
-        if isinstance(err, OmegaConfBaseException):
-            key = getattr(err, "full_key", None)
-            msg = _first_line(getattr(err, "msg", None) or str(err))
-            if isinstance(err, MissingMandatoryValue):
-                return f"{key} is required but not set; pass {key}=..."
-            if isinstance(err, ConfigKeyError) and key:
-                return f"unknown config key '{key}' ({msg}); check the spelling (ff-<stage> --cfg job lists every key)"
-            if key:
-                return f"{key}: {msg}"
-            return msg
-    text = _first_line(str(exc))
-    if any("Could not override" in str(err) or "is not in struct" in str(err) for err in chain):
-        text += "; check the key's spelling (ff-<stage> --cfg job lists every key)"
-    return text
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -110,18 +51,15 @@ def _first_of_sweeps(overrides: list[str]) -> list[str]:
 
 
 def validate_overrides(stage: str, argv: list[str]) -> None:
-    """Compose the stage config once with the user's overrides; raise on any composition error."""
-    from hydra import compose, initialize_config_dir
+    """Compose the stage config once with the user's overrides and check its values; raise on any error."""
+    from flops_fit import stages
+    from flops_fit.config.compose import compose
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if not a.startswith("-")]
     if multirun:
         overrides = _first_of_sweeps(overrides)
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3", job_name=stage):
-        cfg = compose(config_name=stage, overrides=overrides)
-        from omegaconf import OmegaConf
-
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    stages.check(stage, compose(stage, overrides))
 
 
 def run_stage(stage: str, task: Callable[[dict], int | None]) -> None:
@@ -143,12 +81,19 @@ def run_stage(stage: str, task: Callable[[dict], int | None]) -> None:
     from omegaconf import DictConfig, OmegaConf
 
     def _task(cfg: DictConfig) -> None:
+        debug = bool(cfg.get("debug", False))
         try:
             task(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
         except FlopsFitError as e:
+            if debug:
+                raise
             fail(prog, str(e), EXIT_ERROR)
         except KeyboardInterrupt:
             fail(prog, "interrupted; completed artifacts are kept, re-run the same command to resume", 130)
+        except Exception as e:  # a bug, or an error flops-fit does not know how to explain yet
+            if debug:
+                raise
+            fail(prog, f"{type(e).__name__}: {_first_line(str(e))} (re-run with debug=true for the traceback)", EXIT_ERROR)
 
     main = hydra.main(config_path=config_dir(), config_name=stage, version_base="1.3")(_task)
     try:

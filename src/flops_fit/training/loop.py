@@ -66,7 +66,7 @@ def _settings(trainer: Mapping[str, Any]) -> dict:
     """The trainer dict over TrainerConf's defaults (so a partial dict works)."""
     from dataclasses import MISSING
 
-    from flops_fit.config.schema import TrainerConf
+    from flops_fit.training.config import TrainerConfig as TrainerConf
 
     out: dict = {}
     for f in fields(TrainerConf):

@@ -1,0 +1,121 @@
+"""Each stage's settings and their defaults: the one source the CLI's schemas, the YAML files
+and the Python API share.
+
+``config/schema.py`` registers these classes in Hydra's ConfigStore, so a typo or a wrong type
+fails when the config is composed; the YAML files in ``conf/`` override only what differs;
+``stages.py`` fills any key a caller left out from here (:func:`with_defaults`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+from flops_fit.data.config import DatasetConfig
+from flops_fit.errors import FlopsFitError
+from flops_fit.planning import Grid
+from flops_fit.training.config import TrainerConfig
+
+MISSING: Any = "???"  # OmegaConf's marker for a required value
+
+
+@dataclass
+class ModelConfig:
+    """A model is a class (`_target_`) plus the name of its size parameter."""
+
+    name: str = MISSING
+    _target_: str = MISSING
+    size_param: str = MISSING
+    # Inclusive bounds the planner may choose the size parameter from.
+    size_range: List[int] = field(default_factory=lambda: [8, 16384])
+    # Every other constructor argument (fixed across the sweep).
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BudgetsConfig:
+    """A named list of compute budgets in FLOPs."""
+
+    name: str = MISSING
+    values: List[float] = MISSING
+
+
+@dataclass
+class PlanSettings:
+    run_dir: str = "outputs/default"
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    budgets: BudgetsConfig = MISSING
+    grid: Grid = field(default_factory=Grid)
+    flops: str = "6nd"  # 6nd | 6nd_nonembedding | chinchilla | measured
+    refine_from: Optional[str] = None  # a run_dir whose analysis.json centres the new grid
+    add_budgets: int = 0  # with refine_from: extra budgets, each `budget_step` x the largest
+    budget_step: float = 4.0
+    force: bool = False  # replace a plan whose completed runs the new plan would orphan
+    quiet: bool = False
+    debug: bool = False  # show the traceback of an error instead of its one line
+
+
+@dataclass
+class TrainSettings:
+    """ff-train reads the model and dataset from plan.json; only the trainer is chosen here."""
+
+    run_dir: str = "outputs/default"
+    trainer: TrainerConfig = MISSING
+    data_path: Optional[str] = None  # relocate the planned dataset's files on this machine
+    shard: int = 0
+    num_shards: int = 1
+    retry_failed: bool = False
+    limit: Optional[int] = None  # train at most this many pending runs (for smoke tests)
+    allow_mismatch: bool = False  # train although earlier runs in run_dir used another model, dataset or FLOPs convention
+    quiet: bool = False
+    debug: bool = False  # show the traceback of an error instead of its one line
+
+
+@dataclass
+class AnalyzeSettings:
+    run_dir: str = "outputs/default"
+    input: Optional[str] = None  # CSV/JSONL of params,tokens,loss[,budget] trained elsewhere
+    params: str = "total"  # total | non_embedding
+    bootstrap: int = 200
+    seed: int = 0
+    ci: float = 0.95
+    holdout: int = 0
+    table_budgets: List[float] = field(default_factory=list)  # extra budgets for the table
+    table_max_budget: float = 1e24
+    huber_delta: float = 1e-3
+    quiet: bool = False
+    debug: bool = False  # show the traceback of an error instead of its one line
+
+
+@dataclass
+class PlotSettings:
+    run_dir: str = "outputs/default"
+    format: str = "png"
+    dpi: int = 130
+    report: bool = True
+    quiet: bool = False
+    debug: bool = False  # show the traceback of an error instead of its one line
+
+
+def with_defaults(cls: type, cfg: Mapping[str, Any], where: str = "") -> dict:
+    """``cfg`` with every key ``cls`` declares and the caller left out filled from its default.
+
+    A key ``cls`` does not declare is refused with one line naming it (the CLI's schema
+    catches these earlier; this guards the Python API's plain dicts).
+    """
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise FlopsFitError(f"{where}{unknown[0]} is not a setting; known: {', '.join(sorted(known))}")
+    out = {}
+    for name, f in known.items():
+        if name in cfg:
+            out[name] = cfg[name]
+        elif f.default is not dataclasses.MISSING:
+            out[name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[misc]
+            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
