@@ -10,6 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from flops_fit.data.config import DatasetConfig
+from flops_fit.errors import FlopsFitError
 from flops_fit.data import build_data, normalize_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
@@ -37,6 +38,10 @@ def test_dataset_config_is_headed_typed_and_consistent(path):
     raw = yaml.safe_load(path.read_text())
     cfg = _load(path)
     assert cfg["name"] == path.stem
+    if cfg["kind"] == "torch":  # the user's factory gives the shapes; it must be named before planning
+        with pytest.raises(FlopsFitError, match=r"dataset\._target_ is required"):
+            normalize_config(cfg)
+        return
     shape_keys = ("vocab_size", "seq_len") if cfg["kind"] == "text" else ("num_classes", "image_size", "channels")
     for key in shape_keys:  # model configs interpolate ${dataset.<key>}: each file states them
         assert key in raw, f"{path.name} must set {key}"

@@ -55,6 +55,10 @@ def build_data(
     ``log``: called with one-line progress messages (tokenizing, training a BPE), if given.
     """
     conf = normalize_config(cfg)
+    if conf["kind"] == "torch":
+        from flops_fit.data.torch_data import build_torch
+
+        return build_torch(conf)
     if conf["kind"] == "text":
         from flops_fit.data.text import build_text
 

@@ -45,7 +45,12 @@ class DatasetConfig:
     (``conf/dataset/*.yaml`` override only what differs; config/schema.py registers this class)."""
 
     name: str = "???"
-    kind: str = "text"  # text | image
+    kind: str = "text"  # text | image | torch
+    # torch: a factory returning your own torch Dataset / IterableDataset / DataLoader of (inputs, targets)
+    _target_: Optional[str] = None
+    eval_target: Optional[str] = None  # torch: a factory for the held-out data (default: a fixed split of _target_'s)
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # torch: arguments of both factories
+    data_unit: Optional[str] = None  # torch: tokens | samples (default: inferred from one batch)
     # text: bbc_news | tinystories | text_files | synthetic ; image: cifar10 | fashion_mnist | mnist | synthetic
     source: str = "synthetic"
     path: Optional[str] = None  # local file, glob or folder (text_files, cifar10, idx files, a saved HF dataset)
@@ -121,6 +126,40 @@ def _int(cfg: dict, key: str, minimum: int = 1) -> int:
     return v
 
 
+def _check_path(path: Any) -> None:
+    """A dataset.path that names nothing fails now, at plan time, not hours later in ff-train."""
+    if not path:
+        return
+    import glob
+    import os
+
+    p = os.path.expanduser(str(path))
+    if any(c in p for c in "*?["):
+        if not glob.glob(p, recursive=True):
+            raise FlopsFitError(f"dataset.path={path}: the pattern matches no file; check the path or the glob")
+    elif not os.path.exists(p):
+        raise FlopsFitError(f"dataset.path={path} does not exist; point dataset.path at your data's file or folder")
+
+
+def _normalize_torch(out: dict[str, Any]) -> dict[str, Any]:
+    """dataset.kind=torch: a user's factory; its targets must import (checked here, at plan time)."""
+    from flops_fit.targets import resolve_target
+
+    if not out.get("_target_"):
+        raise FlopsFitError("dataset._target_ is required for dataset.kind=torch: a function returning your "
+                            "torch Dataset or DataLoader, e.g. dataset._target_=mypkg.data.make_dataset")
+    resolve_target(out["_target_"], "dataset._target_")
+    if out.get("eval_target"):
+        resolve_target(out["eval_target"], "dataset.eval_target")
+    if out.get("data_unit") not in (None, "tokens", "samples", "images"):
+        raise FlopsFitError(f"dataset.data_unit={out['data_unit']!r} must be tokens or samples (or null: inferred)")
+    if not out.get("name"):
+        out["name"] = str(out["_target_"]).rsplit(".", 1)[-1]
+    _int(out, "seed", 0)
+    _int(out, "eval_size")
+    return out
+
+
 def normalize(cfg: Any) -> dict[str, Any]:
     """Fill defaults, check types and choices, merge options with their defaults."""
     given = _as_dict(cfg)
@@ -136,8 +175,11 @@ def normalize(cfg: Any) -> dict[str, Any]:
         if isinstance(v, str) and v == "???":
             raise FlopsFitError(f"dataset.{k} is required; set dataset.{k}=...")
     kind = out["kind"]
-    if kind not in ("text", "image"):
-        raise FlopsFitError(f"dataset.kind={kind!r} must be 'text' or 'image'")
+    if kind not in ("text", "image", "torch"):
+        raise FlopsFitError(f"dataset.kind={kind!r} must be 'text', 'image' or 'torch'")
+    if kind == "torch":
+        return _normalize_torch(out)
+    _check_path(out["path"])
     sources = TEXT_SOURCES if kind == "text" else IMAGE_SOURCES
     if out["source"] not in sources:
         raise FlopsFitError(

@@ -236,3 +236,14 @@ class TorchData(DataSource):
         n = len(data)
         for start in range(0, n, int(batch_size)):
             yield default_collate([_pair(data[i], "eval_dataset") for i in range(start, min(n, start + int(batch_size)))])
+
+
+def build_torch(conf: dict) -> TorchData:
+    """``dataset.kind=torch``: call the user's factories (``_target_``, ``eval_target``) with ``kwargs``."""
+    from flops_fit.targets import resolve_target
+
+    kwargs = dict(conf.get("kwargs") or {})
+    train = resolve_target(conf["_target_"], "dataset._target_")(**kwargs)
+    evald = resolve_target(conf["eval_target"], "dataset.eval_target")(**kwargs) if conf.get("eval_target") else None
+    return TorchData(train, eval_dataset=evald, data_unit=conf.get("data_unit"), seed=int(conf.get("seed", 0)),
+                     eval_size=int(conf.get("eval_size", 4096)), name=conf.get("name"))
