@@ -1,19 +1,20 @@
 """flops-fit: compute-optimal scaling laws for your own model and data.
 
 >>> import flops_fit
->>> result = flops_fit.find_optimal(run_dir="outputs/nb", trainer="mock")  # doctest: +SKIP
->>> result.table()                                                          # doctest: +SKIP
+>>> result = flops_fit.find_optimal(model_cls=MyNet, model_size_param="width", dataset=my_data,
+...                                 compute_budgets=[1e11, 1e12], mode="mock")   # doctest: +SKIP
+>>> print(result.chinchilla_table())                                            # doctest: +SKIP
 """
 
 from flops_fit.errors import FlopsFitError
 
 __version__ = "0.1.0"
-__all__ = ["FlopsFitError", "find_optimal", "__version__"]
+__all__ = ["FlopsFitError", "Result", "find_optimal", "load", "__version__"]
 
 
 def __getattr__(name):
-    if name == "find_optimal":
-        from flops_fit.api import find_optimal
+    if name in ("find_optimal", "load", "Result"):
+        from flops_fit import api
 
-        return find_optimal
+        return getattr(api, name)
     raise AttributeError(f"module 'flops_fit' has no attribute {name!r}")

@@ -1,23 +1,46 @@
 """``flops_fit.find_optimal``: the four stages chained for notebook users.
 
-It composes the same YAML configs the command line uses (so defaults match), lets you pass
-config-group names, Hydra-style overrides or whole dicts, and runs plan -> train -> analyze
--> plot in one run directory::
+Two forms, one pipeline. Both run plan -> train -> analyze -> plot in one run directory, write
+the same artifacts as ``ff-plan``/``ff-train``/``ff-analyze``/``ff-plot`` (so those commands work on
+it afterwards), and resume: a second call skips the runs already completed.
+
+**Your objects** (a model class or factory, a torch dataset, a loss)::
 
     import flops_fit
-    result = flops_fit.find_optimal(run_dir="outputs/nb", trainer="mock", budgets=[1e18, 1e19, 1e20])
-    print(result.table())
-    result.predict(1e21)      # {'budget': 1e21, 'params': ..., 'tokens': ..., 'loss': ...}
-    result.plot()             # paths of the PNGs and the report
+    result = flops_fit.find_optimal(
+        model_cls=MyNet, model_size_param="width", model_kwargs={"depth": 4},
+        dataset=my_dataset,                 # Dataset / IterableDataset / DataLoader of (inputs, targets)
+        loss_fn=my_loss,                    # optional: cross-entropy over the last dimension by default
+        compute_budgets=[1e11, 3e11, 1e12],
+        mode="local",                       # "mock" (closed-form truth, instant) | "local" (CPU) | "gpu"
+        output_dir="outputs/mynet",
+    )
+    print(result.chinchilla_table())
+
+**Configs** (the command line's YAML options, by name or as dicts)::
+
+    result = flops_fit.find_optimal(run_dir="outputs/nb", model="gpt", dataset="bbc_news",
+                                    budgets="cpu_small", trainer="local")
+
+Settings not named in the signature go in ``**options`` by their name in the stage settings
+(``lr=3e-3``, ``batch_size=64``, ``points=9``, ``bootstrap=500``, ``holdout=1``, ...); each is routed to
+the stage that owns it and type-checked as a command-line override would be.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
+
+MODES = ("mock", "local", "gpu")
+_OBJECT_KEYS = ("model_cls", "model_size_param", "model_kwargs", "loss_fn", "compute_budgets", "mode",
+                "output_dir", "eval_dataset", "size_range", "data_unit")
+_CONFIG_KEYS = ("run_dir", "model", "budgets", "trainer", "plan_overrides", "train_overrides", "analyze_overrides")
 
 
 def _group(name: str, value: Any, overrides: list[str], nodes: dict) -> None:
@@ -34,77 +57,179 @@ def _group(name: str, value: Any, overrides: list[str], nodes: dict) -> None:
 
 @dataclass
 class Result:
-    """What :func:`find_optimal` returns: the analysis and handy accessors."""
+    """What :func:`find_optimal` (and :func:`load`) returns: the analysis of one run directory."""
 
     run_dir: str
     analysis: dict
 
+    def chinchilla_table(self, budgets: Sequence[float] | None = None) -> str:
+        """A Markdown table: budget, N_opt, D_opt, tokens per parameter and loss, with intervals.
+
+        ``budgets``: the FLOP budgets to show (default: the analysis's table rows); budgets not in
+        the table are predicted from the table's fit, without intervals.
+        """
+        from flops_fit.analysis.summary import markdown_table
+
+        return markdown_table(self.analysis, budgets)
+
     def table(self) -> str:
-        """The printed summary: the approaches side by side and the compute-optimal table."""
+        """The printed summary ``ff-analyze`` shows: the approaches side by side and the table."""
         from flops_fit.analysis import summary_lines
 
         return "\n".join(summary_lines(self.analysis))
 
     def predict(self, budget: float) -> dict:
         """Compute-optimal params, tokens and loss at ``budget`` FLOPs (from the table's source fit)."""
+        from flops_fit.analysis import predict
+
         return predict(self.analysis, float(budget))
 
-    def plot(self) -> dict:
-        """Write the figures and report.html into the run directory; returns their paths."""
+    def plot(self, show: bool = False) -> list:
+        """Write the figures and report.html into the run directory; return the matplotlib Figures."""
         from flops_fit import stages
         from flops_fit.config.compose import compose
 
-        return stages.plot(compose("plot", [f"run_dir={self.run_dir}"]))
+        out = stages.plot(compose("plot", [f"run_dir={self.run_dir}"]), keep_figures=True)
+        figures = out["figures"]
+        if show:
+            import matplotlib.pyplot as plt
 
+            plt.show()
+        return figures
 
-def predict(analysis: Mapping, budget: float) -> dict:
-    """Compute-optimal params/tokens at ``budget`` from the fit the table uses, and its loss."""
-    fits = analysis.get("fits", {})
-    source = analysis.get("table_source")
-    fit = fits.get(source or "", {})
-    if fit.get("status") != "ok" or fit.get("k_N") is None:
-        fit = next((fits[k] for k in ("isoflop", "parametric", "envelope")
-                    if fits.get(k, {}).get("status") == "ok" and fits[k].get("k_N") is not None), None)
-        if fit is None:
-            raise FlopsFitError("the analysis has no successful fit to predict from; see its diagnostics")
-    params = fit["k_N"] * budget ** fit["a"]
-    tokens = fit["k_D"] * budget ** fit["b"]
-    par, lvc = fits.get("parametric", {}), fits.get("loss_vs_compute", {})
-    if par.get("status") == "ok":
-        loss = par["E"] + par["A"] / params ** par["alpha"] + par["B"] / tokens ** par["beta"]
-    elif lvc.get("status") == "ok":
-        loss = lvc["E"] + lvc["A"] * budget ** (-lvc["gamma"])
-    else:
-        loss = None
-    return {"budget": budget, "params": params, "tokens": tokens, "tokens_per_param": tokens / params, "loss": loss}
+    def to_dict(self) -> dict:
+        """The analysis (analysis.json's body) with the run directory."""
+        return {"run_dir": self.run_dir, **self.analysis}
+
+    def __repr__(self) -> str:
+        rows = len(self.analysis.get("table") or [])
+        return f"Result(run_dir={self.run_dir!r}, table_source={self.analysis.get('table_source')!r}, rows={rows})"
 
 
 def find_optimal(
-    run_dir: str = "outputs/find_optimal",
+    model_cls: Callable | None = None,
+    model_size_param: str | None = None,
+    dataset: Any = None,
+    loss_fn: Callable | None = None,
+    compute_budgets: Sequence[float] | None = None,
+    mode: str | None = None,
+    output_dir: str | os.PathLike | None = None,
+    train: bool = True,
     *,
+    model_kwargs: Mapping[str, Any] | None = None,
+    eval_dataset: Any = None,
+    size_range: Sequence[int] | None = None,
+    data_unit: str | None = None,
+    run_dir: str | None = None,
     model: str | Mapping | None = None,
-    dataset: str | Mapping | None = None,
     budgets: str | Sequence[float] | None = None,
     trainer: str | Mapping | None = None,
     plan_overrides: Sequence[str] = (),
     train_overrides: Sequence[str] = (),
     analyze_overrides: Sequence[str] = (),
     plot: bool = True,
+    **options: Any,
 ) -> Result:
     """Plan, train, analyze (and plot) a scaling-law study; returns a :class:`Result`.
 
-    ``model``/``dataset``/``trainer`` take a config option name (``"gpt"``, ``"bbc_news"``,
-    ``"mock"``) or a dict for the whole node, e.g. a user's own class::
+    Objects form: ``model_cls`` (a class or any callable taking ``<model_size_param>=<int>`` plus
+    ``model_kwargs`` and returning an ``nn.Module`` with ``num_params()``), ``dataset`` (a torch
+    ``Dataset``, ``IterableDataset`` or ``DataLoader`` of ``(inputs, targets)``, or a flops-fit data
+    source), optional ``loss_fn(output, targets)``, ``compute_budgets`` in FLOPs and ``mode``.
+    ``size_range=[lo, hi]`` bounds the size parameter (default: found by the planner).
+    ``eval_dataset``: held-out data (default: a fixed split no training batch touches).
+    ``data_unit``: ``"tokens"`` or ``"samples"`` (default: inferred from one batch).
 
-        model={"name": "mine", "_target_": "mypkg.MyNet", "size_param": "width",
-               "size_range": [16, 4096], "kwargs": {"depth": 4}}
+    Config form: ``run_dir``, ``model``/``dataset``/``trainer`` as option names or dicts,
+    ``budgets`` as an option name or a list, Hydra-style ``*_overrides``.
 
-    ``budgets`` is an option name (``"cpu_small"``) or a list of FLOPs.
+    ``train=False`` plans only (and analyzes whatever runs the directory already holds).
     """
+    objects = model_cls is not None
+    given = {k for k, v in locals().items() if k in _CONFIG_KEYS and v not in (None, (), [])}
+    if objects:
+        if given:
+            raise FlopsFitError(
+                f"find_optimal got model_cls= (the objects form) and {', '.join(sorted(given))}= (the config form); "
+                f"use one form: with model_cls, pass output_dir=, compute_budgets= and mode="
+            )
+        if isinstance(dataset, (str, Mapping)):
+            raise FlopsFitError(f"dataset={dataset!r} is a config option; with model_cls= pass the dataset object "
+                                f"itself (a torch Dataset/DataLoader), or use model='...' with dataset='...'")
+        return _find_optimal_objects(
+            model_cls, model_size_param, dataset, loss_fn, compute_budgets, mode or "mock", output_dir, train,
+            model_kwargs=model_kwargs, eval_dataset=eval_dataset, size_range=size_range, data_unit=data_unit,
+            plot=plot, options=options)
+    stray = [k for k, v in (("model_size_param", model_size_param), ("loss_fn", loss_fn),
+                            ("model_kwargs", model_kwargs), ("eval_dataset", eval_dataset),
+                            ("size_range", size_range), ("data_unit", data_unit)) if v is not None]
+    if stray:
+        raise FlopsFitError(f"find_optimal got {', '.join(stray)}= without model_cls=; pass model_cls=YourModel "
+                            f"(the objects form), or use model='...'/dict (the config form)")
+    if compute_budgets is not None:
+        if budgets is not None:
+            raise FlopsFitError("find_optimal got both compute_budgets= and budgets=; pass one")
+        budgets = compute_budgets
+    if mode is not None:
+        if trainer is not None:
+            raise FlopsFitError("find_optimal got both mode= and trainer=; pass one")
+        trainer = _check_mode(mode)
+    if output_dir is not None:
+        if run_dir is not None:
+            raise FlopsFitError("find_optimal got both output_dir= and run_dir=; pass one")
+        run_dir = str(output_dir)
+    return _find_optimal_configs(
+        run_dir or "outputs/find_optimal", model=model, dataset=dataset, budgets=budgets, trainer=trainer,
+        plan_overrides=plan_overrides, train_overrides=train_overrides, analyze_overrides=analyze_overrides,
+        train=train, plot=plot, options=options)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise FlopsFitError(f"mode={mode!r} must be one of {', '.join(MODES)}")
+    return mode
+
+
+def _route_options(options: Mapping[str, Any]) -> dict[str, dict]:
+    """Split ``**options`` by the stage settings that own each name (grid, trainer, plan, analyze)."""
+    from flops_fit.planning import Grid
+    from flops_fit.settings import AnalyzeSettings, PlanSettings
+    from flops_fit.training.config import TrainerConfig
+
+    owners = [("grid", Grid), ("trainer", TrainerConfig), ("analyze", AnalyzeSettings), ("plan", PlanSettings)]
+    skip = {"run_dir", "model", "dataset", "budgets", "grid", "trainer", "name", "kind", "quiet", "debug", "input"}
+    out: dict[str, dict] = {name: {} for name, _ in owners}
+    for key, value in options.items():
+        for name, cls in owners:
+            if key not in skip and key in {f.name for f in dataclasses.fields(cls)}:
+                out[name][key] = value
+                break
+        else:
+            known = sorted({f.name for _, cls in owners for f in dataclasses.fields(cls)} - skip)
+            raise FlopsFitError(f"find_optimal got an unknown option {key}=; known options: {', '.join(known)}")
+    return out
+
+
+def _dotted(section: str, values: Mapping[str, Any]) -> list[str]:
+    """Hydra overrides ``section.key=value`` (values written as Hydra reads them)."""
+    import json
+
+    prefix = f"{section}." if section else ""
+    out = []
+    for k, v in values.items():
+        text = "null" if v is None else json.dumps(v) if isinstance(v, (list, dict, bool)) else str(v)
+        out.append(f"{prefix}{k}={text}")
+    return out
+
+
+def _find_optimal_configs(run_dir, *, model, dataset, budgets, trainer, plan_overrides, train_overrides,
+                          analyze_overrides, train, plot, options) -> Result:
     from flops_fit import stages
     from flops_fit.config.compose import compose
 
-    plan_ov, plan_nodes = [f"run_dir={run_dir}", *plan_overrides], {}
+    routed = _route_options(options)
+    plan_ov, plan_nodes = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"]),
+                           *plan_overrides], {}
     _group("model", model, plan_ov, plan_nodes)
     _group("dataset", dataset, plan_ov, plan_nodes)
     if isinstance(budgets, str):
@@ -113,17 +238,70 @@ def find_optimal(
         plan_nodes["budgets"] = {"name": "custom", "values": [float(b) for b in budgets]}
     stages.plan(compose("plan", plan_ov, plan_nodes))
 
-    train_ov, train_nodes = [f"run_dir={run_dir}", *train_overrides], {}
-    _group("trainer", trainer, train_ov, train_nodes)
-    stages.train(compose("train", train_ov, train_nodes))
+    if train:
+        train_ov, train_nodes = [f"run_dir={run_dir}", *train_overrides], {}
+        _group("trainer", trainer, train_ov, train_nodes)
+        train_ov += _dotted("trainer", routed["trainer"])
+        stages.train(compose("train", train_ov, train_nodes))
+    return _analyze_and_plot(run_dir, [*_dotted("", routed["analyze"]), *analyze_overrides], plot)
+
+
+def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool) -> Result:
+    from flops_fit import stages
+    from flops_fit.config.compose import compose
 
     analysis = stages.analyze(compose("analyze", [f"run_dir={run_dir}", *analyze_overrides]))
-    result = Result(run_dir=str(run_dir), analysis=analysis)
     if plot:
-        result.plot()
-    return result
+        stages.plot(compose("plot", [f"run_dir={run_dir}"]))
+    return Result(run_dir=str(run_dir), analysis=analysis)
 
 
-def load(run_dir: str) -> Result:
-    """A :class:`Result` for a run directory that was already analysed."""
+def _as_data_source(dataset: Any, eval_dataset: Any, data_unit: str | None, seed: int):
+    """A flops-fit data source as it is; a torch Dataset / IterableDataset / DataLoader adapted."""
+    if all(hasattr(dataset, a) for a in ("train_batch", "eval_batches", "examples_per_batch")):
+        if eval_dataset is not None:
+            raise FlopsFitError("eval_dataset= goes with a torch dataset; a flops-fit data source keeps its own held-out split")
+        return dataset
+    from flops_fit.data.torch_data import TorchData
+
+    return TorchData(dataset, eval_dataset=eval_dataset, data_unit=data_unit, seed=seed)
+
+
+def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budgets, mode, output_dir, train, *,
+                          model_kwargs, eval_dataset, size_range, data_unit, plot, options) -> Result:
+    from flops_fit import stages
+    from flops_fit.config.compose import compose
+    from flops_fit.models import ModelSpec
+
+    mode = _check_mode(mode)
+    if not size_param or not isinstance(size_param, str):
+        raise FlopsFitError("model_size_param= is required with model_cls=: the name of the constructor argument "
+                            "that sets the model's size, e.g. model_size_param='width'")
+    if compute_budgets is None:
+        raise FlopsFitError("compute_budgets= is required: a list of FLOP budgets, e.g. compute_budgets=[1e11, 3e11, 1e12]")
+    if isinstance(compute_budgets, (int, float)):
+        compute_budgets = [compute_budgets]
+    if loss_fn is not None and not callable(loss_fn):
+        raise FlopsFitError(f"loss_fn={loss_fn!r} is not callable: give a function loss_fn(output, targets) -> scalar tensor")
+    if dataset is None and mode != "mock":
+        raise FlopsFitError(f"mode={mode!r} trains for real and needs dataset=... (a torch Dataset or DataLoader)")
+    run_dir = str(output_dir or "outputs/find_optimal")
+    routed = _route_options(options)
+    spec = ModelSpec.from_callable(model_cls, size_param, kwargs=dict(model_kwargs or {}), size_range=size_range)
+    data = None
+    if dataset is not None:
+        data = _as_data_source(dataset, eval_dataset, data_unit, seed=int(routed["trainer"].get("seed", 0)))
+    spec.check_contract(data_unit=getattr(data, "data_unit", None))
+
+    plan_ov = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"])]
+    plan_nodes = {"budgets": {"name": "custom", "values": [float(b) for b in compute_budgets]}}
+    stages.plan(compose("plan", plan_ov, plan_nodes), model=spec, data=data)
+    if train:
+        train_cfg = compose("train", [f"run_dir={run_dir}", f"trainer={mode}", *_dotted("trainer", routed["trainer"])])
+        stages.train(train_cfg, model=spec, data=data, loss_fn=loss_fn)
+    return _analyze_and_plot(run_dir, _dotted("", routed["analyze"]), plot)
+
+
+def load(run_dir: str | os.PathLike) -> Result:
+    """A :class:`Result` for a run directory that ``ff-analyze`` (or :func:`find_optimal`) analysed."""
     return Result(run_dir=str(run_dir), analysis=RunDir(run_dir).read_analysis())

@@ -58,12 +58,19 @@ def _record_config(rd: RunDir, stage: str, cfg: Mapping) -> None:
     rd.write_config(stage, yaml.safe_dump(dict(cfg), sort_keys=False))
 
 
-def plan(cfg: Mapping[str, Any]) -> dict:
-    """ff-plan: write ``plan.json`` for ``cfg['model']`` x ``cfg['budgets']['values']``."""
+def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict:
+    """ff-plan: write ``plan.json`` for ``cfg['model']`` x ``cfg['budgets']['values']``.
+
+    ``model`` (a :class:`~flops_fit.models.ModelSpec`) and ``data`` (a data source) are the Python
+    API's objects; they replace ``cfg['model']`` and ``cfg['dataset']``.
+    """
     from flops_fit.models import ModelSpec
     from flops_fit.planning import Grid, check_budgets, make_plan
 
-    cfg = check("plan", cfg)
+    cfg = dict(check("plan", cfg))
+    if model is not None:
+        cfg["model"] = model.describe()
+        cfg["dataset"] = _describe_data(data)
     rd = RunDir(cfg["run_dir"])
     grid = Grid(**dict(cfg.get("grid") or {}))
     centres = None
@@ -73,6 +80,10 @@ def plan(cfg: Mapping[str, Any]) -> dict:
         model = ModelSpec.from_config({**source_plan["model"], "_target_": source_plan["model"]["target"]})
         dataset = dict(source_plan.get("dataset") or {})
         flops = source_plan.get("flops_convention", "6nd")
+    elif model is not None:
+        budgets = check_budgets((cfg.get("budgets") or {}).get("values"))
+        dataset = cfg["dataset"]
+        flops = cfg["flops"]
     else:
         budgets = check_budgets((cfg.get("budgets") or {}).get("values"))
         model = ModelSpec.from_config(cfg["model"])
@@ -83,7 +94,7 @@ def plan(cfg: Mapping[str, Any]) -> dict:
             normalize_config(dataset)
         flops = cfg["flops"]
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
-                       progress=not cfg["quiet"])
+                       data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"])
     result["budgets_name"] = "refined" if cfg.get("refine_from") else (cfg.get("budgets") or {}).get("name", "custom")
     if cfg.get("refine_from"):
         result["refined_from"] = str(cfg["refine_from"])
@@ -92,6 +103,19 @@ def plan(cfg: Mapping[str, Any]) -> dict:
     _record_config(rd, "plan", cfg)
     rd.write_plan(result)
     return rd.read_plan()
+
+
+def _describe_data(data: Any) -> dict:
+    """What plan.json records of a Python data object: enough to recognise it, not to rebuild it."""
+    if data is None:
+        return {}
+    config = getattr(data, "config", None)  # flops-fit's own sources (examples.TinyStoriesDataset ...)
+    if isinstance(config, Mapping) and config.get("kind") in ("text", "image"):
+        return dict(config)
+    info = {k: v for k, v in (data.info() if hasattr(data, "info") else {}).items()
+            if isinstance(v, (str, int, float, bool)) or v is None}
+    return {**info, "name": info.get("name") or type(data).__name__, "kind": "python",
+            "note": "a Python object given to find_optimal: train this plan from Python, not with ff-train"}
 
 
 def _refine(source: str, cfg: Mapping) -> tuple[dict, dict, list[float]]:
@@ -138,8 +162,12 @@ def _refuse_orphaning_completed_runs(rd: RunDir, new: dict, force: bool) -> None
           f"ff-analyze only uses runs listed in plan.json")
 
 
-def train(cfg: Mapping[str, Any]) -> dict:
-    """ff-train: train the pending runs of the plan in ``cfg['run_dir']``."""
+def train(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None, loss_fn: Any = None) -> dict:
+    """ff-train: train the pending runs of the plan in ``cfg['run_dir']``.
+
+    ``model``, ``data`` and ``loss_fn`` are the Python API's objects (the plan's recorded model and
+    dataset cannot rebuild them); the command line passes none.
+    """
     from flops_fit.training.stage import train_plan
 
     cfg = check("train", cfg)
@@ -156,6 +184,10 @@ def train(cfg: Mapping[str, Any]) -> dict:
         limit=cfg["limit"],
         data_path=cfg["data_path"],
         quiet=bool(cfg["quiet"]),
+        allow_mismatch=bool(cfg["allow_mismatch"]),
+        model=model,
+        data=data,
+        loss_fn=loss_fn,
     )
 
 
@@ -204,8 +236,11 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
     return rd.read_analysis()
 
 
-def plot(cfg: Mapping[str, Any]) -> dict:
-    """ff-plot: figures in ``plots/`` and ``report.html`` from analysis.json and the runs."""
+def plot(cfg: Mapping[str, Any], *, keep_figures: bool = False) -> dict:
+    """ff-plot: figures in ``plots/`` and ``report.html`` from analysis.json and the runs.
+
+    ``keep_figures``: also return the open matplotlib Figures (``out['figures']``) for a notebook.
+    """
     from flops_fit.plotting import make_plots
     from flops_fit.report import write_report
 
