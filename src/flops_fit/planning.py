@@ -105,12 +105,14 @@ def make_plan(
     flops: str = "6nd",
     dataset: Mapping | None = None,
     centres: Mapping[float, float] | None = None,
+    data_unit: str | None = None,
     progress: bool = False,
 ) -> dict:
     """Lay out the IsoFLOP sweep. Returns the body of ``plan.json``.
 
     ``centres`` maps a budget to the parameter count to centre its grid on (adaptive
-    re-planning); other budgets use the prior.
+    re-planning); other budgets use the prior. ``data_unit``: what the data counts (``tokens``,
+    ``samples``, ``images``) when the data says so; otherwise the model's ``data_unit``.
     """
     grid = grid or Grid()
     grid.validate()
@@ -122,7 +124,7 @@ def make_plan(
     experiments: list[dict] = []
     dropped: list[dict] = []
     warnings: list[str] = []
-    data_unit = counter.info(model.round_size(model.size_range[0])).data_unit
+    data_unit = data_unit or counter.info(model.round_size(model.size_range[0])).data_unit
     iterator = budgets
     if progress:
         from tqdm.auto import tqdm
