@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	@# the CPU torch wheel first, so the package's torch requirement is already met
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[dev,text]"
+	$(BIN)/pip install --quiet -e ".[dev,text,slurm]"
 	@touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv with the CPU torch wheel and flops-fit (editable, dev extras)
