@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flops_fit.analysis import (
-    FlopsPerToken,
+    FlopsPerTokenFromRuns,
     bootstrap_parametric,
     default_grid,
     exponents,
@@ -220,7 +220,7 @@ def test_optimal_allocation_with_other_flops_per_token_and_arrays():
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_isoflop_exponent_within_tolerance(seed):
     N, D, L, lab, budgets = _sweep(seed, noise=0.005)
-    fpt = FlopsPerToken(N, 6 * N * D, D)
+    fpt = FlopsPerTokenFromRuns(N, 6 * N * D, D)
     r = fit_isoflop(N, L, lab, budgets, fpt)
     assert r["interior"].all()
     assert r["a"][0] == pytest.approx(A_TRUE, abs=0.03)
@@ -268,10 +268,10 @@ def test_power_law_and_budget_grouping():
 
 def test_flops_per_token_exact_and_interpolated():
     N = np.array([1e7, 1e8, 1e9])
-    f = FlopsPerToken(N, 6 * N * 1e9, np.full(3, 1e9))
+    f = FlopsPerTokenFromRuns(N, 6 * N * 1e9, np.full(3, 1e9))
     assert f.exact_6n and f(3e8) == 1.8e9
     fpt_true = 6 * N + 1e5 * N**0.5
-    g = FlopsPerToken(N, fpt_true * 2e9, np.full(3, 2e9))
+    g = FlopsPerTokenFromRuns(N, fpt_true * 2e9, np.full(3, 2e9))
     assert not g.exact_6n
     np.testing.assert_allclose(g(N), fpt_true, rtol=1e-12)
     assert g(1e10) > g(1e9) and g(1e6) < g(1e7)
@@ -293,7 +293,7 @@ def _curves(seed=0, noise=0.0):
 
 def test_envelope_recovers_exponent():
     N, D, curves = _curves()
-    fpt = FlopsPerToken(N, 6 * N * D, D)
+    fpt = FlopsPerTokenFromRuns(N, 6 * N * D, D)
     e = fit_envelope(curves, fpt)
     assert e["n_points"][0] >= 10
     assert e["a"][0] == pytest.approx(A_TRUE, abs=0.03)

@@ -339,3 +339,20 @@ def test_analysis_imports_neither_torch_nor_hydra():
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_predict_reads_the_table_source_back(base):
+    from flops_fit.analysis import predict
+
+    _, out = base
+    for row in out["table"]:
+        p = predict(out, row["budget"])
+        assert p["params"] == pytest.approx(row["params"], rel=1e-9)
+        assert p["tokens"] == pytest.approx(row["tokens"], rel=1e-9)
+        assert p["loss"] == pytest.approx(row["loss"], rel=1e-9)
+        assert p["tokens_per_param"] == pytest.approx(row["tokens_per_param"], rel=1e-9)
+    # the table's source gone: the first successful approach with a power law answers
+    other = {**out, "table_source": "envelope", "fits": {**out["fits"], "envelope": {"status": "skipped"}}}
+    assert predict(other, 1e20)["params"] == pytest.approx(predict(out, 1e20)["params"])
+    with pytest.raises(FlopsFitError, match="no successful fit"):
+        predict({"fits": {k: {"status": "skipped"} for k in out["fits"]}}, 1e20)

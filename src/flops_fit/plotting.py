@@ -10,7 +10,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from flops_fit.units import human, sci
+from flops_fit.analysis.summary import interval_level
+from flops_fit.units import fmt_interval, human, sci
 
 APPROACH_STYLE = {
     "isoflop": ("Approach 2: IsoFLOP profiles", "tab:blue", "-"),
@@ -123,8 +124,8 @@ def _optimum_plot(analysis: Mapping, path: Path, key: str, dpi: int) -> Path | N
         f = fits.get(name, {})
         if f.get("status") != "ok" or f.get(k_key) is None or f.get(exp_key) is None:
             continue
-        ci = f.get(f"{exp_key}_ci")
-        ci_txt = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
+        ci_txt = fmt_interval(f.get(f"{exp_key}_ci"))
+        ci_txt = f" {ci_txt}" if ci_txt else ""
         ax.plot(cgrid, f[k_key] * cgrid ** f[exp_key], ls=ls, color=color, lw=1.6,
                 label=f"{label}: {exp_key} = {f[exp_key]:.3f}{ci_txt}")
         drew = True
@@ -148,7 +149,7 @@ def _optimum_plot(analysis: Mapping, path: Path, key: str, dpi: int) -> Path | N
     band = [r for r in table if r.get(ci_key) and None not in r[ci_key]]
     if band:
         ax.fill_between([r["budget"] for r in band], [r[ci_key][0] for r in band], [r[ci_key][1] for r in band],
-                        color="0.6", alpha=0.25, label=f"table {int(100 * analysis.get('ci', 0.95))}% interval "
+                        color="0.6", alpha=0.25, label=f"table {round(100 * interval_level(analysis))}% interval "
                                                         f"({analysis.get('table_source', '')})")
     if not drew:
         plt.close(fig)

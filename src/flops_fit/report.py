@@ -8,8 +8,9 @@ import html
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from flops_fit.analysis.summary import interval_level
 from flops_fit.artifacts import atomic_write_text
-from flops_fit.units import human, sci
+from flops_fit.units import fmt_float, fmt_interval, fmt_percent, human, sci
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
@@ -21,19 +22,18 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}code{background:#f4f4f4;p
 
 
 def _ci(ci, fmt) -> str:
-    if not ci or None in ci:
-        return ""
-    return f" <span class=muted>[{fmt(ci[0])}, {fmt(ci[1])}]</span>"
+    text = fmt_interval(ci, fmt)
+    return f" <span class=muted>{text}</span>" if text else ""
 
 
 def _num(x, digits=3) -> str:
-    return "–" if x is None else f"{x:.{digits}g}"
+    return fmt_float(x, digits)
 
 
 def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     fits = analysis.get("fits", {})
     unit = analysis.get("data_unit", "tokens")
-    level = int(round(100 * float(analysis.get("ci", 0.95))))
+    level = int(round(100 * interval_level(analysis)))
     out = [f"<!doctype html><html><head><meta charset=utf-8><title>flops-fit report</title><style>{_CSS}</style></head><body>"]
     out.append("<h1>flops-fit: compute-optimal scaling report</h1>")
     src = analysis.get("input") or "this run directory"
@@ -50,7 +50,7 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
         out.append(
             f"<tr><td>{sci(r['budget'])}</td><td>{human(r['params'])}{_ci(r.get('params_ci'), human)}</td>"
             f"<td>{human(r['tokens'])}{_ci(r.get('tokens_ci'), human)}</td><td>{_num(r.get('tokens_per_param'))}</td>"
-            f"<td>{_num(r.get('loss'), 4)}{_ci(r.get('loss_ci'), lambda v: f'{v:.4g}')}</td>"
+            f"<td>{_num(r.get('loss'), 4)}{_ci(r.get('loss_ci'), lambda v: fmt_float(v, 4))}</td>"
             f"<td class=l>{'trained' if r.get('planned') else 'extrapolated'}</td></tr>"
         )
     out.append("</table>")
@@ -64,9 +64,9 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
         note = html.escape(str(f.get("reason", ""))) if not ok else ""
         if key == "parametric" and ok:
             note = (f"E={_num(f.get('E'), 4)}, A={_num(f.get('A'), 4)}, B={_num(f.get('B'), 4)}, "
-                    f"α={_num(f.get('alpha'), 4)}{_ci(f.get('alpha_ci'), lambda v: f'{v:.3f}')}, "
-                    f"β={_num(f.get('beta'), 4)}{_ci(f.get('beta_ci'), lambda v: f'{v:.3f}')}")
-        fmt3 = lambda v: f"{v:.3f}"  # noqa: E731
+                    f"α={_num(f.get('alpha'), 4)}{_ci(f.get('alpha_ci'), None)}, "
+                    f"β={_num(f.get('beta'), 4)}{_ci(f.get('beta_ci'), None)}")
+        fmt3 = None  # three decimals
         out.append(
             f"<tr><td class=l>{label}</td><td class={'ok' if ok else 'warn'}>{html.escape(str(f.get('status', 'absent')))}</td>"
             f"<td>{_num(f.get('a'), 3) if ok else '–'}{_ci(f.get('a_ci'), fmt3) if ok else ''}</td>"
@@ -105,7 +105,7 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
             out.append(f"<p>Refit without the {ho['k']} largest budget(s), then predicted them:</p>")
             out.append("<table><tr><th>held-out budget</th><th>observed N_opt</th><th>IsoFLOP prediction</th>"
                        "<th>parametric prediction</th><th>observed loss</th><th>parametric loss</th></tr>")
-            pct = lambda v: "–" if v is None else f"{100 * v:+.1f}%"  # noqa: E731
+            pct = fmt_percent
             for r in ho.get("rows", []):
                 out.append(
                     f"<tr><td>{sci(r['budget'])}</td><td>{human(r.get('params_observed') or 0)}</td>"

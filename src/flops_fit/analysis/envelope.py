@@ -14,9 +14,12 @@ replicate when its count is positive.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from flops_fit.analysis.isoflop import fit_power_law
+from flops_fit.analysis.common import bootstrap_spread, fit_power_law, jfloat, percentile_interval
+from flops_fit.analysis.diagnostics import Diagnostics, bootstrap_failures
 
 
 def curve_matrix(curves, grid):
@@ -121,3 +124,82 @@ def fit_envelope(curves, fpt, W=None, *, points_per_decade: int = 10) -> dict:
         "flops": grid, "params": N, "params_run": N_run, "tokens": D, "loss": Lmin, "valid": valid,
         "a": a, "b": b, "k_N": k_N, "k_D": k_D, "n_points": valid.sum(axis=1),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# approach 1 on a sweep
+
+
+@dataclass
+class EnvelopeFit:
+    """Approach 1's result: N_opt = k_N C^a, D_opt = k_D C^b from the envelope points."""
+
+    status: str
+    reason: str | None = None
+    a: float | None = None
+    b: float | None = None
+    k_N: float | None = None
+    k_D: float | None = None
+    n_points: int = 0
+    points: list = field(default_factory=list)  # [{flops, params, tokens, loss, params_run}]
+    a_ci: list | None = None
+    b_ci: list | None = None
+    replicates: dict | None = field(default=None, repr=False)  # fit_envelope over the bootstrap
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def allocation(self, C):
+        """N_opt(C), D_opt(C) from the power laws."""
+        return self.k_N * C ** self.a, self.k_D * C ** self.b
+
+    def allocation_replicates(self, C):
+        """(R, len(C)) N_opt, D_opt per bootstrap replicate, or (None, None)."""
+        r = self.replicates
+        if r is None:
+            return None, None
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (r["k_N"][:, None] * C[None, :] ** r["a"][:, None],
+                    r["k_D"][:, None] * C[None, :] ** r["b"][:, None])
+
+    def to_json(self) -> dict:
+        if not self.ok:
+            return {"status": self.status, "reason": self.reason}
+        out = {"status": "ok", "a": self.a, "b": self.b, "k_N": self.k_N, "k_D": self.k_D,
+               "n_points": self.n_points, "points": self.points, "a_ci": self.a_ci, "b_ci": self.b_ci}
+        if self.replicates is not None:
+            out["bootstrap"] = bootstrap_spread(self.replicates["a"], self.replicates["b"])
+        return out
+
+
+def envelope_approach(sweep, counts, ci: float, diags: Diagnostics) -> EnvelopeFit:
+    """Approach 1 on the runs of ``sweep`` that have loss curves; ``counts`` (R, n) resample counts or None."""
+    N = sweep.N
+    cidx = [i for i, h in enumerate(sweep.curves) if h[0].size >= 2]
+    curves = [{"params": N[i], "flops": sweep.curves[i][1], "loss": sweep.curves[i][2]} for i in cidx]
+    if not cidx or np.unique(N[cidx]).size < 3:
+        reason = "needs loss curves (history) from runs at 3 or more model sizes"
+        diags.add("info", "envelope_skipped", "envelope approach skipped: " + reason)
+        return EnvelopeFit("skipped", reason)
+    ef = fit_envelope(curves, sweep.fpt)
+    npts = int(ef["n_points"][0])
+    winners = np.unique(ef["params_run"][0][ef["valid"][0]]).size
+    if npts < 3 or winners < 2:
+        reason = (f"only {npts} FLOP count(s), won by {winners} size(s), where the lowest curve is "
+                  f"not the smallest or largest model; the sizes do not bracket the optimum along "
+                  f"the curves (needs 3+ points won by 2+ sizes)")
+        diags.add("info", "envelope_skipped", "envelope approach skipped: " + reason)
+        return EnvelopeFit("skipped", reason)
+    v = ef["valid"][0]
+    pts = [{"flops": float(ef["flops"][j]), "params": float(ef["params"][0, j]),
+            "tokens": float(ef["tokens"][0, j]), "loss": float(ef["loss"][0, j]),
+            "params_run": float(ef["params_run"][0, j])} for j in np.flatnonzero(v)]
+    fit = EnvelopeFit("ok", a=jfloat(ef["a"][0]), b=jfloat(ef["b"][0]), k_N=jfloat(ef["k_N"][0]),
+                      k_D=jfloat(ef["k_D"][0]), n_points=npts, points=pts)
+    if counts is not None:
+        er = fit_envelope(curves, sweep.fpt, W=counts[:, cidx])
+        fit.a_ci, fit.b_ci = percentile_interval(er["a"], ci), percentile_interval(er["b"], ci)
+        bootstrap_failures(diags, "envelope", er["a"])
+        fit.replicates = er
+    return fit

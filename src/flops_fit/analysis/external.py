@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from flops_fit.errors import FlopsFitError
+from flops_fit.law import SIX_ND
 
 REQUIRED = ("params", "tokens", "loss")
 OPTIONAL_NUMERIC = ("budget", "flops", "non_embedding_params")
@@ -48,7 +49,7 @@ def load_external(path) -> list[dict]:
             if key in row and row[key] not in (None, ""):
                 rec[key] = _number(row[key], p, line, key, required=False)
         if rec.get("flops") is None:
-            rec["flops"] = 6.0 * rec["params"] * rec["tokens"]
+            rec["flops"] = SIX_ND * rec["params"] * rec["tokens"]  # the 6ND rule
         rec.setdefault("budget", None)
         rec["history"] = []
         rec["data_unit"] = str(row.get("data_unit") or "tokens")

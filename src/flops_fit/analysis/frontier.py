@@ -7,8 +7,14 @@ to the geometric-mean budget C0 (A = A0 C0^gamma) so the problem is well scaled.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 from scipy.optimize import least_squares
+
+from flops_fit.analysis.common import percentile_interval
+
+MIN_FRONTIER_POINTS = 4
 
 
 def predict_frontier(fit: dict, C):
@@ -130,3 +136,85 @@ def fit_loss_vs_compute_batched(C, L, mask, start: dict, *, n_iter: int = 100) -
     A0 = np.where(bad, np.nan, np.exp(p[:, 1]))
     g = np.where(bad, np.nan, p[:, 2])
     return {"E": E, "A0": A0, "gamma": g, "A": A0 * C0 ** g, "C0": C0}
+
+
+# ---------------------------------------------------------------------------------------------
+# the frontier of a sweep
+
+
+@dataclass
+class FrontierFit:
+    """L*(C) = E + A C^-gamma through the compute-optimal points of approach 2 (else 1)."""
+
+    status: str
+    reason: str | None = None
+    E: float | None = None
+    A: float | None = None
+    gamma: float | None = None
+    C0: float | None = None
+    A0: float | None = None
+    source: str | None = None
+    points: list = field(default_factory=list)
+    intervals: dict = field(default_factory=dict)  # E, A, gamma -> [lo, hi]
+    replicates: dict | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def predict(self, C):
+        return predict_frontier({"E": self.E, "A0": self.A0, "C0": self.C0, "gamma": self.gamma}, C)
+
+    def predict_replicates(self, C):
+        r = self.replicates
+        if r is None:
+            return None
+        with np.errstate(all="ignore"):
+            return r["E"][:, None] + r["A0"][:, None] * (C[None, :] / r["C0"]) ** (-r["gamma"][:, None])
+
+    def to_json(self) -> dict:
+        if not self.ok:
+            return {"status": self.status, "reason": self.reason}
+        out = {"status": "ok", "E": self.E, "A": self.A, "gamma": self.gamma, "C0": self.C0, "A0": self.A0,
+               "source": self.source, "n_points": len(self.points), "points": self.points}
+        if self.replicates is not None:
+            out.update({f"{k}_ci": self.intervals.get(k) for k in ("E", "A", "gamma")})
+        return out
+
+
+def frontier_approach(iso, env, ci: float, bootstrap: bool) -> FrontierFit:
+    """The loss frontier from the interior IsoFLOP minima (4+), else the envelope points (4+)."""
+    src = src_C = src_L = None
+    if iso.ok:
+        m = iso.full["interior"][0]
+        if m.sum() >= MIN_FRONTIER_POINTS:
+            bud = np.array([b["budget"] for b in iso.budgets])
+            src, src_C, src_L = "isoflop", bud[m], iso.full["loss_opt"][0][m]
+    if src_C is None and env.ok:
+        src = "envelope"
+        src_C = np.array([p["flops"] for p in env.points])
+        src_L = np.array([p["loss"] for p in env.points])
+        if src_C.size < MIN_FRONTIER_POINTS:
+            src_C = None
+    if src_C is None:
+        return FrontierFit("skipped", f"needs {MIN_FRONTIER_POINTS}+ compute-optimal points (IsoFLOP budgets with an "
+                                      f"interior minimum, or envelope points)")
+    lf = fit_loss_vs_compute(src_C, src_L)
+    if not np.isfinite(lf["E"]):
+        return FrontierFit("skipped", "the fit of L*(C) = E + A C^-gamma failed")
+    fit = FrontierFit("ok", E=lf["E"], A=lf["A"], gamma=lf["gamma"], C0=lf["C0"], A0=lf["A0"], source=src,
+                      points=[{"flops": float(c), "loss": float(v)} for c, v in zip(src_C, src_L)])
+    if bootstrap:
+        if src == "isoflop" and iso.replicates is not None:
+            rep = iso.replicates
+            bud = np.asarray([b["budget"] for b in iso.budgets])
+            Lr, Mr = rep["loss_opt"], rep["interior"]
+        elif src == "envelope" and env.replicates is not None:
+            rep = env.replicates
+            bud, Lr, Mr = rep["flops"], rep["loss"], rep["valid"]
+        else:
+            return fit
+        reps = fit_loss_vs_compute_batched(bud, Lr, Mr & (Mr.sum(axis=1) >= MIN_FRONTIER_POINTS)[:, None], lf)
+        fit.intervals = {k: percentile_interval(reps[k], ci) for k in ("E", "A", "gamma")}
+        fit.replicates = reps
+    return fit

@@ -1,4 +1,4 @@
-"""Approach 2: IsoFLOP profiles, and the shared helpers for budgets, FLOPs per token and power laws.
+"""Approach 2: IsoFLOP profiles.
 
 For each compute budget C, the runs' loss is fitted with a robust (Huber IRLS) parabola in
 x = log10 N; its vertex gives N_opt(C) and D_opt(C) = C / fpt(N_opt). Power laws
@@ -11,117 +11,15 @@ resample counts used as weights.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from flops_fit.analysis.common import bootstrap_spread, fit_power_law, jfloat, percentile_interval
+from flops_fit.analysis.diagnostics import Diagnostics, bootstrap_failures, edge_minimum
+from flops_fit.units import fmt_flops
+
 HUBER_K = 1.345  # Huber tuning constant, in units of the residual scale
-
-
-# ---------------------------------------------------------------------------------------------
-# budgets and FLOPs per token
-
-
-def group_budgets(values, rtol: float = 0.01):
-    """Group FLOP values that agree within ``rtol`` (relative) into budgets.
-
-    Returns ``(labels, budgets)``: ``labels[i]`` indexes ``budgets`` (each group's most common
-    value, else its median), sorted ascending.
-    """
-    v = np.asarray(values, dtype=float)
-    order = np.argsort(v)
-    labels = np.empty(v.size, dtype=np.int64)
-    budgets = []
-    start = None
-    members: list[int] = []
-    for i in order:
-        if start is None or v[i] > start * (1.0 + rtol):
-            if members:
-                budgets.append(_representative(v[members]))
-            start = v[i]
-            members = []
-        members.append(i)
-        labels[i] = len(budgets)
-    if members:
-        budgets.append(_representative(v[members]))
-    return labels, np.asarray(budgets)
-
-
-def _representative(values):
-    """The budget of a group: its most common value (the planned budget), else the median."""
-    vals, counts = np.unique(values, return_counts=True)
-    if counts.max() > 1:
-        return float(vals[np.argmax(counts)])
-    return float(np.sort(values)[(values.size - 1) // 2])
-
-
-class FlopsPerToken:
-    """fpt(N): training FLOPs per token as a function of the parameter count.
-
-    Exactly ``6 N`` when every run's flops equal 6 x params x tokens (the ``6nd`` convention);
-    otherwise piecewise-linear interpolation of the runs' flops/tokens against N in log-log,
-    extended beyond the sampled sizes with the slope of a log-log least-squares line.
-    """
-
-    def __init__(self, params, flops, tokens):
-        N = np.asarray(params, dtype=float)
-        fpt = np.asarray(flops, dtype=float) / np.asarray(tokens, dtype=float)
-        ratio = fpt / (6.0 * N)
-        self.exact_6n = bool(N.size == 0 or np.all(np.abs(ratio - 1.0) <= 1e-6))
-        if self.exact_6n:
-            self.kind = "6N"
-            return
-        self.kind = "interpolated"
-        lx = np.log(N)
-        ly = np.log(fpt)
-        ux = np.unique(lx)
-        uy = np.array([ly[lx == u].mean() for u in ux])
-        self._x, self._y = ux, uy
-        if ux.size >= 2:
-            self._slope = float(np.polyfit(ux, uy, 1)[0])
-        else:
-            self._slope = 1.0  # a single size: assume fpt proportional to N
-
-    def __call__(self, N):
-        N = np.asarray(N, dtype=float)
-        if self.exact_6n:
-            return 6.0 * N
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x = np.log(N)
-        y = np.interp(x, self._x, self._y)
-        y = np.where(x < self._x[0], self._y[0] + self._slope * (x - self._x[0]), y)
-        y = np.where(x > self._x[-1], self._y[-1] + self._slope * (x - self._x[-1]), y)
-        return np.exp(y)
-
-
-# ---------------------------------------------------------------------------------------------
-# power laws
-
-
-def fit_power_law(C, Y, mask=None):
-    """Least squares of log10 Y = log10 k + p log10 C, batched over leading axes.
-
-    ``C`` (G,), ``Y`` (..., G), ``mask`` (..., G) selects points. Returns ``(k, p)`` with NaN
-    where fewer than two distinct points are selected.
-    """
-    x = np.log10(np.asarray(C, dtype=float))
-    Y = np.asarray(Y, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.log10(Y)
-    m = np.isfinite(y) if mask is None else (np.asarray(mask, dtype=bool) & np.isfinite(y))
-    w = m.astype(float)
-    y = np.where(m, y, 0.0)
-    n = w.sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xm = (w * x).sum(-1) / n
-        ym = (w * y).sum(-1) / n
-        dx = x - xm[..., None]
-        sxx = (w * dx * dx).sum(-1)
-        sxy = (w * dx * (y - ym[..., None])).sum(-1)
-        p = sxy / sxx
-        k = 10.0 ** (ym - p * xm)
-    bad = (n < 2) | ~(sxx > 1e-12)
-    p = np.where(bad, np.nan, p)
-    k = np.where(bad, np.nan, k)
-    return k, p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,3 +150,123 @@ def fit_isoflop(params, loss, group, budgets, fpt, W=None, *, robust: bool = Tru
     out.update(params_opt=N_opt, tokens_opt=D_opt, loss_opt=par["y_opt"], a=a, b=b, k_N=k_N, k_D=k_D,
                n_interior=par["interior"].sum(axis=1))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# approach 2 on a sweep
+
+
+@dataclass
+class IsoflopFit:
+    """Approach 2's result: one parabola per budget, power laws through the interior minima."""
+
+    status: str
+    reason: str | None = None
+    budgets: list | None = None  # [{budget, params_opt, tokens_opt, loss_opt, interior, coef, ...}]
+    n_budgets: int = 0
+    n_interior: int = 0
+    a: float | None = None
+    b: float | None = None
+    k_N: float | None = None
+    k_D: float | None = None
+    a_ci: list | None = None
+    b_ci: list | None = None
+    k_N_ci: list | None = None
+    k_D_ci: list | None = None
+    groups: np.ndarray | None = field(default=None, repr=False)  # sweep budget index of each profile
+    full: dict | None = field(default=None, repr=False)  # fit_isoflop on the data
+    replicates: dict | None = field(default=None, repr=False)  # fit_isoflop over the bootstrap
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def allocation(self, C):
+        return self.k_N * C ** self.a, self.k_D * C ** self.b
+
+    def allocation_replicates(self, C):
+        r = self.replicates
+        if r is None:
+            return None, None
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (r["k_N"][:, None] * C[None, :] ** r["a"][:, None],
+                    r["k_D"][:, None] * C[None, :] ** r["b"][:, None])
+
+    def to_json(self) -> dict:
+        if self.budgets is None:
+            return {"status": self.status, "reason": self.reason}
+        out = {"status": self.status, "budgets": self.budgets, "n_budgets": self.n_budgets,
+               "n_interior": self.n_interior}
+        if self.ok:
+            out.update(a=self.a, b=self.b, k_N=self.k_N, k_D=self.k_D)
+            if self.replicates is not None:
+                out.update(a_ci=self.a_ci, b_ci=self.b_ci, k_N_ci=self.k_N_ci, k_D_ci=self.k_D_ci,
+                           bootstrap=bootstrap_spread(self.replicates["a"], self.replicates["b"]))
+            else:
+                out.update(a_ci=None, b_ci=None)
+        else:
+            out.update(reason=self.reason, a=None, b=None, a_ci=None, b_ci=None)
+        return out
+
+
+def isoflop_approach(sweep, counts, ci: float, diags: Diagnostics) -> IsoflopFit:
+    """Approach 2 on the budgets of ``sweep`` with runs at 3+ sizes; ``counts`` (R, n) or None."""
+    N, L, labels, budgets = sweep.N, sweep.L, sweep.labels, sweep.budgets
+    sizes_per = sweep.sizes_per_budget
+    elig = np.flatnonzero(sizes_per >= 3)
+    if elig.size == 0:
+        reason = ("no IsoFLOP groups: no budget has runs at 3 or more model sizes "
+                  "(runs trained elsewhere at unrelated FLOPs only support the parametric fit)")
+        diags.add("info", "no_isoflop_groups", "IsoFLOP approach skipped: " + reason)
+        return IsoflopFit("skipped", reason)
+    small = [g for g in np.flatnonzero(sizes_per < 3) if (labels == g).sum() >= 1]
+    if small:
+        names = ", ".join(f"{fmt_flops(budgets[g])} ({sizes_per[g]})" for g in small[:8])
+        diags.add("info", "isoflop_too_few_sizes",
+                  f"{len(small)} budget(s) have runs at fewer than 3 sizes and are not used for the "
+                  f"IsoFLOP fit: {names}{' ...' if len(small) > 8 else ''}; add sizes to use them",
+                  budgets[small[0]] if len(small) == 1 else None)
+    sel = np.isin(labels, elig)
+    remap = {g: i for i, g in enumerate(elig)}
+    lab = np.array([remap[g] for g in labels[sel]])
+    bud = budgets[elig]
+    full = fit_isoflop(N[sel], L[sel], lab, bud, sweep.fpt)
+    rep = fit_isoflop(N[sel], L[sel], lab, bud, sweep.fpt, W=counts[:, sel]) if counts is not None else None
+    blist = []
+    for i, g in enumerate(elig):
+        members = np.flatnonzero(labels == g)
+        entry = {
+            "budget": float(bud[i]),
+            "params_opt": jfloat(full["params_opt"][0, i]),
+            "tokens_opt": jfloat(full["tokens_opt"][0, i]),
+            "loss_opt": jfloat(full["loss_opt"][0, i]),
+            "interior": bool(full["interior"][0, i]),
+            "coef": [jfloat(full["c2"][0, i]), jfloat(full["c1"][0, i]), jfloat(full["c0"][0, i])],
+            "n_runs": int(members.size),
+            "params_min": float(N[members].min()),
+            "params_max": float(N[members].max()),
+            "params_opt_ci": percentile_interval(rep["params_opt"][:, i], ci) if rep is not None else None,
+            "loss_opt_ci": percentile_interval(rep["loss_opt"][:, i], ci) if rep is not None else None,
+            "run_ids": [sweep.ids[j] for j in members],
+        }
+        blist.append(entry)
+        if not entry["interior"]:
+            edge_minimum(diags, entry, N[members], L[members], full["convex"][0, i])
+    n_int = int(full["n_interior"][0])
+    fit = IsoflopFit("skipped", budgets=blist, n_budgets=int(elig.size), n_interior=n_int, groups=elig, full=full)
+    if n_int < 3:
+        diags.add("warning", "isoflop_few_interior",
+                  f"only {n_int} budget(s) have an interior IsoFLOP minimum (3 or more are needed for a "
+                  f"trustworthy power law); move the grids named above or add budgets")
+    if n_int < 2:
+        fit.reason = f"{n_int} budget(s) with an interior minimum; a power law needs at least 2"
+        return fit
+    fit.status = "ok"
+    fit.a, fit.b = jfloat(full["a"][0]), jfloat(full["b"][0])
+    fit.k_N, fit.k_D = jfloat(full["k_N"][0]), jfloat(full["k_D"][0])
+    if rep is not None:
+        fit.a_ci, fit.b_ci = percentile_interval(rep["a"], ci), percentile_interval(rep["b"], ci)
+        fit.k_N_ci, fit.k_D_ci = percentile_interval(rep["k_N"], ci), percentile_interval(rep["k_D"], ci)
+        bootstrap_failures(diags, "isoflop", rep["a"])
+        fit.replicates = rep
+    return fit

@@ -15,10 +15,14 @@ Parameter vectors are ordered ``theta = (a, b, e, alpha, beta)``.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from flops_fit.analysis.common import bootstrap_spread, fit_power_law, jfloat, percentile_interval, resample_counts
+from flops_fit.analysis.diagnostics import Diagnostics
 from flops_fit.analysis.lbfgs import STATUS_TEXT, minimize_batched
+from flops_fit.law import FIELDS, ChinchillaLaw
 
 PARAM_ORDER = ("a", "b", "e", "alpha", "beta")
 
@@ -47,11 +51,14 @@ def predict_log_loss(theta, logN, logD):
     return np.logaddexp(np.logaddexp(t1, t2), t3)
 
 
-def predict_loss(params: dict, N, D):
-    """L(N, D) from a fit dict with E, A, B, alpha, beta (scalars or arrays that broadcast)."""
-    N = np.asarray(N, dtype=float)
-    D = np.asarray(D, dtype=float)
-    return params["E"] + params["A"] / N ** params["alpha"] + params["B"] / D ** params["beta"]
+def predict_loss(params, N, D):
+    """L(N, D) from a :class:`ChinchillaLaw` or a mapping with E, A, B, alpha, beta (scalars or
+    arrays that broadcast)."""
+    return _law(params).loss(N, D)
+
+
+def _law(params) -> ChinchillaLaw:
+    return params if isinstance(params, ChinchillaLaw) else ChinchillaLaw.from_mapping(params)
 
 
 def make_objective(logN, logD, logL, W, delta, problem_rows):
@@ -140,18 +147,15 @@ def theta_to_params(theta) -> dict:
     a, b, e, al, be = (theta[..., i] for i in range(5))
     with np.errstate(over="ignore"):
         out = {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}
-    s = al + be
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["a"] = be / s
-        out["b"] = al / s
+    law = ChinchillaLaw(**out)
+    out["a"], out["b"] = law.a, law.b
     return out
 
 
 def exponents(alpha, beta):
     """Closed-form allocation exponents under C = 6ND: a = beta/(alpha+beta), b = alpha/(alpha+beta)."""
-    alpha = np.asarray(alpha, dtype=float)
-    beta = np.asarray(beta, dtype=float)
-    return beta / (alpha + beta), alpha / (alpha + beta)
+    law = ChinchillaLaw(np.nan, np.nan, np.nan, np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float))
+    return law.a, law.b
 
 
 def _fit_core(logN, logD, logL, W, starts, delta, max_iter, tol=None):
@@ -243,22 +247,6 @@ def _distinct_optima(X, f, k: int = 8) -> np.ndarray:
     return np.asarray(kept)
 
 
-def resample_counts(n: int, n_boot: int, seed: int = 0, strata=None) -> np.ndarray:
-    """(n_boot, n) bootstrap resample counts, optionally stratified (resampling within groups)."""
-    rng = np.random.default_rng(seed)
-    C = np.zeros((n_boot, n))
-    if strata is None:
-        idx = rng.integers(0, n, size=(n_boot, n))
-        np.add.at(C, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
-        return C
-    strata = np.asarray(strata)
-    for s in np.unique(strata):
-        members = np.flatnonzero(strata == s)
-        pick = members[rng.integers(0, members.size, size=(n_boot, members.size))]
-        np.add.at(C, (np.repeat(np.arange(n_boot), members.size), pick.ravel()), 1.0)
-    return C
-
-
 def bootstrap_parametric(N, D, L, *, fit: dict | None = None, n_boot: int = 1000, seed: int = 0,
                          counts=None, delta: float = 1e-3, n_extra_starts: int = 4,
                          max_iter: int = 1000, progress: bool = False) -> dict:
@@ -306,67 +294,160 @@ def _bar(progress: bool, total: int, desc: str):
 # compute-optimal allocation
 
 
-def optimal_allocation(params: dict, C, fpt=None, *, bounds=(1e3, 1e16)):
-    """N_opt(C), D_opt(C) minimising L(N, D) subject to C = fpt(N) * D.
-
-    ``fpt`` is None for C = 6ND (closed form: N_opt = G (C/6)^a, D_opt = (C/6)^b / G with
-    G = (alpha A / (beta B))^(1/(alpha+beta))); otherwise a vectorised callable N -> FLOPs per
-    token, and the minimum of L(N, C / fpt(N)) over log N is found numerically.
-    ``params`` values may be scalars or (R,) arrays; ``C`` broadcasts against them (pass
-    ``C[None, :]`` with ``(R, 1)`` params for a replicate x budget table).
+def optimal_allocation(params, C, fpt=None, *, bounds=(1e3, 1e16)):
+    """N_opt(C), D_opt(C) minimising L(N, D) subject to C = fpt(N) * D (see
+    :meth:`ChinchillaLaw.allocation`): closed form when ``fpt`` is None (C = 6ND), else numerical.
+    ``params`` (a law or a mapping) may hold scalars or (R,) arrays; ``C`` broadcasts against them
+    (pass ``C[None, :]`` with ``(R, 1)`` params for a replicate x budget table).
     """
-    C = np.asarray(C, dtype=float)
-    E, A, B = (np.asarray(params[k], dtype=float) for k in ("E", "A", "B"))
-    al, be = np.asarray(params["alpha"], dtype=float), np.asarray(params["beta"], dtype=float)
-    if fpt is None:
-        with np.errstate(all="ignore"):
-            G = (al * A / (be * B)) ** (1.0 / (al + be))
-            a = be / (al + be)
-            b = al / (al + be)
-            N = G * (C / 6.0) ** a
-            D = (C / 6.0) ** b / G
-        return N, D
-    return _numeric_allocation(E, A, B, al, be, C, fpt, bounds)
+    return _law(params).allocation(C, fpt, bounds=bounds)
 
 
-def _numeric_allocation(E, A, B, al, be, C, fpt, bounds):
-    """Golden-section search on log N of L(N, C/fpt(N)), vectorised over every broadcast cell."""
-    shape = np.broadcast(E, A, B, al, be, C).shape
-    A, B, al, be, C = (np.broadcast_to(v, shape).astype(float) for v in (A, B, al, be, C))
+# ---------------------------------------------------------------------------------------------
+# approach 3 on a sweep
 
-    def loss(x):
-        n = np.exp(x)
-        d = C / fpt(n)
-        with np.errstate(all="ignore"):
-            v = A * np.exp(-al * x) + B * d ** (-be)
-        return np.where(np.isfinite(v), v, np.inf)
+MIN_PARAMETRIC_RUNS = 6
 
-    lo0, hi0 = np.log(bounds[0]), np.log(bounds[1])
-    # coarse grid to bracket the minimum (the objective is unimodal for smooth fpt, but the
-    # grid keeps us safe when fpt is only piecewise smooth)
-    grid = np.linspace(lo0, hi0, 121)
-    vals = np.stack([loss(np.full(shape, x)) for x in grid], axis=0)
-    k = np.argmin(vals, axis=0)
-    step = grid[1] - grid[0]
-    lo = grid[0] + (k - 1) * step
-    hi = grid[0] + (k + 1) * step
-    gr = (np.sqrt(5.0) - 1.0) / 2.0
-    x1 = hi - gr * (hi - lo)
-    x2 = lo + gr * (hi - lo)
-    f1, f2 = loss(x1), loss(x2)
-    for _ in range(60):
-        left = f1 < f2
-        hi = np.where(left, x2, hi)
-        lo = np.where(left, lo, x1)
-        x2n = np.where(left, x1, lo + gr * (hi - lo))
-        x1n = np.where(left, hi - gr * (hi - lo), x2)
-        f2n = np.where(left, f1, np.nan)
-        f1n = np.where(left, np.nan, f2)
-        x1, x2 = x1n, x2n
-        new1 = loss(x1)
-        new2 = loss(x2)
-        f1 = np.where(left, new1, f1n)
-        f2 = np.where(left, f2n, new2)
-    x = 0.5 * (lo + hi)
-    N = np.exp(x)
-    return N, C / fpt(N)
+
+@dataclass
+class ParametricFit:
+    """Approach 3's result: the fitted surface, its allocation exponents and intervals."""
+
+    status: str
+    reason: str | None = None
+    law: ChinchillaLaw | None = None
+    objective: float | None = None
+    converged: bool = False
+    n_starts: int = 0
+    n_starts_converged: int = 0
+    optimizer: str = ""
+    huber_delta: float = 1e-3
+    a: float | None = None
+    b: float | None = None
+    exponents: str = ""  # how a and b were obtained
+    k_N: float | None = None
+    k_D: float | None = None
+    intervals: dict = field(default_factory=dict)  # {E, A, B, alpha, beta, a, b} -> [lo, hi] | None
+    bootstrap_converged_fraction: float | None = None
+    fpt_alloc: object = field(default=None, repr=False)  # None under C = 6ND
+    raw: dict | None = field(default=None, repr=False)  # fit_parametric's result
+    replicates: dict | None = field(default=None, repr=False)  # bootstrap_parametric's result
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def a_ci(self):
+        return self.intervals.get("a")
+
+    @property
+    def b_ci(self):
+        return self.intervals.get("b")
+
+    def allocation(self, C):
+        return self.law.allocation(C, self.fpt_alloc)
+
+    def replicate_law(self) -> ChinchillaLaw | None:
+        """The bootstrap laws as one law of (R, 1) columns, or None."""
+        if self.replicates is None:
+            return None
+        return ChinchillaLaw.from_mapping(self.replicates, index=(slice(None), None))
+
+    def allocation_replicates(self, C):
+        law = self.replicate_law()
+        if law is None:
+            return None, None
+        return law.allocation(C[None, :], self.fpt_alloc)
+
+    def residuals(self, sweep) -> list[dict]:
+        pred = self.law.loss(sweep.N, sweep.D)
+        N, D, L = sweep.N, sweep.D, sweep.L
+        return [{"id": sweep.ids[i], "params": float(N[i]), "tokens": float(D[i]), "loss": float(L[i]),
+                 "predicted": float(pred[i]), "residual": float(L[i] - pred[i]),
+                 "log_residual": float(np.log(L[i] / pred[i]))} for i in range(sweep.n)]
+
+    def to_json(self) -> dict:
+        if not self.ok:
+            return {"status": self.status, "reason": self.reason}
+        out = {"status": "ok", **self.law.to_json(), "objective": self.objective, "converged": self.converged,
+               "n_starts": self.n_starts, "n_starts_converged": self.n_starts_converged,
+               "optimizer": self.optimizer, "huber_delta": self.huber_delta, "a": self.a, "b": self.b,
+               "exponents": self.exponents, "k_N": self.k_N, "k_D": self.k_D}
+        for k in (*FIELDS, "a", "b"):
+            out[f"{k}_ci"] = self.intervals.get(k)
+        if self.bootstrap_converged_fraction is not None:
+            out["bootstrap_converged_fraction"] = self.bootstrap_converged_fraction
+        if self.replicates is not None:
+            out["bootstrap"] = bootstrap_spread(self.replicates["a"], self.replicates["b"])
+        return out
+
+
+def parametric_approach(sweep, counts, ci: float, diags: Diagnostics, *, huber_delta: float = 1e-3,
+                        progress: bool = False) -> ParametricFit:
+    """Approach 3 on every run of ``sweep``; ``counts`` (R, n) resample counts or None."""
+    N, D, L = sweep.N, sweep.D, sweep.L
+    n = sweep.n
+    if n < MIN_PARAMETRIC_RUNS or np.unique(N).size < 2 or np.unique(D).size < 2:
+        reason = (f"needs at least {MIN_PARAMETRIC_RUNS} runs spanning 2+ sizes and token counts "
+                  f"(have {n} runs, {np.unique(N).size} sizes)")
+        diags.add("info", "parametric_skipped", "parametric fit skipped: " + reason)
+        return ParametricFit("skipped", reason)
+    fpt_alloc = sweep.fpt.for_allocation
+    span = sweep.budgets if sweep.isoflop_groups.size else sweep.C
+    pf = fit_parametric(N, D, L, delta=huber_delta)
+    law = ChinchillaLaw.from_mapping(pf)
+    a_p, b_p, how = allocation_exponents(law, fpt_alloc, span)
+    fit = ParametricFit("ok", law=law, objective=pf["objective"], converged=bool(pf["converged"]),
+                        n_starts=pf["n_starts"], n_starts_converged=int(pf["n_starts_converged"]),
+                        optimizer=pf["status"], huber_delta=float(huber_delta), a=jfloat(a_p), b=jfloat(b_p),
+                        exponents=how, fpt_alloc=fpt_alloc, raw=pf, **allocation_prefactors(law, fpt_alloc, span))
+    if not pf["converged"]:
+        diags.add("warning", "parametric_not_converged",
+                  f"the parametric fit's best start did not converge ({pf['status']}); its parameters may be inexact")
+    if not (0 < pf["alpha"] < 5 and 0 < pf["beta"] < 5):
+        diags.add("warning", "parametric_degenerate",
+                  f"parametric exponents alpha={pf['alpha']:.3g}, beta={pf['beta']:.3g} are implausible; "
+                  f"the runs may not span enough sizes or token counts")
+    if counts is not None:
+        pb = bootstrap_parametric(N, D, L, fit=pf, counts=counts, delta=huber_delta, progress=progress)
+        pb["a"], pb["b"], _ = allocation_exponents(ChinchillaLaw.from_mapping(pb), fpt_alloc, span)
+        fit.intervals = {k: percentile_interval(pb[k], ci) for k in (*FIELDS, "a", "b")}
+        nc = float(np.mean(pb["converged"]))
+        fit.bootstrap_converged_fraction = nc
+        if nc < 0.9:
+            diags.add("info", "parametric_bootstrap_not_converged",
+                      f"{(1 - nc):.0%} of the parametric bootstrap refits stopped before converging")
+        fit.replicates = pb
+    return fit
+
+
+def allocation_exponents(law: ChinchillaLaw, fpt_alloc, budget_span):
+    """a, b of a law (scalar or array fields): closed form under C = 6ND, else the log-log slope
+    of the numerical allocation over the data's budget range. Returns (a, b, how)."""
+    if fpt_alloc is None:
+        return np.asarray(law.a), np.asarray(law.b), "closed form beta/(alpha+beta)"
+    span = np.asarray(budget_span, dtype=float)
+    Cg = np.logspace(np.log10(span.min()), np.log10(span.max()) + 1e-9, 9)
+    if Cg[-1] <= Cg[0] * 1.01:
+        Cg = np.logspace(np.log10(span.min()) - 1, np.log10(span.min()) + 1, 9)
+    cols = ChinchillaLaw(*(np.asarray(getattr(law, k), dtype=float)[..., None] for k in FIELDS))
+    Nn, Dn = cols.allocation(Cg, fpt_alloc)
+    _, a = fit_power_law(Cg, Nn)
+    _, b = fit_power_law(Cg, Dn)
+    if np.ndim(law.alpha) == 0:
+        a, b = float(np.ravel(a)[0]), float(np.ravel(b)[0])
+    return a, b, "slope of the numerical allocation over the sampled budgets"
+
+
+def allocation_prefactors(law: ChinchillaLaw, fpt_alloc, budget_span) -> dict:
+    """k_N, k_D of the allocation written as N_opt = k_N C^a, D_opt = k_D C^b: exact under
+    C = 6ND (the law's own prefactors), else fitted over the budget range."""
+    if fpt_alloc is None:
+        return {"k_N": float(law.k_N()), "k_D": float(law.k_D())}
+    span = np.asarray(budget_span, dtype=float)
+    Cg = np.logspace(np.log10(span.min()) - 0.5, np.log10(span.max()) + 0.5, 9)
+    Nn, Dn = law.allocation(Cg, fpt_alloc)
+    k_N, _ = fit_power_law(Cg, np.asarray(Nn, dtype=float))
+    k_D, _ = fit_power_law(Cg, np.asarray(Dn, dtype=float))
+    return {"k_N": float(np.ravel(k_N)[0]), "k_D": float(np.ravel(k_D)[0])}

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 
-from flops_fit.units import fmt_flops, fmt_params, fmt_tokens, human
+from typing import Mapping
+
+from flops_fit.units import fmt_flops, fmt_float, fmt_interval, fmt_params, fmt_percent, fmt_tokens, human
+
+DEFAULT_LEVEL = 0.95
+
+
+def interval_level(analysis: Mapping) -> float:
+    """The level of the analysis's intervals (``bootstrap.ci``; 0.95 when absent)."""
+    return float((analysis.get("bootstrap") or {}).get("ci", DEFAULT_LEVEL))
 
 
 def _ok(fit):
@@ -64,19 +73,13 @@ def _table_value(analysis, c):
 
 
 def _num(x, digits=3):
-    return "-" if x is None else f"{x:.{digits}f}"
+    return fmt_float(x, digits, "f", missing="-")
 
 
-def _iv(ci, digits=3):
-    if not ci or ci[0] is None or ci[1] is None:
-        return ""
-    return f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-
-
-def _iv_with(ci, fmt):
-    if not ci or ci[0] is None or ci[1] is None:
-        return ""
-    return f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+def _iv(ci, digits=3, fmt=None):
+    """' [lo, hi]' (with its leading space), or '' without an interval."""
+    text = fmt_interval(ci, fmt, digits)
+    return f" {text}" if text else ""
 
 
 def summary_lines(analysis: dict) -> list[str]:
@@ -84,7 +87,7 @@ def summary_lines(analysis: dict) -> list[str]:
     fits = analysis.get("fits", {})
     unit = analysis.get("data_unit") or "tokens"
     bs = analysis.get("bootstrap") or {}
-    level = bs.get("ci", 0.95)
+    level = interval_level(analysis)
     lines = []
     nexc = len(analysis.get("excluded_runs") or [])
     lines.append(
@@ -129,8 +132,8 @@ def summary_lines(analysis: dict) -> list[str]:
             mark = "*" if row.get("planned") else " "
             ps = fmt_params(row["params"]) if row.get("params") else "-"
             ts = fmt_tokens(row["tokens"], unit) if row.get("tokens") else "-"
-            pci = _iv_with(row.get("params_ci"), human)
-            tci = _iv_with(row.get("tokens_ci"), human)
+            pci = _iv(row.get("params_ci"), fmt=human)
+            tci = _iv(row.get("tokens_ci"), fmt=human)
             loss = f"loss {row['loss']:.3f}{_iv(row.get('loss_ci'))}" if row.get("loss") is not None else ""
             tpp = f"{row['tokens_per_param']:.1f} {unit}/param" if row.get("tokens_per_param") else ""
             lines.append(f" {mark}{fmt_flops(row['budget']):<14} {ps}{pci:<18} {ts}{tci:<18} {tpp:<18} {loss}")
@@ -143,11 +146,11 @@ def summary_lines(analysis: dict) -> list[str]:
         for r in hold["rows"]:
             bits = [fmt_flops(r["budget"])]
             if r.get("isoflop_params_error") is not None:
-                bits.append(f"IsoFLOP N_opt error {r['isoflop_params_error']:+.1%}")
+                bits.append(f"IsoFLOP N_opt error {fmt_percent(r['isoflop_params_error'])}")
             if r.get("parametric_params_error") is not None:
-                bits.append(f"parametric N_opt error {r['parametric_params_error']:+.1%}")
+                bits.append(f"parametric N_opt error {fmt_percent(r['parametric_params_error'])}")
             if r.get("parametric_loss_error") is not None:
-                bits.append(f"loss error {r['parametric_loss_error']:+.2%}")
+                bits.append(f"loss error {fmt_percent(r['parametric_loss_error'], 2)}")
             lines.append("  " + ", ".join(bits))
     diags = analysis.get("diagnostics") or []
     if diags:
@@ -158,4 +161,4 @@ def summary_lines(analysis: dict) -> list[str]:
     return lines
 
 
-__all__ = ["refine_centres", "summary_lines"]
+__all__ = ["interval_level", "refine_centres", "summary_lines"]

@@ -10,45 +10,16 @@ exactly what Chinchilla's approach 1 (the envelope) assumes of real curves.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 
 from flops_fit.errors import FlopsFitError
+from flops_fit.law import SIX_ND, ChinchillaLaw
 
 
-@dataclass
-class GroundTruth:
-    """L(N, D) = E + A / N^alpha + B / D^beta (also the schema of ``trainer.ground_truth``).
-
-    Defaults: Epoch AI's fit of Chinchilla's runs (Besiroglu et al. 2024)."""
-
-    E: float = 1.8169
-    A: float = 482.01
-    B: float = 2085.43
-    alpha: float = 0.3478
-    beta: float = 0.3659
-
-    def loss(self, params, tokens):
-        params = np.asarray(params, dtype=float)
-        tokens = np.asarray(tokens, dtype=float)
-        return self.E + self.A / params**self.alpha + self.B / tokens**self.beta
-
-    @property
-    def a(self) -> float:
-        """Exponent of N_opt(C) under C = 6ND: beta / (alpha + beta)."""
-        return self.beta / (self.alpha + self.beta)
-
-    @property
-    def b(self) -> float:
-        return self.alpha / (self.alpha + self.beta)
-
-    def validate(self) -> None:
-        for k in ("A", "B", "alpha", "beta"):
-            if not getattr(self, k) > 0:
-                raise FlopsFitError(f"trainer.ground_truth.{k}={getattr(self, k)} must be positive")
-        if self.E < 0:
-            raise FlopsFitError(f"trainer.ground_truth.E={self.E} must be >= 0")
+# The ground truth is the Chinchilla surface itself (also the schema of ``trainer.ground_truth``);
+# defaults: Epoch AI's fit of Chinchilla's runs (Besiroglu et al. 2024).
+GroundTruth = ChinchillaLaw
 
 
 def run_seed(run_id: str, seed: int) -> int:
@@ -63,7 +34,7 @@ def train_mock(experiment: dict, *, truth: GroundTruth, noise: float = 0.005, se
         raise FlopsFitError(f"trainer.noise={noise} must be >= 0")
     rng = np.random.default_rng(run_seed(experiment["id"], seed))
     params, tokens = float(experiment["params"]), float(experiment["tokens"])
-    fpt = float(experiment.get("flops_per_token") or 6.0 * params)
+    fpt = float(experiment.get("flops_per_token") or SIX_ND * params)  # the 6ND rule when the plan has none
     n_hist = max(int(history_points), 1)
     fractions = np.arange(1, n_hist + 1) / n_hist
     seen = np.maximum(np.round(fractions * tokens), 1.0)

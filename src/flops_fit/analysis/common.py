@@ -1,0 +1,87 @@
+"""Small shared pieces of the analysis: JSON-safe floats, percentile intervals, power laws,
+bootstrap resample counts. Pure numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def jfloat(x):
+    """A JSON-friendly float (None for NaN/inf/None)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def percentile_interval(samples, level):
+    """Percentile interval [lo, hi] of the finite samples, or None (fewer than 2 finite)."""
+    if samples is None:
+        return None
+    s = np.asarray(samples, dtype=float).ravel()
+    s = s[np.isfinite(s)]
+    if s.size < 2:
+        return None
+    q = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(s, [q, 100.0 - q])
+    return [float(lo), float(hi)]
+
+
+def column_intervals(S, level):
+    """Per-column percentile intervals of an (R, k) sample matrix (None when S is None)."""
+    if S is None:
+        return None
+    return [percentile_interval(S[:, j], level) for j in range(S.shape[1])]
+
+
+def fit_power_law(C, Y, mask=None):
+    """Least squares of log10 Y = log10 k + p log10 C, batched over leading axes.
+
+    ``C`` (G,), ``Y`` (..., G), ``mask`` (..., G) selects points. Returns ``(k, p)`` with NaN
+    where fewer than two distinct points are selected.
+    """
+    x = np.log10(np.asarray(C, dtype=float))
+    Y = np.asarray(Y, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.log10(Y)
+    m = np.isfinite(y) if mask is None else (np.asarray(mask, dtype=bool) & np.isfinite(y))
+    w = m.astype(float)
+    y = np.where(m, y, 0.0)
+    n = w.sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xm = (w * x).sum(-1) / n
+        ym = (w * y).sum(-1) / n
+        dx = x - xm[..., None]
+        sxx = (w * dx * dx).sum(-1)
+        sxy = (w * dx * (y - ym[..., None])).sum(-1)
+        p = sxy / sxx
+        k = 10.0 ** (ym - p * xm)
+    bad = (n < 2) | ~(sxx > 1e-12)
+    p = np.where(bad, np.nan, p)
+    k = np.where(bad, np.nan, k)
+    return k, p
+
+
+def resample_counts(n: int, n_boot: int, seed: int = 0, strata=None) -> np.ndarray:
+    """(n_boot, n) bootstrap resample counts, optionally stratified (resampling within groups)."""
+    rng = np.random.default_rng(seed)
+    C = np.zeros((n_boot, n))
+    if strata is None:
+        idx = rng.integers(0, n, size=(n_boot, n))
+        np.add.at(C, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
+        return C
+    strata = np.asarray(strata)
+    for s in np.unique(strata):
+        members = np.flatnonzero(strata == s)
+        pick = members[rng.integers(0, members.size, size=(n_boot, members.size))]
+        np.add.at(C, (np.repeat(np.arange(n_boot), members.size), pick.ravel()), 1.0)
+    return C
+
+
+def bootstrap_spread(a, b) -> dict:
+    """The ``bootstrap: {a: [...], b: [...]}`` block of a fit: finite replicate exponents, rounded."""
+    a_r, b_r = np.ravel(a), np.ravel(b)
+    ok = np.isfinite(a_r) & np.isfinite(b_r)
+    return {"a": [round(float(v), 5) for v in a_r[ok]], "b": [round(float(v), 5) for v in b_r[ok]]}

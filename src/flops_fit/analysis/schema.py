@@ -1,0 +1,99 @@
+"""The keys of analysis.json: what :func:`run_analysis` (and ``stages.analyze``) may write, and
+so the only keys a reader (report, plots, summary, predict, refine) may read.
+
+``SCHEMA`` mirrors the file: a dict is an object, ``[dict]`` a list of objects, ``None`` a
+value (number, string, list of numbers). :data:`ANALYSIS_KEYS` flattens it into paths such as
+``fits.isoflop.budgets[].params_opt``; tests check both the writer and every reader against it.
+"""
+
+from __future__ import annotations
+
+_CI = None  # [lo, hi] or null
+_BOOT = {"a": None, "b": None}  # replicate exponents
+
+_POWER_LAW = {"status": None, "reason": None, "a": None, "b": None, "k_N": None, "k_D": None,
+              "a_ci": _CI, "b_ci": _CI, "bootstrap": _BOOT}
+
+SCHEMA: dict = {
+    "schema_version": None,
+    "created": None,
+    "params_kind": None,
+    "data_unit": None,
+    "n_runs": None,
+    "n_used": None,
+    "excluded_runs": [{"id": None, "status": None, "reason": None}],
+    "flops_per_token": None,
+    "budgets_inferred": None,
+    "bootstrap": {"n": None, "seed": None, "ci": None},
+    "fits": {
+        "envelope": {**_POWER_LAW, "n_points": None,
+                     "points": [{"flops": None, "params": None, "tokens": None, "loss": None, "params_run": None}]},
+        "isoflop": {**_POWER_LAW, "k_N_ci": _CI, "k_D_ci": _CI, "n_budgets": None, "n_interior": None,
+                    "budgets": [{"budget": None, "params_opt": None, "tokens_opt": None, "loss_opt": None,
+                                 "interior": None, "coef": None, "n_runs": None, "params_min": None,
+                                 "params_max": None, "params_opt_ci": _CI, "loss_opt_ci": _CI, "run_ids": None}]},
+        "parametric": {**_POWER_LAW, "E": None, "A": None, "B": None, "alpha": None, "beta": None,
+                       "E_ci": _CI, "A_ci": _CI, "B_ci": _CI, "alpha_ci": _CI, "beta_ci": _CI,
+                       "objective": None, "converged": None, "n_starts": None, "n_starts_converged": None,
+                       "optimizer": None, "huber_delta": None, "exponents": None,
+                       "bootstrap_converged_fraction": None},
+        "loss_vs_compute": {"status": None, "reason": None, "E": None, "A": None, "gamma": None, "C0": None,
+                            "A0": None, "E_ci": _CI, "A_ci": _CI, "gamma_ci": _CI, "source": None,
+                            "n_points": None, "points": [{"flops": None, "loss": None}]},
+    },
+    "table": [{"budget": None, "params": None, "tokens": None, "tokens_per_param": None, "loss": None,
+               "params_ci": _CI, "tokens_ci": _CI, "loss_ci": _CI, "planned": None}],
+    "table_source": None,
+    "table_loss_source": None,
+    "agreement": [{"approaches": None, "a": None, "a_ci": None, "difference": None, "agree": None}],
+    "diagnostics": [{"level": None, "code": None, "budget": None, "message": None}],
+    "residuals": [{"id": None, "params": None, "tokens": None, "loss": None, "predicted": None,
+                   "residual": None, "log_residual": None}],
+    "holdout": {"k": None, "status": None, "reason": None, "held_out_budgets": None, "fit_budgets": None,
+                "isoflop_a": None, "parametric_a": None,
+                "rows": [{"budget": None, "interior": None, "params_observed": None, "loss_observed": None,
+                          "best_run_loss": None, "isoflop_params": None, "isoflop_params_error": None,
+                          "parametric_params": None, "parametric_params_error": None, "parametric_loss": None,
+                          "parametric_loss_error": None, "parametric_loss_error_vs_best_run": None,
+                          "loss_vs_compute_loss": None, "loss_vs_compute_loss_error": None}]},
+    # written by stages.analyze beside run_analysis's body
+    "input": None,
+    "points": [{"id": None, "status": None, "budget": None, "params": None, "non_embedding_params": None,
+                "tokens": None, "flops": None, "loss": None}],
+}
+
+# always present in what run_analysis returns
+REQUIRED = ("schema_version", "created", "params_kind", "data_unit", "n_runs", "n_used", "excluded_runs",
+            "flops_per_token", "budgets_inferred", "bootstrap", "fits", "table", "table_source",
+            "table_loss_source", "agreement", "diagnostics", "residuals")
+
+
+def flatten(spec, prefix: str = "") -> set[str]:
+    """Every key path of a ``SCHEMA``-like spec: ``a.b``, ``a[].c``."""
+    out: set[str] = set()
+    if isinstance(spec, list):
+        return flatten(spec[0], prefix + "[]") if spec else out
+    if isinstance(spec, dict):
+        for k, v in spec.items():
+            p = f"{prefix}.{k}" if prefix else k
+            out.add(p)
+            out |= flatten(v, p)
+    return out
+
+
+def key_paths(doc, prefix: str = "") -> set[str]:
+    """Every key path present in an analysis.json body (lists of objects as ``[]``)."""
+    out: set[str] = set()
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            p = f"{prefix}.{k}" if prefix else str(k)
+            out.add(p)
+            out |= key_paths(v, p)
+    elif isinstance(doc, list):
+        for v in doc:
+            if isinstance(v, (dict, list)):
+                out |= key_paths(v, prefix + "[]")
+    return out
+
+
+ANALYSIS_KEYS: frozenset[str] = frozenset(flatten(SCHEMA))

@@ -1,0 +1,174 @@
+"""The Chinchilla loss surface L(N, D) = E + A / N^alpha + B / D^beta as one value object.
+
+Every formula that follows from (E, A, B, alpha, beta) lives here and nowhere else: the loss,
+the allocation exponents a = beta / (alpha + beta) and b = alpha / (alpha + beta), the
+prefactor G = (alpha A / (beta B))^(1 / (alpha + beta)), and the compute-optimal allocation
+
+    N_opt(C) = G (C / k)^a,   D_opt(C) = (C / k)^b / G      under C = k N D (k = 6 by default),
+
+or, for any other FLOPs-per-token function, the numerical minimum of L(N, C / fpt(N)).
+
+The fields may be numpy arrays (one value per bootstrap replicate, say): every method
+broadcasts. The mock trainer's ground truth (``flops_fit.training.mock.GroundTruth``) and the
+parametric fit (approach 3) are both a :class:`ChinchillaLaw`.
+
+Numpy only; imports nothing from flops_fit but its error type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from flops_fit.errors import FlopsFitError
+
+FIELDS = ("E", "A", "B", "alpha", "beta")
+
+# the 6ND rule: training FLOPs = 6 x parameters x tokens (forward + backward)
+SIX_ND = 6.0
+
+
+@dataclass
+class ChinchillaLaw:
+    """L(N, D) = E + A / N^alpha + B / D^beta.
+
+    Defaults: Epoch AI's fit of Chinchilla's runs (Besiroglu et al. 2024), the mock trainer's
+    default ground truth."""
+
+    E: float = 1.8169
+    A: float = 482.01
+    B: float = 2085.43
+    alpha: float = 0.3478
+    beta: float = 0.3659
+
+    # ------------------------------------------------------------------ construction and I/O
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any], *, index=None) -> "ChinchillaLaw":
+        """A law from any mapping with E, A, B, alpha, beta (a fit dict, analysis.json's
+        ``fits.parametric``); ``index`` picks entries of array-valued mappings (e.g. ``(slice(None), None)``
+        turns (R,) replicate arrays into (R, 1) columns)."""
+        vals = {}
+        for k in FIELDS:
+            v = m[k]
+            if index is not None:
+                v = np.asarray(v, dtype=float)[index]
+            vals[k] = v
+        return cls(**vals)
+
+    def to_json(self) -> dict:
+        return {k: float(getattr(self, k)) for k in FIELDS}
+
+    def validate(self, prefix: str = "trainer.ground_truth") -> "ChinchillaLaw":
+        """Raise :class:`FlopsFitError` naming ``<prefix>.<field>`` unless A, B, alpha, beta > 0 and E >= 0."""
+        for k in ("A", "B", "alpha", "beta"):
+            v = getattr(self, k)
+            if not (np.all(np.isfinite(v)) and np.all(np.asarray(v) > 0)):
+                raise FlopsFitError(f"{prefix}.{k}={v} must be positive")
+        if not (np.all(np.isfinite(self.E)) and np.all(np.asarray(self.E) >= 0)):
+            raise FlopsFitError(f"{prefix}.E={self.E} must be >= 0")
+        return self
+
+    # ------------------------------------------------------------------ the surface
+
+    def loss(self, N, D):
+        """L(N, D), broadcasting N, D against each other and against array-valued fields."""
+        N = np.asarray(N, dtype=float)
+        D = np.asarray(D, dtype=float)
+        return self.E + self.A / N ** self.alpha + self.B / D ** self.beta
+
+    # ------------------------------------------------------------------ allocation under C = k N D
+
+    @property
+    def a(self):
+        """Exponent of N_opt(C) under C = k N D: beta / (alpha + beta)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.beta / (self.alpha + self.beta)
+
+    @property
+    def b(self):
+        """Exponent of D_opt(C) under C = k N D: alpha / (alpha + beta)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.alpha / (self.alpha + self.beta)
+
+    @property
+    def G(self):
+        """G = (alpha A / (beta B))^(1 / (alpha + beta)): N_opt = G (C/k)^a, D_opt = (C/k)^b / G."""
+        with np.errstate(all="ignore"):
+            return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+
+    def n_opt(self, C, flops_per_token_coeff: float = SIX_ND):
+        """Compute-optimal parameters at C FLOPs under C = k N D."""
+        with np.errstate(all="ignore"):
+            return self.G * (np.asarray(C, dtype=float) / flops_per_token_coeff) ** self.a
+
+    def d_opt(self, C, flops_per_token_coeff: float = SIX_ND):
+        """Compute-optimal tokens at C FLOPs under C = k N D."""
+        with np.errstate(all="ignore"):
+            return (np.asarray(C, dtype=float) / flops_per_token_coeff) ** self.b / self.G
+
+    def k_N(self, flops_per_token_coeff: float = SIX_ND):
+        """Prefactor of N_opt = k_N C^a under C = k N D: G k^-a."""
+        with np.errstate(all="ignore"):
+            return self.G * flops_per_token_coeff ** (-self.a)
+
+    def k_D(self, flops_per_token_coeff: float = SIX_ND):
+        """Prefactor of D_opt = k_D C^b under C = k N D: k^-b / G."""
+        with np.errstate(all="ignore"):
+            return flops_per_token_coeff ** (-self.b) / self.G
+
+    def allocation(self, C, fpt: Callable | None = None, *, bounds=(1e3, 1e16)):
+        """(N_opt, D_opt) at C FLOPs: closed form when ``fpt`` is None (C = 6ND), else the
+        minimum of L(N, C / fpt(N)) over log N found numerically (vectorised golden section)."""
+        if fpt is None:
+            return self.n_opt(C), self.d_opt(C)
+        return _numeric_allocation(self, np.asarray(C, dtype=float), fpt, bounds)
+
+
+def _numeric_allocation(law: ChinchillaLaw, C, fpt, bounds):
+    """Golden-section search on log N of L(N, C/fpt(N)), vectorised over every broadcast cell."""
+    E, A, B, al, be = (np.asarray(getattr(law, k), dtype=float) for k in FIELDS)
+    shape = np.broadcast(E, A, B, al, be, C).shape
+    A, B, al, be, C = (np.broadcast_to(v, shape).astype(float) for v in (A, B, al, be, C))
+
+    def loss(x):
+        n = np.exp(x)
+        d = C / fpt(n)
+        with np.errstate(all="ignore"):
+            v = A * np.exp(-al * x) + B * d ** (-be)
+        return np.where(np.isfinite(v), v, np.inf)
+
+    lo0, hi0 = np.log(bounds[0]), np.log(bounds[1])
+    # coarse grid to bracket the minimum (the objective is unimodal for smooth fpt, but the
+    # grid keeps us safe when fpt is only piecewise smooth)
+    grid = np.linspace(lo0, hi0, 121)
+    vals = np.stack([loss(np.full(shape, x)) for x in grid], axis=0)
+    k = np.argmin(vals, axis=0)
+    step = grid[1] - grid[0]
+    lo = grid[0] + (k - 1) * step
+    hi = grid[0] + (k + 1) * step
+    gr = (np.sqrt(5.0) - 1.0) / 2.0
+    x1 = hi - gr * (hi - lo)
+    x2 = lo + gr * (hi - lo)
+    f1, f2 = loss(x1), loss(x2)
+    for _ in range(60):
+        left = f1 < f2
+        hi = np.where(left, x2, hi)
+        lo = np.where(left, lo, x1)
+        x2n = np.where(left, x1, lo + gr * (hi - lo))
+        x1n = np.where(left, hi - gr * (hi - lo), x2)
+        f2n = np.where(left, f1, np.nan)
+        f1n = np.where(left, np.nan, f2)
+        x1, x2 = x1n, x2n
+        new1 = loss(x1)
+        new2 = loss(x2)
+        f1 = np.where(left, new1, f1n)
+        f2 = np.where(left, f2n, new2)
+    x = 0.5 * (lo + hi)
+    N = np.exp(x)
+    return N, C / fpt(N)
+
+
+__all__ = ["ChinchillaLaw", "FIELDS", "SIX_ND"]
