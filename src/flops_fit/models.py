@@ -9,8 +9,8 @@ expose ``num_params()``. Optional hooks a class may define:
 ``round_size(size) -> int`` (classmethod or staticmethod)
     the nearest size the class accepts (e.g. d_model a multiple of the head dimension).
 ``flops_per_token(convention) -> float``
-    training FLOPs per token (or per image) under a convention; ``6nd`` and
-    ``6nd_nonembedding`` default to 6 x the parameter count.
+    training FLOPs per token (or per image) under a convention (see :mod:`flops_fit.flops`);
+    ``6nd`` and ``6nd_nonembedding`` default to 6 x the parameter count.
 ``data_unit`` (class attribute)
     what one training example counts as: ``"tokens"`` (default) or ``"images"``.
 
@@ -23,29 +23,37 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-
-import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from flops_fit.errors import FlopsFitError
+from flops_fit.flops import (
+    COUNTED_CONVENTIONS,
+    count_flops_measured,
+    count_params,
+    flops_by_convention,
+    hooked_flops_per_token,
+)
 
-FLOP_CONVENTIONS = ("6nd", "6nd_nonembedding", "chinchilla", "measured")
+# planning.py reads the conventions from here until it imports them from flops_fit.flops, their owner
+from flops_fit.flops import FLOP_CONVENTIONS  # noqa: F401,E402
 
 
-def resolve_target(target: str) -> Callable:
-    """Import ``package.module.Name`` and return ``Name``."""
+def resolve_target(target: str, key: str = "model._target_") -> Callable:
+    """Import ``package.module.Name`` and return ``Name``; errors name the config ``key``."""
     if not isinstance(target, str) or "." not in target:
-        raise FlopsFitError(f"model._target_={target!r} is not a dotted path like 'mypkg.models.MyNet'")
+        raise FlopsFitError(f"{key}={target!r} is not a dotted path like 'mypkg.models.MyNet'")
     module_name, _, attr = target.rpartition(".")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise FlopsFitError(f"model._target_={target}: cannot import module {module_name!r} ({e})") from e
+        raise FlopsFitError(f"{key}={target}: cannot import module {module_name!r} ({e})") from e
     try:
         return getattr(module, attr)
     except AttributeError as e:
-        raise FlopsFitError(f"model._target_={target}: module {module_name!r} has no attribute {attr!r}") from e
+        raise FlopsFitError(f"{key}={target}: module {module_name!r} has no attribute {attr!r}") from e
 
 
 @dataclass
@@ -119,21 +127,6 @@ def _accepted_kwargs(fn: Callable, kwargs: dict) -> dict:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def hooked_flops_per_token(model, conventions) -> dict[str, float]:
-    """FLOPs per token from the model's ``flops_per_token`` hook, for the conventions it gives."""
-    hook = getattr(model, "flops_per_token", None)
-    out: dict[str, float] = {}
-    if hook is None:
-        return out
-    for conv in conventions:
-        try:
-            value = hook(conv)
-        except (NotImplementedError, ValueError, KeyError):
-            continue
-        if value is not None and math.isfinite(float(value)) and float(value) > 0:
-            out[conv] = float(value)
-    return out
-
 
 @dataclass(frozen=True)
 class SizeInfo:
@@ -173,14 +166,9 @@ class ModelCounter:
         model = self.spec.build(size, device="meta")
         if not hasattr(model, "num_params"):
             raise FlopsFitError(f"model {self.spec.target} has no num_params() method; the model contract requires one")
-        params = int(model.num_params())
-        try:
-            non_emb = int(model.num_params(non_embedding=True))
-        except TypeError:
-            non_emb = params
-        fpt = {"6nd": 6.0 * params, "6nd_nonembedding": 6.0 * non_emb,
-               # the model's own counts for the cheap conventions; "measured" runs on demand
-               **hooked_flops_per_token(model, ("6nd", "6nd_nonembedding", "chinchilla"))}
+        params, non_emb = count_params(model)
+        # "measured" runs a forward + backward, so only on demand (measured_flops_per_token)
+        fpt = flops_by_convention(model, conventions=COUNTED_CONVENTIONS)
         return SizeInfo(
             size=size,
             params=params,
@@ -195,27 +183,19 @@ class ModelCounter:
         Uses the model's own ``flops_per_token("measured")`` when it has one; otherwise counts
         a forward + backward pass of a meta-device twin (nothing is allocated).
         """
-        model = self.spec.build(size, device="meta")
-        hook = getattr(model, "flops_per_token", None)
-        if hook is not None:
-            try:
-                return float(hook("measured"))
-            except (NotImplementedError, ValueError, KeyError):
-                pass
+        own = hooked_flops_per_token(self.spec.build(size, device="meta"), ("measured",))
+        if "measured" in own:
+            return own["measured"]
         import torch
 
-        from flops_fit.training.flops import cross_entropy_loss, measure_flops_per_token
-
         dataset = dict(dataset or {})
-        with torch.device("meta"):
-            if self.info(size).data_unit == "images":
-                side = int(dataset.get("image_size", 32))
-                x = torch.zeros(2, int(dataset.get("channels", 3)), side, side)
-                y = torch.zeros(2, dtype=torch.long)
-            else:
-                x = torch.zeros(2, int(dataset.get("seq_len", 128)), dtype=torch.long)
-                y = torch.zeros_like(x)
-        return float(measure_flops_per_token(model, (x, y), cross_entropy_loss))
+        unit = self.info(size).data_unit
+        if unit == "images":
+            side = int(dataset.get("image_size", 32))
+            x = torch.zeros(2, int(dataset.get("channels", 3)), side, side, device="meta")
+        else:
+            x = torch.zeros(2, int(dataset.get("seq_len", 128)), dtype=torch.long, device="meta")
+        return count_flops_measured(lambda: self.spec.build(size), x, data_unit=unit)
 
     def size_for_params(self, target_params: float) -> int:
         """The accepted size whose parameter count is closest (in log) to ``target_params``.

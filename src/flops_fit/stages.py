@@ -97,7 +97,7 @@ def _warn_if_plan_changes_completed_runs(rd: RunDir, new: dict) -> None:
 
 def train(cfg: Mapping[str, Any]) -> dict:
     """ff-train: train the pending runs of the plan in ``cfg['run_dir']``."""
-    from flops_fit.training.stage import train_plan
+    from flops_fit.training.sweep import train_plan
 
     rd = RunDir(cfg["run_dir"])
     rd.read_plan()  # fail early, before anything is written, when there is no plan
@@ -112,6 +112,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
         limit=cfg.get("limit"),
         data_path=cfg.get("data_path"),
         quiet=bool(cfg.get("quiet", False)),
+        allow_mismatch=bool(cfg.get("allow_mismatch", False)),
     )
 
 

@@ -62,37 +62,8 @@ class DatasetConf:
     options: Dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class TrainerConf:
-    name: str = MISSING
-    kind: str = "mock"  # mock | local | gpu
-    seed: int = 0
-    # mock
-    ground_truth: GroundTruthConf = field(default_factory=GroundTruthConf)
-    noise: float = 0.005  # relative (multiplicative) noise on the final loss
-    history_points: int = 20
-    # local / gpu
-    device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | bfloat16
-    compile: bool = False
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup_frac: float = 0.05
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every_frac: float = 0.1
-    eval_batch_size: int = 64
-    # cap on held-out batches for the intermediate (history) evaluations; the final loss always
-    # uses the whole held-out split (None: no cap)
-    eval_max_batches: Optional[int] = None
-    loss: str = "cross_entropy"
-    num_workers: int = 0
-    diverge_factor: float = 3.0  # loss above this x the initial loss marks a run diverged
-    threads: Optional[int] = None
-    progress: bool = True
+# the trainer's settings and defaults live with the training code; this module only registers them
+from flops_fit.training.config import TrainerConfig as TrainerConf  # noqa: E402
 
 
 @dataclass
