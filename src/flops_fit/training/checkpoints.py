@@ -74,10 +74,11 @@ def load(path: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated or foreign file
-        raise FlopsFitError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to restart the run "
-                            f"from step 0") from e
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated, foreign or unsafe file (weights_only: loading runs no code)
+        detail = (str(e).strip().splitlines() or [""])[0][:160]
+        raise FlopsFitError(f"checkpoint {path} cannot be read ({type(e).__name__}: {detail}); delete it to restart "
+                            f"the run from step 0") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise FlopsFitError(f"{path} is not a flops-fit checkpoint; delete it to restart the run from step 0")
     if int(payload.get("version", 0)) > VERSION:
