@@ -8,7 +8,7 @@ import tempfile
 import time
 
 from flops_fit.artifacts import RunDir
-from flops_fit.training.stage import train_plan
+from flops_fit.training.sweep import train_plan
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import torch
 from flops_fit.examples import GPT, GPTConfig, VisionTransformer, ViTConfig
 from flops_fit.examples.gpt import chinchilla_flops_per_token
 from flops_fit.models import ModelCounter, ModelSpec
-from flops_fit.training.flops import flops_by_convention, measure_flops_per_token
+from flops_fit.flops import flops_by_convention, measure_flops_per_token
 from flops_fit.training.optim import param_groups
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -9,7 +9,7 @@ from flops_fit.analysis import run_analysis
 from flops_fit.artifacts import RunDir
 from flops_fit.models import ModelSpec
 from flops_fit.planning import Grid, make_plan
-from flops_fit.training.stage import train_plan
+from flops_fit.training.sweep import train_plan
 
 TRUTH = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 A_TRUE = 0.28 / (0.34 + 0.28)  # 0.4516

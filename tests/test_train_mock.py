@@ -8,7 +8,7 @@ from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
 from flops_fit.planning import Grid, make_plan
 from flops_fit.training.mock import GroundTruth, train_mock
-from flops_fit.training.stage import train_plan
+from flops_fit.training.sweep import train_plan
 from tests.test_planning import USER_MODEL
 
 MOCK = {"kind": "mock", "seed": 0, "noise": 0.0, "history_points": 10,
@@ -64,7 +64,7 @@ def test_shards_partition_the_plan(planned):
 
 
 def test_failed_runs_are_kept_and_retried_on_request(planned, monkeypatch):
-    import flops_fit.training.stage as stage
+    import flops_fit.training.sweep as stage
 
     def boom(*a, **k):
         raise RuntimeError("out of memory")

@@ -291,7 +291,7 @@ def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budge
     data = None
     if dataset is not None:
         data = _as_data_source(dataset, eval_dataset, data_unit, seed=int(routed["trainer"].get("seed", 0)))
-    spec.check_contract(data_unit=getattr(data, "data_unit", None))
+    spec.check_contract()
 
     plan_ov = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"])]
     plan_nodes = {"budgets": {"name": "custom", "values": [float(b) for b in compute_budgets]}}

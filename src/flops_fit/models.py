@@ -9,8 +9,8 @@ expose ``num_params()``. Optional hooks a class may define:
 ``round_size(size) -> int`` (classmethod or staticmethod)
     the nearest size the class accepts (e.g. d_model a multiple of the head dimension).
 ``flops_per_token(convention) -> float``
-    training FLOPs per token (or per image) under a convention; ``6nd`` and
-    ``6nd_nonembedding`` default to 6 x the parameter count.
+    training FLOPs per token (or per image) under a convention (see :mod:`flops_fit.flops`);
+    ``6nd`` and ``6nd_nonembedding`` default to 6 x the parameter count.
 ``data_unit`` (class attribute)
     what one training example counts as: ``"tokens"`` (default) or ``"images"``.
 
@@ -20,65 +20,103 @@ however large the model is.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
-
-import numpy as np
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+import numpy as np
+
 from flops_fit.errors import FlopsFitError
+from flops_fit.targets import dotted_path
+from flops_fit.targets import resolve_target as _resolve
+from flops_fit.flops import (
+    COUNTED_CONVENTIONS,
+    count_flops_measured,
+    count_params,
+    flops_by_convention,
+    hooked_flops_per_token,
+)
 
-FLOP_CONVENTIONS = ("6nd", "6nd_nonembedding", "chinchilla", "measured")
+# planning.py reads the conventions from here until it imports them from flops_fit.flops, their owner
+from flops_fit.flops import FLOP_CONVENTIONS  # noqa: F401,E402
 
 
-def resolve_target(target: str) -> Callable:
-    """Import ``package.module.Name`` and return ``Name``."""
-    if not isinstance(target, str) or "." not in target:
-        raise FlopsFitError(f"model._target_={target!r} is not a dotted path like 'mypkg.models.MyNet'")
-    module_name, _, attr = target.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise FlopsFitError(f"model._target_={target}: cannot import module {module_name!r} ({e})") from e
-    try:
-        return getattr(module, attr)
-    except AttributeError as e:
-        raise FlopsFitError(f"model._target_={target}: module {module_name!r} has no attribute {attr!r}") from e
+def resolve_target(target: str, key: str = "model._target_") -> Callable:
+    """Import ``package.module.Name`` and return ``Name``; errors name the config ``key``."""
+    return _resolve(target, key)
 
 
 @dataclass
 class ModelSpec:
     """Plain description of a model family: class, size parameter and fixed arguments."""
 
-    target: str
+    target: str | None  # dotted path; None for a callable that cannot be imported (e.g. defined in a notebook)
     size_param: str
     kwargs: dict = field(default_factory=dict)
-    size_range: tuple[int, int] = (8, 16384)
+    # inclusive bounds of the size parameter; None: found by the planner (see with_size_range_for)
+    size_range: tuple[int, int] | None = None
     name: str = "model"
+    factory: Callable | None = field(default=None, compare=False, repr=False)  # the callable itself, from Python
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "ModelSpec":
         kwargs = dict(cfg.get("kwargs") or {})
-        rng = cfg.get("size_range") or (8, 16384)
-        if len(rng) != 2 or int(rng[0]) < 1 or int(rng[1]) < int(rng[0]):
-            raise FlopsFitError(f"model.size_range={list(rng)} must be [min, max] with 1 <= min <= max")
         return cls(
             target=cfg["_target_"],
             size_param=cfg["size_param"],
             kwargs=kwargs,
-            size_range=(int(rng[0]), int(rng[1])),
+            size_range=_check_range(cfg.get("size_range")),
             name=cfg.get("name", "model"),
         )
 
+    @classmethod
+    def from_callable(cls, factory: Callable, size_param: str, *, kwargs: Mapping[str, Any] | None = None,
+                      size_range=None, name: str | None = None) -> "ModelSpec":
+        """A model family from a class or any callable (the Python API's ``model_cls``)."""
+        if not callable(factory):
+            raise FlopsFitError(f"model_cls={factory!r} is not callable: pass your model class (or a function returning one)")
+        label = getattr(factory, "__qualname__", None) or type(factory).__name__
+        return cls(target=dotted_path(factory), size_param=size_param, kwargs=dict(kwargs or {}),
+                   size_range=_check_range(size_range), name=name or label, factory=factory)
+
     @property
     def cls(self) -> Callable:
-        return resolve_target(self.target)
+        return self.factory if self.factory is not None else resolve_target(self.target)
+
+    @property
+    def label(self) -> str:
+        """How errors name the model: its dotted path, or the callable's name."""
+        return self.target or getattr(self.factory, "__qualname__", None) or repr(self.factory)
+
+    def check_contract(self) -> None:
+        """Probe builds on the meta device: the size parameter is taken, ``num_params()`` exists and
+        grows with the size. Each broken promise is one FlopsFitError naming it and the fix."""
+        fn, p = self.cls, self.size_param
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = None
+        if params is not None and p not in params and not any(
+                q.kind is inspect.Parameter.VAR_KEYWORD for q in params.values()):
+            raise FlopsFitError(f"{self.label} takes no argument {p!r} (it takes: {', '.join(params) or 'nothing'}); "
+                                f"set model_size_param to the argument that sets its size")
+        lo, hi = self.size_range or (8, 64)
+        a, b = self.round_size(max(lo, min(8, hi))), self.round_size(min(hi, max(64, lo)))
+        if a == b:
+            return
+        model = self.build(a, device="meta")
+        if not hasattr(model, "num_params"):
+            raise FlopsFitError(f"{self.label} has no num_params() method: add `def num_params(self): "
+                                f"return sum(p.numel() for p in self.parameters())` to the model")
+        count_a, count_b = int(model.num_params()), int(self.build(b, device="meta").num_params())
+        if count_b <= count_a:
+            raise FlopsFitError(f"{self.label}.num_params() does not grow with {p} ({count_a} at {p}={a}, "
+                                f"{count_b} at {p}={b}); {p} must set the model's size")
 
     def round_size(self, size: float) -> int:
         """Clamp into ``size_range``, then round to a size the class accepts (its ``round_size`` hook)."""
-        lo, hi = self.size_range
+        lo, hi = self.size_range or (1, AUTO_MAX_SIZE)
         s = int(round(min(max(float(size), lo), hi)))
         hook = getattr(self.cls, "round_size", None)
         return int(hook(s, **_accepted_kwargs(hook, self.kwargs))) if hook is not None else s
@@ -96,17 +134,45 @@ class ModelSpec:
                 return cls(**kwargs)
         except TypeError as e:
             raise FlopsFitError(
-                f"model {self.target} rejected its arguments {sorted(kwargs)}: {e}; check model.size_param and model.kwargs"
+                f"model {self.label} rejected its arguments {sorted(kwargs)}: {e}; check model.size_param and model.kwargs"
             ) from e
+
+    def with_size_range_for(self, min_params: float, max_params: float) -> "ModelSpec":
+        """This spec with ``size_range`` found from the parameter counts the sweep needs, when none was given:
+        the sizes, by doubling from 1, whose exact counts bracket ``[min_params, max_params]``."""
+        if self.size_range is not None:
+            return self
+        from dataclasses import replace
+
+        probe = replace(self, size_range=(1, AUTO_MAX_SIZE))
+        counter = ModelCounter(probe)
+        lo = hi = 1
+        while hi < AUTO_MAX_SIZE and counter.info(probe.round_size(hi)).params < max_params:
+            if counter.info(probe.round_size(hi)).params <= min_params:
+                lo = hi
+            hi *= 2
+        return replace(self, size_range=(lo, min(hi, AUTO_MAX_SIZE)))
 
     def describe(self) -> dict:
         return {
             "name": self.name,
             "target": self.target,
             "size_param": self.size_param,
-            "kwargs": self.kwargs,
-            "size_range": list(self.size_range),
+            "kwargs": {k: v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else repr(v)
+                       for k, v in self.kwargs.items()},
+            "size_range": list(self.size_range) if self.size_range else None,
         }
+
+
+AUTO_MAX_SIZE = 1 << 24  # the largest size parameter an automatic size range reaches
+
+
+def _check_range(rng) -> tuple[int, int] | None:
+    if rng is None:
+        return None
+    if len(rng) != 2 or int(rng[0]) < 1 or int(rng[1]) < int(rng[0]):
+        raise FlopsFitError(f"model.size_range={list(rng)} must be [min, max] with 1 <= min <= max")
+    return int(rng[0]), int(rng[1])
 
 
 def _accepted_kwargs(fn: Callable, kwargs: dict) -> dict:
@@ -118,21 +184,6 @@ def _accepted_kwargs(fn: Callable, kwargs: dict) -> dict:
         return dict(kwargs)
     return {k: v for k, v in kwargs.items() if k in params}
 
-
-def hooked_flops_per_token(model, conventions) -> dict[str, float]:
-    """FLOPs per token from the model's ``flops_per_token`` hook, for the conventions it gives."""
-    hook = getattr(model, "flops_per_token", None)
-    out: dict[str, float] = {}
-    if hook is None:
-        return out
-    for conv in conventions:
-        try:
-            value = hook(conv)
-        except (NotImplementedError, ValueError, KeyError):
-            continue
-        if value is not None and math.isfinite(float(value)) and float(value) > 0:
-            out[conv] = float(value)
-    return out
 
 
 @dataclass(frozen=True)
@@ -172,15 +223,10 @@ class ModelCounter:
     def _measure(self, size: int) -> SizeInfo:
         model = self.spec.build(size, device="meta")
         if not hasattr(model, "num_params"):
-            raise FlopsFitError(f"model {self.spec.target} has no num_params() method; the model contract requires one")
-        params = int(model.num_params())
-        try:
-            non_emb = int(model.num_params(non_embedding=True))
-        except TypeError:
-            non_emb = params
-        fpt = {"6nd": 6.0 * params, "6nd_nonembedding": 6.0 * non_emb,
-               # the model's own counts for the cheap conventions; "measured" runs on demand
-               **hooked_flops_per_token(model, ("6nd", "6nd_nonembedding", "chinchilla"))}
+            raise FlopsFitError(f"model {self.spec.label} has no num_params() method; the model contract requires one")
+        params, non_emb = count_params(model)
+        # "measured" runs a forward + backward, so only on demand (measured_flops_per_token)
+        fpt = flops_by_convention(model, conventions=COUNTED_CONVENTIONS)
         return SizeInfo(
             size=size,
             params=params,
@@ -195,27 +241,19 @@ class ModelCounter:
         Uses the model's own ``flops_per_token("measured")`` when it has one; otherwise counts
         a forward + backward pass of a meta-device twin (nothing is allocated).
         """
-        model = self.spec.build(size, device="meta")
-        hook = getattr(model, "flops_per_token", None)
-        if hook is not None:
-            try:
-                return float(hook("measured"))
-            except (NotImplementedError, ValueError, KeyError):
-                pass
+        own = hooked_flops_per_token(self.spec.build(size, device="meta"), ("measured",))
+        if "measured" in own:
+            return own["measured"]
         import torch
 
-        from flops_fit.training.flops import cross_entropy_loss, measure_flops_per_token
-
         dataset = dict(dataset or {})
-        with torch.device("meta"):
-            if self.info(size).data_unit == "images":
-                side = int(dataset.get("image_size", 32))
-                x = torch.zeros(2, int(dataset.get("channels", 3)), side, side)
-                y = torch.zeros(2, dtype=torch.long)
-            else:
-                x = torch.zeros(2, int(dataset.get("seq_len", 128)), dtype=torch.long)
-                y = torch.zeros_like(x)
-        return float(measure_flops_per_token(model, (x, y), cross_entropy_loss))
+        unit = self.info(size).data_unit
+        if unit == "images":
+            side = int(dataset.get("image_size", 32))
+            x = torch.zeros(2, int(dataset.get("channels", 3)), side, side, device="meta")
+        else:
+            x = torch.zeros(2, int(dataset.get("seq_len", 128)), dtype=torch.long, device="meta")
+        return count_flops_measured(lambda: self.spec.build(size), x, data_unit=unit)
 
     def size_for_params(self, target_params: float) -> int:
         """The accepted size whose parameter count is closest (in log) to ``target_params``.

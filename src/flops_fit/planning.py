@@ -117,9 +117,12 @@ def make_plan(
     grid = grid or Grid()
     grid.validate()
     budgets = check_budgets(budgets)
+    centres = {float(k): float(v) for k, v in (centres or {}).items()}
+    if model.size_range is None:  # find the sizes that bracket every grid (6ND estimate, generous margin)
+        rough = [centres.get(b) or math.sqrt(b / (6.0 * grid.tokens_per_param)) for b in budgets]
+        model = model.with_size_range_for(min(rough) / (4 * grid.span), max(rough) * 4 * grid.span)
     counter = ModelCounter(model)
     fpt = _FlopsPerToken(counter, flops, dataset)
-    centres = {float(k): float(v) for k, v in (centres or {}).items()}
 
     experiments: list[dict] = []
     dropped: list[dict] = []

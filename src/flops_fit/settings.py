@@ -27,8 +27,9 @@ class ModelConfig:
     name: str = MISSING
     _target_: str = MISSING
     size_param: str = MISSING
-    # Inclusive bounds the planner may choose the size parameter from.
-    size_range: List[int] = field(default_factory=lambda: [8, 16384])
+    # Inclusive bounds the planner may choose the size parameter from (null: the planner finds the
+    # sizes whose parameter counts bracket every budget's grid).
+    size_range: Optional[List[int]] = None
     # Every other constructor argument (fixed across the sweep).
     kwargs: Dict[str, Any] = field(default_factory=dict)
 

@@ -121,8 +121,7 @@ def _describe_data(data: Any) -> dict:
 def _refine(source: str, cfg: Mapping) -> tuple[dict, dict, list[float]]:
     """The source sweep's plan, a centre per budget (its fitted optimum) and the budgets:
     the source's own plus ``add_budgets`` larger ones, each ``budget_step`` x the last."""
-    from flops_fit.analysis import refine_centres
-    from flops_fit.api import predict
+    from flops_fit.analysis import predict, refine_centres
 
     src = RunDir(source)
     plan, analysis = src.read_plan(), src.read_analysis()
@@ -168,7 +167,7 @@ def train(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None, loss_f
     ``model``, ``data`` and ``loss_fn`` are the Python API's objects (the plan's recorded model and
     dataset cannot rebuild them); the command line passes none.
     """
-    from flops_fit.training.stage import train_plan
+    from flops_fit.training.sweep import train_plan
 
     cfg = check("train", cfg)
     rd = RunDir(cfg["run_dir"])

@@ -162,3 +162,31 @@ def summary_lines(analysis: dict) -> list[str]:
 
 
 __all__ = ["interval_level", "refine_centres", "summary_lines"]
+
+
+def markdown_table(analysis: Mapping, budgets=None) -> str:
+    """The compute-optimal table in Markdown: budget, N_opt, D_opt, data per parameter, loss, with intervals.
+
+    ``budgets``: the FLOP budgets to show (default: the analysis's table rows). A budget that is not
+    a table row is predicted from the table's fit (:func:`~flops_fit.analysis.predict`), without intervals.
+    """
+    from flops_fit.analysis.predict import predict
+
+    unit = analysis.get("data_unit") or "tokens"
+    level = interval_level(analysis)
+    rows = list(analysis.get("table") or [])
+    if budgets is not None:
+        chosen = []
+        for c in (float(b) for b in budgets):
+            row = next((r for r in rows if abs(float(r["budget"]) - c) <= 1e-6 * c), None)
+            chosen.append(row if row is not None else predict(analysis, c))
+        rows = chosen
+    ci = f" ({level:.0%} interval)"
+    out = [f"| budget | N_opt{ci} | D_opt{ci} | {unit}/param | loss{ci} |", "|---|---|---|---|---|"]
+    for r in rows:
+        n = f"{human(r['params'])}{_iv(r.get('params_ci'), fmt=human)}" if r.get("params") else "-"
+        d = f"{human(r['tokens'])}{_iv(r.get('tokens_ci'), fmt=human)}" if r.get("tokens") else "-"
+        tpp = fmt_float(r.get("tokens_per_param"), 1, "f", missing="-")
+        loss = f"{fmt_float(r.get('loss'), 4, 'f', missing='-')}{_iv(r.get('loss_ci'), 4)}"
+        out.append(f"| {fmt_flops(r['budget'])} | {n} | {d} | {tpp} | {loss} |")
+    return "\n".join(out)

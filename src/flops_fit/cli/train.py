@@ -5,7 +5,7 @@ from flops_fit.cli.common import run_stage
 
 def _task(cfg: dict) -> None:
     from flops_fit import stages
-    from flops_fit.training.stage import summarize
+    from flops_fit.training.sweep import summarize
 
     counts = stages.train(cfg)
     print(summarize(counts, cfg["run_dir"]))

@@ -15,9 +15,7 @@ from flops_fit.errors import FlopsFitError
 
 def config_dir() -> str:
     """The config tree: ``flops_fit/conf`` inside an installed wheel, else the repo's ``conf/``."""
-    import flops_fit
-
-    pkg_dir = Path(flops_fit.__file__).resolve().parent
+    pkg_dir = Path(__file__).resolve().parents[1]  # the flops_fit package folder
     for candidate in (pkg_dir / "conf", pkg_dir.parent.parent / "conf"):
         if (candidate / "plan.yaml").is_file():
             return str(candidate)

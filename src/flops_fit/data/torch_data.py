@@ -10,8 +10,9 @@
 
 Held-out evaluation uses ``eval_dataset`` when given. Otherwise a deterministic hold-out that no
 training batch touches: for a map-style dataset a seeded random ``eval_fraction`` of its items
-(at most ``eval_size``); for a DataLoader its first ``eval_batches`` batches, for an
-IterableDataset its first ``eval_size`` items, which training then skips on every pass.
+(at most ``eval_size``, default 4096); for a DataLoader its first ``eval_batches`` batches
+(default 8), for an IterableDataset its first ``eval_size`` items (default 512), which training
+then skips on every pass.
 
 The data unit is inferred from one batch: integer inputs of shape ``(B, T)`` are token sequences
 (``tokens``: ``B * T`` per batch), anything else counts samples (``samples``: ``B`` per batch).
@@ -66,7 +67,7 @@ class TorchData(DataSource):
         *,
         eval_dataset: Any = None,
         eval_fraction: float = 0.1,
-        eval_size: int = 4096,
+        eval_size: int | None = None,
         eval_batches: int = 8,
         data_unit: str | None = None,
         units_per_example: int | None = None,
@@ -82,7 +83,7 @@ class TorchData(DataSource):
         self.seed = int(seed)
         self.mode = self._mode(dataset)
         self._eval_loader_batches = int(eval_batches)
-        self._eval_stream_items = int(eval_size)
+        self._eval_stream_items = int(eval_size or 512)
         self.eval_dataset = eval_dataset
         self._stream_pos = 0  # batches (DataLoader) or items (IterableDataset) consumed by training
         self._stream: Iterator | None = None
@@ -91,7 +92,7 @@ class TorchData(DataSource):
             if n < 2 and eval_dataset is None:
                 raise FlopsFitError(f"dataset has {n} items: it needs at least 2 to keep a held-out split")
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
-            n_eval = 0 if eval_dataset is not None else max(1, min(int(eval_size), int(round(eval_fraction * n))))
+            n_eval = 0 if eval_dataset is not None else max(1, min(int(eval_size or 4096), int(round(eval_fraction * n))))
             self._eval_idx = perm[:n_eval]
             self._train_idx = torch.sort(perm[n_eval:]).values
             if self._train_idx.numel() == 0:
@@ -246,4 +247,4 @@ def build_torch(conf: dict) -> TorchData:
     train = resolve_target(conf["_target_"], "dataset._target_")(**kwargs)
     evald = resolve_target(conf["eval_target"], "dataset.eval_target")(**kwargs) if conf.get("eval_target") else None
     return TorchData(train, eval_dataset=evald, data_unit=conf.get("data_unit"), seed=int(conf.get("seed", 0)),
-                     eval_size=int(conf.get("eval_size", 4096)), name=conf.get("name"))
+                     eval_size=conf.get("eval_size"), name=conf.get("name"))

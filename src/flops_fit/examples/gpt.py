@@ -54,7 +54,8 @@ Parametrizations (``parametrization=``):
     over to every width. (A bare 1/head_dim with head_dim 16 makes attention 4x softer than SP at
     every width and costs loss in the scripts/mup_lr_sweep.py runs.)
 
-The per-layer learning rates live in ``param_groups(lr, weight_decay)``; the flops-fit loop
+The per-layer learning rates live in ``param_groups(lr, weight_decay)`` (built by
+``flops_fit.examples.mup.mup_param_groups``); the flops-fit loop
 hands those groups to AdamW. Weight decay applies to every matrix (embedding, hidden, head),
 not to gains.
 
@@ -73,13 +74,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-PARAMETRIZATIONS = ("mup", "sp")
+from flops_fit.examples.mup import PARAMETRIZATIONS, mup_param_groups
+from flops_fit.flops import count_flops_measured, flops_per_token_6n
 
 
 @dataclass
@@ -220,55 +221,6 @@ class Block(nn.Module):
 
 
 # --------------------------------------------------------------------------------------
-# μP helpers shared with the ViT
-
-ROLES = ("input", "hidden", "output", "vector")
-
-
-def mup_param_groups(
-    named_roles: Iterable[tuple[str, nn.Parameter, str]],
-    lr: float,
-    weight_decay: float,
-    width_mult: float,
-) -> list[dict]:
-    """AdamW groups from (name, parameter, role) triples.
-
-    Roles: ``input`` (embeddings, patch projection), ``hidden`` (width x width matrices),
-    ``output`` (the readout), ``vector`` (gains, biases, position tables). Hidden matrices get
-    ``lr / width_mult``; everything else ``lr``. Matrices get ``weight_decay``, vectors none.
-    Empty groups are dropped; each group carries a ``name`` for logging.
-    """
-    buckets: dict[str, list] = {r: [] for r in ROLES}
-    for name, p, role in named_roles:
-        if role not in buckets:
-            raise ValueError(f"parameter {name}: unknown μP role {role!r}")
-        if p.requires_grad:
-            buckets[role].append(p)
-    spec = {
-        "input": (lr, weight_decay),
-        "hidden": (lr / width_mult, weight_decay),
-        "output": (lr, weight_decay),
-        "vector": (lr, 0.0),
-    }
-    return [
-        {"name": role, "params": ps, "lr": spec[role][0], "weight_decay": spec[role][1]}
-        for role, ps in buckets.items()
-        if ps
-    ]
-
-
-def count_flops_measured(model_cls, config, example: torch.Tensor, targets: torch.Tensor) -> float:
-    """Training FLOPs per data unit of a meta-device twin (FlopCounterMode; nothing is allocated)."""
-    from flops_fit.training.flops import cross_entropy_loss, measure_flops_per_token
-
-    with torch.device("meta"):
-        twin = model_cls(config)
-        x = example.to("meta")
-        y = targets.to("meta")
-    return measure_flops_per_token(twin, (x, y), cross_entropy_loss)
-
-
-# --------------------------------------------------------------------------------------
 # the model
 
 
@@ -307,9 +259,9 @@ class GPT(nn.Module):
 
     def flops_per_token(self, convention: str = "6nd") -> float:
         if convention == "6nd":
-            return 6.0 * self.num_params()
+            return flops_per_token_6n(self.num_params())
         if convention == "6nd_nonembedding":
-            return 6.0 * self.num_params(non_embedding=True)
+            return flops_per_token_6n(self.num_params(non_embedding=True))
         if convention == "chinchilla":
             return chinchilla_flops_per_token(
                 d_model=self.config.d_model,
@@ -323,7 +275,7 @@ class GPT(nn.Module):
             )
         if convention == "measured":
             x = torch.zeros(1, self.config.seq_len, dtype=torch.long)
-            return count_flops_measured(type(self), self.config, x, x)
+            return count_flops_measured(lambda: type(self)(self.config), x, x)
         raise NotImplementedError(f"GPT has no FLOPs convention {convention!r}")
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
@@ -410,4 +362,4 @@ def chinchilla_flops_per_token(
     return 3.0 * float(forward)
 
 
-__all__ = ["GPT", "GPTConfig", "chinchilla_flops_per_token", "mup_param_groups"]
+__all__ = ["GPT", "GPTConfig", "chinchilla_flops_per_token"]

@@ -24,7 +24,8 @@ embedding (added, never multiplied); the patch embedding is a matmul and counts.
 instead of the vocabulary embedding, logits once per image);
 ``measured`` counts a meta-device forward + backward with FlopCounterMode.
 
-μP (``parametrization="mup"``, ``m = embed_dim / base_width``) as in ``flops_fit.examples.gpt``:
+μP (``parametrization="mup"``, ``m = embed_dim / base_width``) as in ``flops_fit.examples.gpt``
+(groups from ``flops_fit.examples.mup``):
 hidden matrices (attention and MLP) init ``init_gain / sqrt(fan_in)`` (both parametrizations) and
 learning rate ``lr / m``;
 the patch embedding (input), position table, gains and biases keep ``lr``; the head
@@ -42,7 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from flops_fit.examples.gpt import PARAMETRIZATIONS, count_flops_measured, mup_param_groups
+from flops_fit.examples.mup import PARAMETRIZATIONS, mup_param_groups
+from flops_fit.flops import count_flops_measured, flops_per_token_6n
 
 
 @dataclass
@@ -180,9 +182,9 @@ class VisionTransformer(nn.Module):
         cfg = self.config
         T = cfg.tokens_per_image
         if convention == "6nd":
-            return 6.0 * self.num_params() * T
+            return flops_per_token_6n(self.num_params()) * T
         if convention == "6nd_nonembedding":
-            return 6.0 * self.num_params(non_embedding=True) * T
+            return flops_per_token_6n(self.num_params(non_embedding=True)) * T
         if convention == "chinchilla":
             d, H = cfg.embed_dim, cfg.n_head
             d_attn = H * cfg.head_dim
@@ -192,7 +194,7 @@ class VisionTransformer(nn.Module):
             return 3.0 * float(forward)
         if convention == "measured":
             x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
-            return count_flops_measured(type(self), cfg, x, torch.zeros(1, dtype=torch.long))
+            return count_flops_measured(lambda: type(self)(cfg), x, torch.zeros(1, dtype=torch.long))
         raise NotImplementedError(f"VisionTransformer has no FLOPs convention {convention!r}")
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:

@@ -1,87 +1,244 @@
-"""One training loop for any model in the contract (CPU or GPU).
+"""One training loop for any model in the contract, on the CPU or a GPU.
 
-``train_run(experiment, model=..., data=..., trainer=...)`` trains ``model`` on ``data`` for the
-experiment's token budget and returns its run record (the ``runs/<id>.json`` shape in
-docs/architecture.md).
+    train_run(experiment, model=..., data=..., trainer=...) -> the runs/<id>.json record
 
-Data contract (``flops_fit.data`` provides these; anything with the same shape works):
+Read it top to bottom, like nanoGPT's train.py. ``train_run`` sets up (device, model, FLOPs per
+token, schedule, optimizer; the last checkpoint when there is one), then every step is
 
-``kind``                      ``"text"`` or ``"image"``
-``data_unit``                 ``"tokens"`` or ``"images"``
-``train_batch(batch_size, generator) -> (x, y)``
-                              text: LongTensor (B, T) inputs and (B, T) next-token targets;
-                              image: float (B, C, H, W) and long (B,)
-``eval_batches(batch_size)``  iterator of (x, y) over a fixed held-out split
-``examples_per_batch(batch_size)``  tokens (text) or images (image) in one batch
+    lr for this step -> a batch -> forward, loss, backward, clip, optimizer step
+    -> divergence check -> held-out loss every ``eval_every`` steps -> checkpoint when due
 
-What the loop does:
+and the run ends with the held-out loss over the whole held-out split and its record.
 
-* seeds torch with ``trainer.seed`` and, when the model has ``reset_parameters()``,
-  re-initialises it under that seed, so the same config and seed give identical losses (on CPU)
-  whoever built the model. A model built on the meta device is materialised on the training
-  device first (it then needs ``reset_parameters``).
-* AdamW over ``model.param_groups(lr, weight_decay)`` when the model has the hook (μP), else
-  weight decay on matrices only; fused kernels on CUDA.
+Data: any :class:`flops_fit.data.base.DataSource` (``train_batch(batch_size, generator) -> (x, y)``,
+``eval_batches(batch_size)``, ``examples_per_batch(batch_size)``, ``data_unit``). A source that
+keeps its own position may add ``state_dict()`` / ``load_state_dict(state)``; checkpoints save it.
+
+What the loop guarantees:
+
+* the same config and seed give identical losses on the CPU, whoever built the model: torch is
+  seeded with ``trainer.seed`` and a model with ``reset_parameters()`` is re-initialised under it
+  (a model built on the meta device is materialised on the training device first);
+* AdamW over the model's ``param_groups(lr, weight_decay)`` hook (μP) or, without one, weight decay
+  on matrices only; fused kernels on CUDA;
 * ``steps = ceil(tokens / examples_per_batch)``; linear warmup over ``warmup_frac`` of them, then
-  cosine decay reaching ``min_lr_ratio x lr`` at the last step; gradient-norm clipping.
-* held-out loss every ``eval_every_frac`` of the run (``history``: tokens, FLOPs, loss) and a
-  final held-out ``loss`` over the whole held-out split.
-* a run whose training or held-out loss is not finite or exceeds ``diverge_factor x`` the
-  first training loss stops with status ``diverged``.
-* GPU: ``device=auto|cuda`` picks CUDA when present (cuda without CUDA falls back to CPU with
-  one warning line), bf16 autocast for ``dtype=bfloat16``, TF32 matmuls, optional
-  ``torch.compile``, pinned host memory and non-blocking copies.
-* a tqdm bar per run (loss, tokens/s, achieved FLOP/s) and a one-line summary at the end.
+  cosine decay reaching ``min_lr_ratio x lr`` at the last step; gradient-norm clipping;
+* one loss function (``trainer.loss`` or ``loss_fn=``) for training and held-out evaluation;
+* held-out loss every ``eval_every_frac`` of the run (``history``) and a final ``loss``;
+* a run whose training or held-out loss is not finite or exceeds ``diverge_factor x`` the first
+  training loss stops with status ``diverged``;
+* with ``checkpoint_path``, a checkpoint every ``checkpoint_every`` steps / ``checkpoint_minutes``
+  minutes, and a run that finds one continues from it (on the CPU, to the same final loss);
+* GPU: bf16 autocast (``dtype=bfloat16``), or fp16 autocast with gradient scaling
+  (``dtype=float16``), TF32 matmuls, optional ``torch.compile``, pinned non-blocking copies.
 
 Throughput figures (``tokens_per_s``, ``achieved_flops_per_s``) use the training time only
-(evaluation excluded); achieved FLOP/s counts ``measured`` FLOPs (what the hardware executes)
-when the model can give them, else the run's convention.
+(evaluation and checkpoints excluded); achieved FLOP/s counts ``measured`` FLOPs (what the hardware
+executes) when the model gives them, else the run's convention.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import sys
 import time
-from dataclasses import fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 
+from flops_fit.artifacts import now_iso
 from flops_fit.errors import FlopsFitError
-from flops_fit.training.flops import cross_entropy_loss, flops_by_convention
+from flops_fit.flops import count_params, flops_by_convention
+from flops_fit.training import checkpoints
+from flops_fit.training.config import TrainerConfig
+from flops_fit.training.loss import resolve_loss, targets_in
 from flops_fit.training.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
+from flops_fit.training.record import history_point, run_record
+from flops_fit.units import human
 
 _WARNED: set[str] = set()
+
+
+def train_run(
+    experiment: Mapping[str, Any],
+    *,
+    model: torch.nn.Module,
+    data,
+    trainer: Mapping[str, Any] | TrainerConfig,
+    flops_convention: str = "6nd",
+    loss_fn: Callable | None = None,
+    checkpoint_path=None,
+    provenance: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    position: int = 0,
+) -> dict:
+    """Train ``model`` on ``data`` for ``experiment['tokens']`` data units; return the run record.
+
+    ``loss_fn(output, targets)`` overrides ``trainer.loss``. With ``checkpoint_path`` the run saves
+    checkpoints there and continues from one it finds (the caller deletes it once the record is
+    safe: :func:`flops_fit.training.checkpoints.discard`). ``provenance`` adds keys to the record.
+    """
+    segment = Segment()
+    run = setup(experiment, model, data, trainer, flops_convention, loss_fn, checkpoint_path)
+    state = (_resume(run) if run.ckpt is not None else None) or RunState()
+    segment.start_step = state.step
+
+    bar = _Bar(experiment, run, position, enabled=progress and run.cfg.progress, done=state.step)
+    try:
+        train_steps(run, state, segment, bar)
+        final_loss = final_evaluation(run, state)
+    finally:
+        bar.close()
+
+    record = _record(experiment, run, state, segment, final_loss, provenance)
+    if progress:
+        _summary(record, stream_bar=bool(run.cfg.progress))
+    return record
+
+
+# -------------------------------------------------------------------------------------------------
+# the loop
+
+
+def train_steps(run: "Setup", state: "RunState", segment: "Segment", bar: "_Bar") -> None:
+    """Steps from ``state.step`` to the end of the schedule, or until the run diverges."""
+    cfg, sched = run.cfg, run.sched
+    params = list(run.model.parameters())
+    watch = LossWatch(sched.check_every, cfg.diverge_factor)
+    state.clock = time.perf_counter()
+    try:
+        while state.step < sched.steps:
+            set_lr(run.optimizer, lr_factor(state.step, sched.steps, sched.warmup, cfg.min_lr_ratio))
+            x, y = run.rt.to_device(*run.data.train_batch(cfg.batch_size, run.generator))
+            loss = train_step(run.step_model, run.optimizer, run.scaler, run.loss_fn, x, y, run.rt, params,
+                              cfg.grad_clip)
+            state.step += 1
+            last = state.step == sched.steps
+            eval_now = state.step % sched.eval_every == 0 and not last
+            save_now = run.ckpt is not None and run.ckpt.enabled and not last and run.ckpt.due(state.step)
+            if watch.add(loss, state, force=last or eval_now or save_now):
+                return
+            if eval_now:
+                with off_the_clock(state, run.rt):
+                    held_out = evaluate(run.step_model, run.data, sched.eval_batch_size, run.loss_fn, run.rt,
+                                        cfg.eval_max_batches)
+                state.history.append(history_point(state.step * sched.per_batch, run.fpt.run, held_out))
+                if not math.isfinite(held_out) or held_out > cfg.diverge_factor * state.first_loss:
+                    state.stop("diverged", f"held-out loss {held_out:.4g} at step {state.step}")
+                    return
+            if save_now:
+                with off_the_clock(state, run.rt):
+                    _save(run, state, segment)
+            bar.advance(state)
+    finally:
+        run.rt.sync()
+        state.train_time += time.perf_counter() - state.clock
+
+
+def train_step(model, optimizer, scaler, loss_fn, x, y, rt: "Runtime", params, grad_clip: float) -> torch.Tensor:
+    """One optimizer step on one batch: forward, loss, backward, clip, update. Returns the loss (detached)."""
+    with rt.autocast():
+        output = model(x)
+    loss = loss_fn(output, y)
+    if scaler is None:
+        loss.backward()
+    else:  # float16: scale the loss so small gradients survive, unscale before clipping
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model, data, batch_size: int, loss_fn, rt: "Runtime", max_batches: int | None = None) -> float:
+    """Mean held-out loss over ``data.eval_batches`` (the first ``max_batches`` when given), each
+    batch weighted by its number of targets."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=rt.device)
+    count = 0
+    try:
+        for i, (x, y) in enumerate(data.eval_batches(batch_size)):
+            if max_batches and i >= max_batches:
+                break
+            x, y = rt.to_device(x, y)
+            with rt.autocast():
+                output = model(x)
+            n = targets_in(y)
+            total += loss_fn(output, y).double() * n
+            count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise FlopsFitError("the dataset's held-out split is empty (eval_batches yielded nothing)")
+    return float(total.item() / count)
+
+
+def final_evaluation(run: "Setup", state: "RunState") -> float | None:
+    """The held-out loss over the whole held-out split, the run's result (None unless completed)."""
+    if state.status != "completed":
+        return None
+    loss = evaluate(run.step_model, run.data, run.sched.eval_batch_size, run.loss_fn, run.rt, None)
+    if not math.isfinite(loss):
+        state.stop("diverged", "non-finite final held-out loss")
+        return None
+    state.history.append(history_point(state.step * run.sched.per_batch, run.fpt.run, loss))
+    return loss
+
+
+# -------------------------------------------------------------------------------------------------
+# setup: device, model, FLOPs, schedule
+
+
+@dataclass
+class Runtime:
+    """Where the run trains and in which precision."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: plain float32
+
+    @classmethod
+    def for_config(cls, cfg: TrainerConfig) -> "Runtime":
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
+        device = resolve_device(cfg.device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        return cls(device, {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.amp_dtype])
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, x, y):
+        """Move a batch to the device (pinned, non-blocking on CUDA)."""
+        if self.device.type == "cuda":
+            if x.device.type == "cpu":
+                x, y = x.pin_memory(), y.pin_memory()
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        return x.to(self.device), y.to(self.device)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
 
 
 def _warn_once(key: str, message: str) -> None:
     if key not in _WARNED:
         _WARNED.add(key)
         print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def _settings(trainer: Mapping[str, Any]) -> dict:
-    """The trainer dict over TrainerConf's defaults (so a partial dict works)."""
-    from dataclasses import MISSING
-
-    from flops_fit.training.config import TrainerConfig as TrainerConf
-
-    out: dict = {}
-    for f in fields(TrainerConf):
-        if f.default is not MISSING:
-            value = f.default
-        elif f.default_factory is not MISSING:
-            value = f.default_factory()
-        else:
-            continue
-        if value != "???":  # omegaconf's MISSING
-            out[f.name] = value
-    out.update(dict(trainer or {}))
-    if out.get("kind") in (None, "mock"):
-        out["kind"] = "local"
-    return out
 
 
 def resolve_device(requested: str | None) -> torch.device:
@@ -98,25 +255,16 @@ def resolve_device(requested: str | None) -> torch.device:
     raise FlopsFitError(f"trainer.device={requested!r} must be auto, cpu or cuda")
 
 
-def resolve_dtype(name: str | None) -> torch.dtype | None:
-    """The autocast dtype, or None for plain float32."""
-    name = (name or "float32").lower()
-    if name in ("float32", "fp32", "32"):
-        return None
-    if name in ("bfloat16", "bf16"):
-        return torch.bfloat16
-    if name in ("float16", "fp16", "16"):
-        return torch.float16
-    raise FlopsFitError(f"trainer.dtype={name!r} must be float32 or bfloat16")
-
-
-def _loss_fn(name: str):
-    if name in ("cross_entropy", "ce"):
-        return cross_entropy_loss
-    raise FlopsFitError(f"trainer.loss={name!r} is not supported; use cross_entropy")
+def _data_unit(model, data) -> str:
+    data_unit = str(getattr(data, "data_unit", None) or getattr(model, "data_unit", "tokens"))
+    model_unit = str(getattr(model, "data_unit", data_unit))
+    if model_unit != data_unit:
+        raise FlopsFitError(f"model counts {model_unit} but the dataset yields {data_unit}")
+    return data_unit
 
 
 def _prepare_model(model: torch.nn.Module, device: torch.device, seed: int) -> torch.nn.Module:
+    """Seed, materialise a meta-device model, re-initialise under the seed, move to the device."""
     torch.manual_seed(seed)
     on_meta = any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers())
     has_reset = callable(getattr(model, "reset_parameters", None))
@@ -128,276 +276,317 @@ def _prepare_model(model: torch.nn.Module, device: torch.device, seed: int) -> t
         model.to_empty(device=device)
     if has_reset:
         model.reset_parameters()
-    return model.to(device)
+    return model.to(device).train()
 
 
-class _Batches:
-    """Moves batches to the device (pinned, non-blocking on CUDA)."""
+@dataclass(frozen=True)
+class FlopsPerUnit:
+    """Training FLOPs per token (image): under every convention, the run's, and the throughput's."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cuda:
-            if x.device.type == "cpu":
-                x, y = x.pin_memory(), y.pin_memory()
-            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        return x.to(self.device), y.to(self.device)
+    by_convention: dict
+    run: float  # under the run's convention: the record's flops
+    hardware: float  # "measured" when the model gives it: achieved FLOP/s
 
 
-@torch.no_grad()
-def evaluate(model, data, batch_size: int, to_device, autocast, max_batches: int | None = None) -> float:
-    """Mean held-out loss over ``data.eval_batches`` (the first ``max_batches`` when given)."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=to_device.device)
-    count = 0
-    try:
-        for i, (x, y) in enumerate(data.eval_batches(batch_size)):
-            if max_batches and i >= max_batches:
-                break
-            x, y = to_device(x, y)
-            with autocast():
-                logits = model(x)
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="sum"
-            )
-            total += loss.double()
-            count += y.numel()
-    finally:
-        model.train(was_training)
-    if count == 0:
-        raise FlopsFitError("the dataset's held-out split is empty (eval_batches yielded nothing)")
-    return float(total.item() / count)
-
-
-def train_run(
-    experiment: Mapping[str, Any],
-    *,
-    model: torch.nn.Module,
-    data,
-    trainer: Mapping[str, Any],
-    flops_convention: str = "6nd",
-    progress: bool = True,
-    position: int = 0,
-) -> dict:
-    """Train ``model`` on ``data`` for ``experiment['tokens']`` data units; return the run record."""
-    t_start = time.perf_counter()
-    cfg = _settings(trainer)
-    seed = int(cfg.get("seed") or 0)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    device = resolve_device(cfg.get("device"))
-    amp_dtype = resolve_dtype(cfg.get("dtype"))
-    loss_fn = _loss_fn(str(cfg.get("loss") or "cross_entropy"))
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    def autocast():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-    data_unit = str(getattr(data, "data_unit", None) or getattr(model, "data_unit", "tokens"))
-    model_unit = str(getattr(model, "data_unit", data_unit))
-    if model_unit != data_unit:
-        raise FlopsFitError(f"model counts {model_unit} but the dataset yields {data_unit}")
-
-    model = _prepare_model(model, device, seed)
-    model.train()
+def _flops_per_unit(model, data_unit: str, convention: str, experiment: Mapping) -> FlopsPerUnit:
     fpt = flops_by_convention(model, data_unit)
-    if flops_convention not in fpt:
+    if convention not in fpt:
         planned = experiment.get("flops_per_token")
         if planned is None:
             raise FlopsFitError(
-                f"{type(model).__name__} cannot give FLOPs under convention {flops_convention!r} "
+                f"{type(model).__name__} cannot give FLOPs under convention {convention!r} "
                 f"(it gives {sorted(fpt)}) and the experiment has no flops_per_token"
             )
-        fpt[flops_convention] = float(planned)
-    throughput_fpt = fpt.get("measured", fpt[flops_convention])
-    total_params, non_emb = _param_counts(model)
+        fpt[convention] = float(planned)
+    return FlopsPerUnit(fpt, fpt[convention], fpt.get("measured", fpt[convention]))
 
-    batch_size = int(cfg["batch_size"])
-    per_batch = int(data.examples_per_batch(batch_size))
-    if per_batch <= 0:
-        raise FlopsFitError(f"dataset gives {per_batch} {data_unit} per batch of {batch_size}")
-    target = float(experiment["tokens"])
-    steps = max(1, math.ceil(target / per_batch))
-    warmup = warmup_steps_for(steps, float(cfg["warmup_frac"]))
-    min_ratio = float(cfg["min_lr_ratio"])
-    eval_every = max(1, int(round(float(cfg["eval_every_frac"]) * steps))) if cfg.get("eval_every_frac") else steps
-    eval_bs = int(cfg.get("eval_batch_size") or batch_size)
-    eval_max = cfg.get("eval_max_batches")
-    diverge_factor = float(cfg.get("diverge_factor") or math.inf)
-    grad_clip = float(cfg.get("grad_clip") or 0.0)
 
-    optimizer = build_optimizer(
-        model,
-        lr=float(cfg["lr"]),
-        weight_decay=float(cfg["weight_decay"]),
-        betas=(float(cfg["beta1"]), float(cfg["beta2"])),
-        device_type=device.type,
-    )
-    step_model = torch.compile(model) if cfg.get("compile") else model
-    to_device = _Batches(device)
-    generator = torch.Generator().manual_seed(seed)
-    check_every = 1 if device.type == "cpu" else 10
+@dataclass(frozen=True)
+class Schedule:
+    """How long the run is and when things happen, in optimizer steps."""
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    steps: int  # ceil(planned data units / units per batch)
+    per_batch: int  # data units (tokens or images) per batch
+    warmup: int
+    eval_every: int
+    eval_batch_size: int
+    check_every: int  # read the training loss every this many steps (a GPU sync)
 
-    show_bar = bool(progress and cfg.get("progress", True))
-    bar = _make_bar(experiment, steps * per_batch, data_unit, position, show_bar)
+    @classmethod
+    def for_run(cls, planned: float, data, cfg: TrainerConfig, data_unit: str, device: torch.device) -> "Schedule":
+        per_batch = int(data.examples_per_batch(cfg.batch_size))
+        if per_batch <= 0:
+            raise FlopsFitError(f"dataset gives {per_batch} {data_unit} per batch of {cfg.batch_size}")
+        steps = max(1, math.ceil(planned / per_batch))
+        eval_every = max(1, int(round(cfg.eval_every_frac * steps))) if cfg.eval_every_frac else steps
+        check_every = 1 if device.type == "cpu" else 10
+        return cls(steps, per_batch, warmup_steps_for(steps, cfg.warmup_frac), eval_every,
+                   int(cfg.eval_batch_size or cfg.batch_size), check_every)
 
-    status, reason = "completed", None
-    history: list[dict] = []
+
+@dataclass
+class Setup:
+    """Everything a run sets up before its first step."""
+
+    cfg: TrainerConfig
+    rt: Runtime
+    model: torch.nn.Module
+    step_model: torch.nn.Module  # the model, or its torch.compile'd twin (same parameters)
+    optimizer: torch.optim.Optimizer
+    scaler: Any  # torch.amp.GradScaler for float16, else None
+    generator: torch.Generator  # the data order
+    data: Any
+    loss_fn: Callable
+    sched: Schedule
+    fpt: FlopsPerUnit
+    flops_convention: str
+    data_unit: str
+    ckpt: checkpoints.Checkpointer | None
+    fingerprint: dict  # what a checkpoint must agree with to be resumed
+
+
+def setup(experiment, model, data, trainer, flops_convention, loss_fn, checkpoint_path) -> Setup:
+    """Settings, device, model (seeded, on the device), FLOPs per unit, schedule, optimizer, data order."""
+    cfg = TrainerConfig.from_mapping(trainer)
+    rt = Runtime.for_config(cfg)
+    loss_fn = resolve_loss(cfg.loss if loss_fn is None else loss_fn)
+    data_unit = _data_unit(model, data)
+    model = _prepare_model(model, rt.device, cfg.seed)
+    fpt = _flops_per_unit(model, data_unit, flops_convention, experiment)
+    sched = Schedule.for_run(float(experiment["tokens"]), data, cfg, data_unit, rt.device)
+    optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
+                                device_type=rt.device.type)
+    scaler = torch.amp.GradScaler(rt.device.type) if rt.amp_dtype == torch.float16 else None
+    ckpt = None if checkpoint_path is None else \
+        checkpoints.Checkpointer(checkpoint_path, cfg.checkpoint_every, cfg.checkpoint_minutes)
+    return Setup(cfg, rt, model, torch.compile(model) if cfg.compile else model, optimizer, scaler,
+                 torch.Generator().manual_seed(cfg.seed), data, loss_fn, sched, fpt, flops_convention, data_unit,
+                 ckpt, _fingerprint(experiment, cfg, sched, model, loss_fn))
+
+
+# -------------------------------------------------------------------------------------------------
+# state, divergence, checkpoints
+
+
+@dataclass
+class RunState:
+    """Where the run is: all a checkpoint needs besides the model, optimizer and RNGs."""
+
+    step: int = 0
+    history: list = field(default_factory=list)
     first_loss: float | None = None
-    last_loss = math.nan
-    train_time = 0.0
-    done = 0  # steps taken
-    pending = []  # loss tensors not yet synced (CUDA)
-    t_train = time.perf_counter()
+    last_loss: float = math.nan
+    train_time: float = 0.0  # seconds of training steps (evaluation and checkpoints excluded)
+    status: str = "completed"
+    reason: str | None = None
+    resumed_from_step: int = 0
+    segments: list = field(default_factory=list)  # the earlier processes' segments
+    clock: float = 0.0  # perf_counter when training time last resumed
+
+    def stop(self, status: str, reason: str) -> None:
+        self.status, self.reason = status, reason
+
+    def to_checkpoint(self) -> dict:
+        return {k: getattr(self, k) for k in ("step", "history", "first_loss", "last_loss", "train_time", "segments")}
+
+
+@contextlib.contextmanager
+def off_the_clock(state: RunState, rt: Runtime):
+    """Time spent inside is not training time (evaluation, checkpoints)."""
+    rt.sync()
+    state.train_time += time.perf_counter() - state.clock
     try:
-        for step in range(steps):
-            set_lr(optimizer, lr_factor(step, steps, warmup, min_ratio))
-            x, y = to_device(*data.train_batch(batch_size, generator))
-            with autocast():
-                logits = step_model(x)
-            loss = loss_fn(logits, y)
-            loss.backward()
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            done = step + 1
-            pending.append(loss.detach())
-            if done % check_every == 0 or done == steps or first_loss is None or done % eval_every == 0:
-                values = torch.stack(pending).float().cpu().tolist()
-                pending.clear()
-                if first_loss is None:
-                    first_loss = values[0]
-                    if not math.isfinite(first_loss):
-                        status, reason = "diverged", f"non-finite loss at step {done}"
-                        break
-                last_loss = values[-1]
-                bad = next((v for v in values if not math.isfinite(v) or v > diverge_factor * first_loss), None)
-                if bad is not None:
-                    status = "diverged"
-                    reason = f"training loss {bad:.4g} at step {done} (first loss {first_loss:.4g}, diverge_factor {diverge_factor:g})"
-                    break
-            if done % eval_every == 0 and done < steps:
-                sync()
-                train_time += time.perf_counter() - t_train
-                ev = evaluate(step_model, data, eval_bs, to_device, autocast, eval_max)
-                t_train = time.perf_counter()
-                history.append(_point(done * per_batch, fpt[flops_convention], ev))
-                if not math.isfinite(ev) or (first_loss is not None and ev > diverge_factor * first_loss):
-                    status, reason = "diverged", f"held-out loss {ev:.4g} at step {done}"
-                    break
-            if show_bar:
-                elapsed = train_time + (time.perf_counter() - t_train)
-                rate = done * per_batch / max(elapsed, 1e-9)
-                bar.update(per_batch)
-                if done % check_every == 0 or done == steps:
-                    bar.set_postfix_str(
-                        f"loss={last_loss:.3f} {_si(rate)}{'tok' if data_unit == 'tokens' else 'img'}/s "
-                        f"{_si(rate * throughput_fpt)}FLOP/s",
-                        refresh=False,
-                    )
-        sync()
-        train_time += time.perf_counter() - t_train
-        final_loss = None
-        if status == "completed":
-            final_loss = evaluate(step_model, data, eval_bs, to_device, autocast, None)
-            if not math.isfinite(final_loss):
-                status, reason = "diverged", "non-finite final held-out loss"
-                final_loss = None
-            else:
-                history.append(_point(done * per_batch, fpt[flops_convention], final_loss))
+        yield
     finally:
-        bar.close()
+        state.clock = time.perf_counter()
 
-    tokens = done * per_batch
-    wall = time.perf_counter() - t_start
-    rate = tokens / train_time if train_time > 0 else 0.0
-    record = {
-        "id": experiment.get("id"),
-        "status": status,
-        "budget": experiment.get("budget"),
-        "size": experiment.get("size"),
-        "params": total_params,
-        "non_embedding_params": non_emb,
-        "tokens": int(tokens),
-        "planned_tokens": experiment.get("tokens"),
-        "flops": fpt[flops_convention] * tokens,
-        "flops_convention": flops_convention,
-        "flops_by_convention": {k: v * tokens for k, v in fpt.items()},
-        "loss": final_loss,
-        "history": history,
-        "trainer": cfg.get("kind", "local"),
-        "device": str(device),
-        "dtype": "float32" if amp_dtype is None else str(amp_dtype).replace("torch.", ""),
-        "seed": seed,
-        "lr": float(cfg["lr"]),
-        "batch_size": batch_size,
-        "steps": done,
-        "wall_time_s": wall,
-        "train_time_s": train_time,
-        "tokens_per_s": rate,
-        "achieved_flops_per_s": rate * throughput_fpt,
-        "data_unit": data_unit,
+
+class LossWatch:
+    """Stops a run whose training loss is not finite or exceeds ``diverge_factor x`` the first one.
+
+    Losses stay on the device and are read every ``check_every`` steps (each step on the CPU; a
+    read is a GPU sync), and whenever ``force`` says the state must be current.
+    """
+
+    def __init__(self, check_every: int, diverge_factor: float):
+        self.check_every, self.factor = check_every, float(diverge_factor or math.inf)
+        self.pending: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor, state: RunState, force: bool) -> bool:
+        """Record one step's loss; True when the run has diverged (``state`` says why)."""
+        self.pending.append(loss)
+        if not (force or state.first_loss is None or state.step % self.check_every == 0):
+            return False
+        values = torch.stack(self.pending).float().cpu().tolist()
+        self.pending.clear()
+        if state.first_loss is None:
+            state.first_loss = values[0]
+            if not math.isfinite(state.first_loss):
+                state.stop("diverged", f"non-finite loss at step {state.step}")
+                return True
+        state.last_loss = values[-1]
+        bad = next((v for v in values if not math.isfinite(v) or v > self.factor * state.first_loss), None)
+        if bad is not None:
+            state.stop("diverged", f"training loss {bad:.4g} at step {state.step} (first loss "
+                                   f"{state.first_loss:.4g}, diverge_factor {self.factor:g})")
+            return True
+        return False
+
+
+def _fingerprint(experiment, cfg: TrainerConfig, sched: Schedule, model, loss_fn) -> dict:
+    """What a checkpoint must agree with to be resumed: the run, its schedule and its optimizer."""
+    return {
+        "run_id": experiment.get("id"),
+        "params": count_params(model)[0],
+        "steps": sched.steps,
+        "per_batch": sched.per_batch,
+        "warmup": sched.warmup,
+        "eval_every": sched.eval_every,
+        "loss": _describe(loss_fn),
+        **{k: getattr(cfg, k) for k in ("seed", "batch_size", "lr", "min_lr_ratio", "weight_decay", "beta1",
+                                        "beta2", "grad_clip", "amp_dtype", "diverge_factor")},
     }
-    if reason:
-        record["reason"] = reason
-    if progress:
-        _summary(record, stream_bar=show_bar)
-    return record
 
 
-def _param_counts(model) -> tuple[int, int]:
-    from flops_fit.training.flops import count_params
-
-    return count_params(model)
-
-
-def _point(tokens: int, fpt: float, loss: float) -> dict:
-    return {"tokens": int(tokens), "flops": float(fpt) * tokens, "loss": float(loss)}
+def _describe(fn) -> str:
+    """A name for a loss function that is the same in every process."""
+    if isinstance(fn, functools.partial):
+        return f"{_describe(fn.func)}({', '.join(f'{k}={v!r}' for k, v in sorted(fn.keywords.items()))})"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-def _si(x: float) -> str:
-    for scale, s in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{s}"
-    return f"{x:.3g}"
+def _save(run: Setup, state: RunState, segment: Segment) -> None:
+    """Write the run's checkpoint (the format is docs/checkpoints.md)."""
+    payload = {
+        "fingerprint": run.fingerprint,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "grad_scaler": run.scaler.state_dict() if run.scaler is not None else None,
+        "rng": checkpoints.rng_states(run.generator),
+        "data": run.data.state_dict() if callable(getattr(run.data, "state_dict", None)) else None,
+        "state": {**state.to_checkpoint(), "segments": state.segments + [segment.as_dict(state.step)]},
+        "saved": now_iso(),
+    }
+    checkpoints.save(run.ckpt.path, payload)
+    run.ckpt.saved()
 
 
-def _make_bar(experiment, total, unit, position, enabled):
-    from tqdm.auto import tqdm
+def _resume(run: Setup) -> RunState | None:
+    """Load the run's checkpoint into ``run`` and return its state; None when there is none to use."""
+    payload = checkpoints.load(run.ckpt.path)
+    if payload is None:
+        return None
+    if payload.get("fingerprint") != run.fingerprint:
+        old = payload.get("fingerprint") or {}
+        diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in run.fingerprint.items() if old.get(k) != v)
+        _warn_once(f"ckpt-{run.ckpt.path}", f"{run.ckpt.path} was written by a different run setup ({diff}); "
+                                            f"starting from step 0")
+        return None
+    run.model.load_state_dict(payload["model"])
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in run.optimizer.param_groups]
+    run.optimizer.load_state_dict(payload["optimizer"])
+    for g, flags in zip(run.optimizer.param_groups, kernels):  # this device's kernels, not the saver's
+        g.update(flags)
+    if run.scaler is not None and payload.get("grad_scaler"):
+        run.scaler.load_state_dict(payload["grad_scaler"])
+    if payload.get("data") is not None and callable(getattr(run.data, "load_state_dict", None)):
+        run.data.load_state_dict(payload["data"])
+    checkpoints.set_rng_states(payload["rng"], run.generator)
+    state = RunState(**payload["state"])
+    state.resumed_from_step = state.step
+    return state
 
-    return tqdm(
-        total=total,
-        desc=str(experiment.get("id", "run")),
-        unit="tok" if unit == "tokens" else "img",
-        unit_scale=True,
-        position=position,
-        leave=False,
-        disable=not enabled,
-        dynamic_ncols=True,
-        mininterval=0.5,
+
+# -------------------------------------------------------------------------------------------------
+# the record and the progress display
+
+
+@dataclass
+class Segment:
+    """One process's stretch of a run (a resumed run has several)."""
+
+    started: str = field(default_factory=now_iso)
+    t0: float = field(default_factory=time.perf_counter)
+    start_step: int = 0
+
+    def as_dict(self, end_step: int) -> dict:
+        return {"started": self.started, "start_step": self.start_step, "end_step": end_step,
+                "wall_time_s": time.perf_counter() - self.t0}
+
+
+def _record(experiment, run: Setup, state: RunState, segment: Segment, final_loss, provenance) -> dict:
+    segments = state.segments + [segment.as_dict(state.step)]
+    tokens = state.step * run.sched.per_batch
+    rate = tokens / state.train_time if state.train_time > 0 else 0.0
+    params, non_emb = count_params(run.model)
+    cfg = run.cfg
+    return run_record(
+        experiment,
+        status=state.status,
+        trainer=cfg.kind if cfg.kind != "mock" else "local",
+        flops_convention=run.flops_convention,
+        data_unit=run.data_unit,
+        params=params,
+        non_embedding_params=non_emb,
+        tokens=int(tokens),
+        flops_per_token=run.fpt.by_convention,
+        loss=final_loss,
+        history=state.history,
+        reason=state.reason,
+        device=str(run.rt.device),
+        dtype=cfg.amp_dtype,
+        seed=cfg.seed,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        steps=state.step,
+        resumed_from_step=state.resumed_from_step,
+        segments=segments,
+        wall_time_s=sum(s["wall_time_s"] for s in segments),
+        train_time_s=state.train_time,
+        tokens_per_s=rate,
+        achieved_flops_per_s=rate * run.fpt.hardware,
+        **dict(provenance or {}),
     )
+
+
+class _Bar:
+    """A tqdm bar per run: data units, loss, units/s and achieved FLOP/s."""
+
+    def __init__(self, experiment, run: Setup, position: int, enabled: bool, done: int):
+        from tqdm.auto import tqdm
+
+        self.run, self.enabled = run, enabled
+        self.unit = "tok" if run.data_unit == "tokens" else "img"
+        per_batch = run.sched.per_batch
+        self.tqdm = tqdm(total=run.sched.steps * per_batch, initial=done * per_batch,
+                         desc=str(experiment.get("id", "run")), unit=self.unit, unit_scale=True, position=position,
+                         leave=False, disable=not enabled, dynamic_ncols=True, mininterval=0.5)
+
+    def advance(self, state: RunState) -> None:
+        if not self.enabled:
+            return
+        sched = self.run.sched
+        self.tqdm.update(sched.per_batch)
+        if state.step % sched.check_every == 0:
+            elapsed = state.train_time + (time.perf_counter() - state.clock)
+            rate = state.step * sched.per_batch / max(elapsed, 1e-9)
+            self.tqdm.set_postfix_str(f"loss={state.last_loss:.3f} {human(rate)}{self.unit}/s "
+                                      f"{human(rate * self.run.fpt.hardware)}FLOP/s", refresh=False)
+
+    def close(self) -> None:
+        self.tqdm.close()
 
 
 def _summary(r: dict, stream_bar: bool) -> None:
     unit = "tok" if r["data_unit"] == "tokens" else "img"
     loss = f"{r['loss']:.4f}" if r.get("loss") is not None else "n/a"
     line = (
-        f"[{r['id']}] {r['status']}: loss {loss}, {_si(r['params'])} params, {_si(r['tokens'])} {unit} in "
-        f"{r['steps']} steps, {r['wall_time_s']:.1f} s, {_si(r['tokens_per_s'])} {unit}/s, "
-        f"{_si(r['achieved_flops_per_s'])}FLOP/s on {r['device']}"
+        f"[{r['id']}] {r['status']}: loss {loss}, {human(r['params'])} params, {human(r['tokens'])} {unit} in "
+        f"{r['steps']} steps, {r['wall_time_s']:.1f} s, {human(r['tokens_per_s'])} {unit}/s, "
+        f"{human(r['achieved_flops_per_s'])}FLOP/s on {r['device']}"
     )
+    if r.get("resumed_from_step"):
+        line += f" (resumed from step {r['resumed_from_step']})"
     if r.get("reason"):
         line += f" ({r['reason']})"
     if stream_bar:

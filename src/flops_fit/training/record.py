@@ -1,0 +1,95 @@
+"""The run record, ``runs/<id>.json``: built here and nowhere else, for real, mock and failed runs.
+
+Keys (docs/architecture.md lists them; ``id, status, params, tokens, flops, loss, history`` are
+fixed for scripts and users):
+
+``id, budget, size``            from the plan's experiment
+``status``                      completed | failed | diverged
+``params, non_embedding_params`` the trained model's counts (the plan's for mock and failed runs)
+``tokens, planned_tokens``      data units trained (whole batches: a little over the plan) and planned
+``flops, flops_per_token, flops_convention``   flops = flops_per_token[convention] x tokens
+``flops_by_convention``         the same total under every convention the model gives
+``loss``                        the final held-out loss (None unless completed)
+``history``                     [{tokens, flops, loss}] evaluation points along the run
+``trainer, data_unit, finished`` and what the trainer adds (steps, seed, device, timings, error, ...)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from flops_fit.artifacts import now_iso
+from flops_fit.flops import flops_per_token_6n
+
+
+def history_point(tokens: int, flops_per_token: float, loss: float) -> dict:
+    """One point of a loss curve: data units seen, FLOPs spent, held-out loss."""
+    return {"tokens": int(tokens), "flops": float(flops_per_token) * tokens, "loss": float(loss)}
+
+
+def planned_flops_per_token(experiment: Mapping, convention: str) -> dict[str, float]:
+    """FLOPs per token under each convention the plan knows, for runs not trained here (mock, failed)."""
+    params = experiment["params"]
+    out = {"6nd": flops_per_token_6n(params),
+           "6nd_nonembedding": flops_per_token_6n(experiment.get("non_embedding_params", params))}
+    out[convention] = float(experiment.get("flops_per_token") or out.get(convention) or flops_per_token_6n(params))
+    return out
+
+
+def run_record(
+    experiment: Mapping[str, Any],
+    *,
+    status: str,
+    trainer: str,
+    flops_convention: str,
+    data_unit: str,
+    params: int,
+    non_embedding_params: int,
+    tokens: int,
+    flops_per_token: Mapping[str, float],
+    loss: float | None,
+    history: list[dict],
+    **details: Any,
+) -> dict:
+    """The record of one run. ``details`` add trainer-specific keys; those that are None are left out."""
+    fpt = float(flops_per_token[flops_convention])
+    record = {
+        "id": experiment["id"],
+        "status": status,
+        "budget": experiment.get("budget"),
+        "size": experiment.get("size"),
+        "params": params,
+        "non_embedding_params": non_embedding_params,
+        "tokens": tokens,
+        "planned_tokens": experiment.get("tokens"),
+        "flops": fpt * tokens,
+        "flops_per_token": fpt,
+        "flops_convention": flops_convention,
+        "flops_by_convention": {k: float(v) * tokens for k, v in flops_per_token.items()},
+        "loss": loss,
+        "history": list(history),
+        "trainer": trainer,
+        "data_unit": data_unit,
+    }
+    record.update((k, v) for k, v in details.items() if v is not None)
+    record["finished"] = now_iso()
+    return record
+
+
+def planned_record(experiment: Mapping, *, status: str, trainer: str, flops_convention: str, data_unit: str,
+                   loss: float | None, history: list[dict], **details: Any) -> dict:
+    """The record of a run whose sizes come from the plan: a mock run, or one that failed."""
+    return run_record(
+        experiment,
+        status=status,
+        trainer=trainer,
+        flops_convention=flops_convention,
+        data_unit=data_unit,
+        params=experiment["params"],
+        non_embedding_params=experiment.get("non_embedding_params", experiment["params"]),
+        tokens=experiment["tokens"],
+        flops_per_token=planned_flops_per_token(experiment, flops_convention),
+        loss=loss,
+        history=history,
+        **details,
+    )

@@ -1,0 +1,307 @@
+"""ff-train's core: train every planned experiment of a run directory, one record per run.
+
+* Completed runs are skipped, so re-running (or resuming after a kill) is safe; a real run that
+  was interrupted continues from its last checkpoint (``checkpoints/<id>.pt``).
+* ``shard``/``num_shards`` split one plan across parallel jobs (e.g. Hydra's joblib or submitit
+  launcher): job k trains experiments i with i % num_shards == k. A per-run file lock keeps any
+  two processes (two shards of different splits, a duplicate ff-train) from training the same run.
+* A run that raises is recorded as ``failed`` with its error and the sweep goes on; bad input
+  (a missing plan, a wrong trainer setting) stops it with a FlopsFitError before anything runs.
+* A plan whose model, dataset or FLOPs convention differs from what the completed runs in the
+  directory were trained with is refused (``allow_mismatch=True`` overrides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from filelock import FileLock, Timeout
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+from flops_fit.artifacts import RunDir
+from flops_fit.errors import FlopsFitError
+from flops_fit.models import ModelSpec
+from flops_fit.training import checkpoints
+from flops_fit.training.config import TrainerConfig
+from flops_fit.training.mock import train_mock
+from flops_fit.training.record import planned_record
+
+OUTCOMES = ("completed", "failed", "diverged")
+
+
+def train_plan(
+    run_dir: str,
+    trainer: Mapping[str, Any] | TrainerConfig,
+    *,
+    shard: int = 0,
+    num_shards: int = 1,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    data_path: str | None = None,
+    quiet: bool = False,
+    allow_mismatch: bool = False,
+    model: ModelSpec | None = None,
+    data: Any = None,
+    loss_fn: Any = None,
+) -> dict:
+    """Train the pending runs of ``run_dir``'s plan. Returns counts per outcome.
+
+    ``model``, ``data`` and ``loss_fn`` are Python objects (from ``find_optimal``) that replace what
+    the plan records: a model spec built from a callable, a data source, a loss function.
+    """
+    cfg = TrainerConfig.from_mapping(trainer)  # every setting checked before data or models are built
+    rd = RunDir(run_dir)
+    plan = rd.read_plan()
+    if num_shards < 1:
+        raise FlopsFitError(f"num_shards={num_shards} must be at least 1")
+    if not 0 <= shard < num_shards:
+        raise FlopsFitError(f"shard={shard} must be in 0..{num_shards - 1} (num_shards={num_shards})")
+    records = {r["id"]: r for r in rd.iter_runs()}
+    if not allow_mismatch:
+        refuse_mismatch(plan, records.values(), rd)
+
+    mine = [e for i, e in enumerate(plan["experiments"]) if i % num_shards == shard]
+    counts = dict.fromkeys(OUTCOMES + ("skipped_completed", "skipped_failed", "skipped_locked"), 0)
+    pending = [e for e in mine if _todo(records.get(e["id"]), retry_failed, counts)]
+    if limit is not None:
+        pending = pending[: max(int(limit), 0)]
+
+    train_one = (MockTrainer(plan, cfg) if cfg.kind == "mock"
+                 else RealTrainer(plan, cfg, data_path, rd, spec=model, data=data, loss_fn=loss_fn)) if pending else None
+    rd.runs_dir.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(pending, desc=f"sweep (shard {shard}/{num_shards})" if num_shards > 1 else "sweep",
+               unit="run", disable=True if quiet or not pending else None, position=0, dynamic_ncols=True)
+    locks = RunLocks(rd)
+    try:
+        for exp in bar:
+            with locks.claim(exp["id"]) as mine_now:
+                if not mine_now:
+                    counts["skipped_locked"] += 1
+                    continue
+                if not _todo(rd.read_run(exp["id"]), retry_failed, counts):  # another process got there first
+                    continue
+                record = train_one(exp)
+                rd.write_run(record)
+                if record["status"] != "failed" and not cfg.keep_checkpoints:  # the record is safe now
+                    checkpoints.discard(checkpoint_path(rd, exp["id"]))
+                counts[record["status"]] += 1
+                if record["status"] == "failed" and not quiet:  # the loop prints its own line for the others
+                    bar.write(f"{record['id']}: failed: {record.get('error')}")
+    finally:
+        locks.close()
+        bar.close()
+    counts["pending_before"] = len(pending)
+    counts["shard_size"] = len(mine)
+    return counts
+
+
+def _todo(old: dict | None, retry_failed: bool, counts: dict) -> bool:
+    """Whether a run with this record still needs training (else count why not)."""
+    if old is None:
+        return True
+    if old.get("status") == "completed":
+        counts["skipped_completed"] += 1
+        return False
+    if not retry_failed:
+        counts["skipped_failed"] += 1
+        return False
+    return True
+
+
+class RunLocks:
+    """One lock per run, so two processes never train the same run, whatever their shards.
+
+    POSIX: a byte-range lock on one shared file (``runs/.locks/runs.lock``), at an offset given by
+    the run id: no file is created per run (mock sweeps write thousands of runs a second) and the
+    kernel releases the locks of a killed process. Elsewhere: a lock file per run (``filelock``).
+    """
+
+    def __init__(self, rd: RunDir):
+        rd.locks_dir.mkdir(parents=True, exist_ok=True)
+        self.dir = rd.locks_dir
+        self.fd = os.open(self.dir / "runs.lock", os.O_RDWR | os.O_CREAT, 0o666) if fcntl is not None else None
+
+    @contextlib.contextmanager
+    def claim(self, run_id: str) -> Iterator[bool]:
+        """Hold the run's lock inside the block; yields False when another process holds it."""
+        if self.fd is None:
+            lock = FileLock(str(self.dir / f"{run_id}.lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                lock.release()
+            return
+        offset = zlib.crc32(run_id.encode())
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, offset)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def checkpoint_path(rd: RunDir, run_id: str) -> Path:
+    return rd.root / "checkpoints" / f"{run_id}.pt"
+
+
+# -------------------------------------------------------------------------------------------------
+# trainers: experiment -> record
+
+
+class _Trainer:
+    def __init__(self, plan: Mapping, cfg: TrainerConfig):
+        self.cfg = cfg
+        self.convention = plan.get("flops_convention", "6nd")
+        self.data_unit = plan.get("data_unit", "tokens")
+        # what the run is trained with, so a later ff-train can refuse a different plan
+        self.provenance = {"model": plan.get("model"), "dataset": plan.get("dataset")}
+
+    def __call__(self, exp: dict) -> dict:
+        started = time.time()
+        try:
+            return self.train(exp)
+        except FlopsFitError:
+            raise
+        except Exception as e:  # the run failed; record it and go on with the sweep
+            return planned_record(exp, status="failed", trainer=self.cfg.kind, flops_convention=self.convention,
+                                  data_unit=self.data_unit, loss=None, history=[],
+                                  error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - started,
+                                  **self.provenance)
+
+    def train(self, exp: dict) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MockTrainer(_Trainer):
+    """The closed-form ground truth: instant, deterministic per run and seed."""
+
+    def train(self, exp: dict) -> dict:
+        started = time.time()
+        result = train_mock(exp, truth=self.cfg.ground_truth, noise=self.cfg.noise, seed=self.cfg.seed,
+                            history_points=self.cfg.history_points)
+        return planned_record(exp, flops_convention=self.convention, data_unit=self.data_unit,
+                              wall_time_s=time.time() - started, **{**result, **self.provenance})
+
+
+class RealTrainer(_Trainer):
+    """Builds the dataset once and each model for real, then runs the shared training loop."""
+
+    def __init__(self, plan: Mapping, cfg: TrainerConfig, data_path: str | None, rd: RunDir, *,
+                 spec: ModelSpec | None = None, data: Any = None, loss_fn: Any = None):
+        super().__init__(plan, cfg)
+        from flops_fit.data import build_data
+
+        self.rd = rd
+        self.loss_fn = loss_fn
+        dataset = dict(plan.get("dataset") or {})
+        if (spec is None or data is None) and (plan["model"].get("target") is None or dataset.get("kind") == "python"):
+            raise FlopsFitError(
+                f"{rd.plan_path} was planned from Python objects (find_optimal(model_cls=..., dataset=...)); "
+                f"train it from Python with the same call, which resumes where this run directory stopped"
+            )
+        self.spec = spec or ModelSpec.from_config({**plan["model"], "_target_": plan["model"]["target"]})
+        if data is None:
+            if data_path:
+                dataset["path"] = data_path
+            if not dataset:
+                raise FlopsFitError("plan.json records no dataset; re-run ff-plan with a dataset=... option")
+            data = build_data(dataset)
+        self.data = data
+
+    def train(self, exp: dict) -> dict:
+        import torch
+
+        from flops_fit.training.loop import train_run
+
+        torch.manual_seed(self.cfg.seed)
+        return train_run(exp, model=self.spec.build(exp["size"]), data=self.data, trainer=self.cfg,
+                         flops_convention=self.convention, loss_fn=self.loss_fn, checkpoint_path=checkpoint_path(self.rd, exp["id"]),
+                         provenance=self.provenance, progress=self.cfg.progress, position=1)
+
+
+# -------------------------------------------------------------------------------------------------
+# refusing a plan the runs were not trained with
+
+_IGNORED = {"model": ("name", "size_range"), "dataset": ("name",)}
+
+
+def refuse_mismatch(plan: Mapping, records: Iterable[Mapping], rd: RunDir) -> None:
+    """Stop with one line when a completed run (of ``records``, those in ``rd``) was trained with another
+    model, dataset or FLOPs convention than ``plan`` has (records that do not say are not compared)."""
+    planned = {"model": plan.get("model"), "dataset": plan.get("dataset"),
+               "flops_convention": plan.get("flops_convention", "6nd")}
+    for rec in records:
+        if rec.get("status") != "completed":
+            continue
+        for key, new in planned.items():
+            if key not in rec:
+                continue
+            old = rec[key]
+            diff = _differences(key, old, new)
+            if diff:
+                was, now = diff[0]
+                raise FlopsFitError(
+                    f"{rd.run_path(rec['id'])} was trained with {was} but {rd.plan_path} plans {now}; "
+                    f"train this plan in a new run_dir, or pass allow_mismatch=true to mix them"
+                )
+
+
+def _differences(key: str, old: Any, new: Any) -> list[tuple[str, str]]:
+    """[(old 'key=value', new 'key=value')] for each setting that differs (nested keys dotted)."""
+    if key == "flops_convention":
+        return [] if old == new else [(f"flops={old}", f"flops={new}")]
+    a, b = _flatten(old or {}, key), _flatten(new or {}, key)
+    ignored = {f"{key}.{k}" for k in _IGNORED.get(key, ())}
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in ignored
+                  and not any(k.startswith(i + ".") for i in ignored))
+    return [(f"{k}={a.get(k)}", f"{k}={b.get(k)}") for k in keys]
+
+
+def _flatten(d: Mapping, prefix: str) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{prefix}.{k}"))
+        else:
+            out[f"{prefix}.{k}"] = v
+    return out
+
+
+def summarize(counts: Mapping, run_dir: str) -> str:
+    done = counts["completed"]
+    parts = [f"trained {done} run{'s' if done != 1 else ''}"]
+    if counts["failed"]:
+        parts.append(f"{counts['failed']} failed")
+    if counts["diverged"]:
+        parts.append(f"{counts['diverged']} diverged")
+    if counts["skipped_completed"]:
+        parts.append(f"{counts['skipped_completed']} already completed")
+    if counts["skipped_failed"]:
+        parts.append(f"{counts['skipped_failed']} failed earlier (retry with retry_failed=true)")
+    if counts["skipped_locked"]:
+        parts.append(f"{counts['skipped_locked']} being trained by another process")
+    return ", ".join(parts) + f"; records in {RunDir(run_dir).runs_dir}"
