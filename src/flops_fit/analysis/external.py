@@ -39,7 +39,9 @@ def load_external(path) -> list[dict]:
     if missing:
         raise FlopsFitError(f"{p}: missing column(s) {', '.join(missing)}; expected params, tokens, loss[, budget] "
                             f"(found: {', '.join(sorted(columns)) or 'none'})")
-    runs = []
+    runs: list[dict] = []
+    seen: dict[tuple, int] = {}
+    ids: dict[str, int] = {}
     for i, row in enumerate(rows):
         line = i + 2 if suffix == ".csv" else i + 1
         rec = {"id": str(row.get("id") or f"ext{i:04d}"), "status": str(row.get("status") or "completed")}
@@ -53,6 +55,14 @@ def load_external(path) -> list[dict]:
         rec.setdefault("budget", None)
         rec["history"] = []
         rec["data_unit"] = str(row.get("data_unit") or "tokens")
+        key = (rec["params"], rec["tokens"], rec["loss"])
+        if key in seen:
+            raise FlopsFitError(f"{p}: row {line} duplicates row {seen[key]} (params, tokens, loss all equal); "
+                                f"remove the duplicate so that run is not counted twice")
+        seen[key] = line
+        if rec["id"] in ids:
+            raise FlopsFitError(f"{p}: row {line} reuses the id {rec['id']!r} of row {ids[rec['id']]}; ids must be unique")
+        ids[rec["id"]] = line
         runs.append(rec)
     return runs
 
@@ -66,7 +76,10 @@ def _number(value, path, line, key, *, required):
         x = float(value)
     except (TypeError, ValueError):
         raise FlopsFitError(f"{path}: row {line}, column {key!r}: {value!r} is not a number") from None
-    if key != "loss" and not (math.isfinite(x) and x > 0):
+    if not math.isfinite(x):
+        raise FlopsFitError(f"{path}: row {line}, column {key!r}: {value!r} is not a finite number; drop the row "
+                            f"or fill in the value")
+    if key != "loss" and not x > 0:
         raise FlopsFitError(f"{path}: row {line}, column {key!r}: {value!r} must be a positive number")
     return x
 

@@ -136,7 +136,7 @@ def _check_path(path: Any) -> None:
     p = os.path.expanduser(str(path))
     if any(c in p for c in "*?["):
         if not glob.glob(p, recursive=True):
-            raise FlopsFitError(f"dataset.path={path}: the pattern matches no file; check the path or the glob")
+            raise FlopsFitError(f"dataset.path={path}: matches no files; check the path or the glob")
     elif not os.path.exists(p):
         raise FlopsFitError(f"dataset.path={path} does not exist; point dataset.path at your data's file or folder")
 

@@ -21,6 +21,7 @@ The data unit is inferred from one batch: integer inputs of shape ``(B, T)`` are
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -161,6 +162,10 @@ class TorchData(DataSource):
     def state_dict(self) -> dict:
         return {"stream_pos": self._stream_pos}
 
+    def reset(self) -> None:
+        """Back to the start of the training stream: every run of a sweep sees the same data order."""
+        self._stream_pos, self._stream = 0, None
+
     def load_state_dict(self, state: dict) -> None:
         self._stream_pos = int(state.get("stream_pos", 0))
         self._stream = None
@@ -197,46 +202,32 @@ class TorchData(DataSource):
         return item
 
     def _held_out_of_stream(self, batch_size: int) -> Iterator[tuple[Any, Any]]:
-        it = self._raw_stream()
+        head = itertools.islice(self._raw_stream(), self._n_eval_items())
         if self.mode == "loader":
-            for _ in range(self._n_eval_items()):
-                item = next(it, None)
-                if item is None:
-                    return
-                yield _pair(item, "dataset")
-            return
-        items = []
-        for _ in range(self._n_eval_items()):
-            item = next(it, None)
-            if item is None:
-                break
-            items.append(_pair(item, "dataset"))
-            if len(items) == batch_size:
-                yield default_collate(items)
-                items = []
-        if items:
-            yield default_collate(items)
+            yield from (_pair(item, "dataset") for item in head)
+        else:
+            yield from _collated(head, batch_size, "dataset")
 
     @staticmethod
     def _batched(data: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
         if isinstance(data, DataLoader) or (not hasattr(data, "__getitem__") and isinstance(data, Iterable)
                                             and not isinstance(data, IterableDataset)):
-            for item in data:
-                yield _pair(item, "eval_dataset")
+            yield from (_pair(item, "eval_dataset") for item in data)
+        elif isinstance(data, IterableDataset):
+            yield from _collated(iter(data), batch_size, "eval_dataset")
+        else:
+            n = len(data)
+            for start in range(0, n, int(batch_size)):
+                yield default_collate([_pair(data[i], "eval_dataset") for i in range(start, min(n, start + int(batch_size)))])
+
+
+def _collated(items: Iterator, batch_size: int, where: str) -> Iterator[tuple[Any, Any]]:
+    """Batches of ``batch_size`` (inputs, targets) items (the last one shorter), collated by torch."""
+    while True:
+        chunk = [_pair(item, where) for item in itertools.islice(items, int(batch_size))]
+        if not chunk:
             return
-        if isinstance(data, IterableDataset):
-            items = []
-            for item in data:
-                items.append(_pair(item, "eval_dataset"))
-                if len(items) == batch_size:
-                    yield default_collate(items)
-                    items = []
-            if items:
-                yield default_collate(items)
-            return
-        n = len(data)
-        for start in range(0, n, int(batch_size)):
-            yield default_collate([_pair(data[i], "eval_dataset") for i in range(start, min(n, start + int(batch_size)))])
+        yield default_collate(chunk)
 
 
 def build_torch(conf: dict) -> TorchData:

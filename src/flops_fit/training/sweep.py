@@ -238,6 +238,8 @@ class RealTrainer(_Trainer):
         from flops_fit.training.loop import train_run
 
         torch.manual_seed(self.cfg.seed)
+        if callable(getattr(self.data, "reset", None)):  # a stream starts over for each run (same data order)
+            self.data.reset()
         return train_run(exp, model=self.spec.build(exp["size"]), data=self.data, trainer=self.cfg,
                          flops_convention=self.convention, loss_fn=self.loss_fn, checkpoint_path=checkpoint_path(self.rd, exp["id"]),
                          provenance=self.provenance, progress=self.cfg.progress, position=1)
