@@ -109,7 +109,8 @@ def _describe_data(data: Any) -> dict:
     """What plan.json records of a Python data object: enough to recognise it, not to rebuild it."""
     if data is None:
         return {}
-    config = getattr(data, "config", None)  # flops-fit's own sources (examples.TinyStoriesDataset ...)
+    # flops-fit's own sources (build_data(...), examples.TinyStoriesDataset ...): their config rebuilds them
+    config = getattr(data, "config", None) or getattr(data, "cfg", None)
     if isinstance(config, Mapping) and config.get("kind") in ("text", "image"):
         return dict(config)
     info = {k: v for k, v in (data.info() if hasattr(data, "info") else {}).items()

@@ -13,6 +13,8 @@ _EXPORTS = {
     "ViTConfig": "flops_fit.examples.vit",
     "TinyStoriesDataset": "flops_fit.examples.datasets",
     "CIFAR10Dataset": "flops_fit.examples.datasets",
+    "gpt_loss_fn": "flops_fit.examples.losses",
+    "vit_loss_fn": "flops_fit.examples.losses",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,45 +1,57 @@
-"""A team's own command line around flops-fit (argparse), calling the stages as functions.
+"""A team's own command line around flops-fit (argparse), calling find_optimal with its objects.
 
-    python -m flops_fit.examples.cli_wrapper --budgets 1e18 1e19 1e20 --trainer mock
-    python -m flops_fit.examples.cli_wrapper --model vit --dataset fashion_mnist --budgets 1e11 3e11 --trainer local
+    python -m flops_fit.examples.cli_wrapper --budgets 1e18 1e19 1e20                  # mock, seconds
+    python -m flops_fit.examples.cli_wrapper --model gpt --budgets 1e11 3e11 --mode local --layers 2
 
-Each flag maps onto the same config the ff-* commands compose, so anything ff-plan accepts
-can also be passed through with --set KEY=VALUE.
+The wrapper builds the model class, data and loss itself (here flops-fit's example GPT on
+synthetic Markov text or the ViT on synthetic images) and hands them to the same pipeline the
+ff-* commands run; every artifact lands in --output-dir.
 """
 
 import argparse
 import sys
 
-from flops_fit import FlopsFitError, stages
-from flops_fit.analysis import summary_lines
-from flops_fit.config.compose import compose
-from flops_fit.planning import format_plan
+import flops_fit
+from flops_fit import FlopsFitError
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run-dir", default="outputs/cli_wrapper")
-    ap.add_argument("--model", default="gpt")
-    ap.add_argument("--dataset", default="synthetic_text")
+    ap.add_argument("--model", choices=["gpt", "vit"], default="gpt")
     ap.add_argument("--budgets", type=float, nargs="+", required=True, help="FLOP budgets")
-    ap.add_argument("--trainer", default="mock", choices=["mock", "local", "gpu"])
+    ap.add_argument("--mode", default="mock", choices=["mock", "local", "gpu"])
+    ap.add_argument("--layers", type=int, default=2, help="transformer blocks (fixed across the sweep)")
     ap.add_argument("--points", type=int, default=7, help="model sizes per budget")
     ap.add_argument("--bootstrap", type=int, default=200)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra ff-plan override")
+    ap.add_argument("--output-dir", default="outputs/cli_wrapper")
     args = ap.parse_args(argv)
+
+    from flops_fit.data import build_data
+    from flops_fit.examples import GPT, VisionTransformer, gpt_loss_fn, vit_loss_fn
+
+    if args.model == "gpt":
+        cls, size_param, loss = GPT, "d_model", gpt_loss_fn
+        kwargs = {"n_layer": args.layers, "n_heads": 2, "vocab_size": 256, "seq_len": 64}
+        data_cfg = {"name": "synthetic_text", "kind": "text", "source": "synthetic", "vocab_size": 256,
+                    "seq_len": 64, "eval_size": 16384}
+    else:
+        cls, size_param, loss = VisionTransformer, "embed_dim", vit_loss_fn
+        kwargs = {"depth": args.layers, "head_dim": 8, "patch_size": 4, "num_classes": 10, "image_size": 16,
+                  "channels": 3}
+        data_cfg = {"name": "synthetic_images", "kind": "image", "source": "synthetic", "num_classes": 10,
+                    "image_size": 16, "channels": 3, "eval_size": 2048}
     try:
-        plan_cfg = compose("plan", [f"run_dir={args.run_dir}", f"model={args.model}", f"dataset={args.dataset}",
-                                    f"grid.points={args.points}", "quiet=true", *args.set])
-        plan_cfg["budgets"] = {"name": "cli", "values": args.budgets}
-        print(format_plan(stages.plan(plan_cfg)))
-        stages.train(compose("train", [f"run_dir={args.run_dir}", f"trainer={args.trainer}"]))
-        analysis = stages.analyze(compose("analyze", [f"run_dir={args.run_dir}", f"bootstrap={args.bootstrap}", "quiet=true"]))
-        print("\n".join(summary_lines(analysis)))
-        stages.plot(compose("plot", [f"run_dir={args.run_dir}"]))
+        result = flops_fit.find_optimal(
+            model_cls=cls, model_size_param=size_param, model_kwargs=kwargs,
+            dataset=build_data(data_cfg) if args.mode != "mock" else None, loss_fn=loss,
+            compute_budgets=args.budgets, mode=args.mode, output_dir=args.output_dir,
+            points=args.points, bootstrap=args.bootstrap,
+        )
     except FlopsFitError as e:
         print(f"cli_wrapper: error: {e}", file=sys.stderr)
         return 1
-    print(f"figures and report.html in {args.run_dir}/")
+    print(result.chinchilla_table())
+    print(f"figures and report.html in {args.output_dir}/")
     return 0
 
 
