@@ -221,7 +221,7 @@ def test_defaults_are_the_dataclass_and_local_yaml_only_repeats_them():
 
 @pytest.mark.parametrize("key, value", [("lr", -1), ("lr", 0), ("batch_size", 0), ("batch_size", -3),
                                         ("warmup_frac", 1.0), ("warmup_frac", 2), ("warmup_frac", -0.1),
-                                        ("dtype", "float8"), ("kind", "tpu")])
+                                        ("dtype", "float8"), ("kind", "tpu"), ("loss", "mse")])
 def test_bad_trainer_settings_name_the_key(key, value):
     from flops_fit.errors import FlopsFitError
     from flops_fit.training.config import TrainerConfig

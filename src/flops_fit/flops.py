@@ -32,9 +32,11 @@ FLOP_CONVENTIONS = ("6nd", "6nd_nonembedding", "chinchilla", "measured")
 COUNTED_CONVENTIONS = tuple(c for c in FLOP_CONVENTIONS if c != "measured")
 
 
-def flops_per_token_6n(params: float) -> float:
-    """Training FLOPs per token under C = 6 N D: 6 x ``params`` (2 forward + 4 backward per weight)."""
-    return 6.0 * float(params)
+def flops_per_token_6n(params):
+    """Training FLOPs per token under C = 6 N D: 6 x ``params`` (2 forward + 4 backward per weight).
+
+    ``params`` may be a number or a numpy array (the fits call it on arrays)."""
+    return 6.0 * params
 
 
 def count_params(model) -> tuple[int, int]:

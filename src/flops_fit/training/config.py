@@ -14,7 +14,7 @@ under ``conf/trainer/`` override only what differs (``gpu.yaml``: CUDA, bf16, bi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping, Optional
 
 from flops_fit.errors import FlopsFitError
@@ -89,9 +89,6 @@ class TrainerConfig:
         cfg.validate()
         return cfg
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     def validate(self) -> None:
         """One FlopsFitError line naming the first bad key and the fix."""
         if self.kind not in TRAINER_KINDS:
@@ -118,6 +115,9 @@ class TrainerConfig:
         _integer("threads", self.threads, "a positive thread count, or null", 1, optional=True)
         _integer("history_points", self.history_points, "a positive number of points", 1)
         _number("noise", self.noise, "a relative noise >= 0", lambda v: v >= 0)
+        loss = self.loss
+        if not (callable(loss) or loss in ("cross_entropy", "ce") or (isinstance(loss, Mapping) and "_target_" in loss)):
+            _bad("loss", loss, "use cross_entropy, or {_target_: pkg.module.fn} naming fn(output, targets) -> scalar")
         if str(self.dtype).lower() not in DTYPES:
             _bad("dtype", self.dtype, "use float32, bfloat16 or float16")
         if str(self.device).lower() not in ("auto", "cpu", "mps") and not str(self.device).lower().startswith("cuda"):
