@@ -168,6 +168,10 @@ def test_four_shards_and_a_duplicate_train_every_run_once(tmp_path, slow_mock):
     shards = subprocess.Popen([script("ff-train"), "-m", f"run_dir={rd.root}", "trainer=mock", "hydra/launcher=joblib",
                                "hydra.launcher.n_jobs=4", "shard=0,1,2,3", "num_shards=4"],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # start the duplicate once the shards are training (their launch takes seconds on a busy machine)
+    deadline = time.monotonic() + 240
+    while not list(rd.runs_dir.glob("*.json")) and time.monotonic() < deadline and shards.poll() is None:
+        time.sleep(0.05)
     duplicate = subprocess.Popen([script("ff-train"), f"run_dir={rd.root}", "trainer=mock"], cwd=tmp_path, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     outs = [p.communicate(timeout=300) for p in (shards, duplicate)]

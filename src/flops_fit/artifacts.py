@@ -198,6 +198,14 @@ class RunDir:
         return self.runs_dir / f"{run_id}.json"
 
     @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint_path(self, run_id: str) -> Path:
+        """A real run's mid-run checkpoint (docs/checkpoints.md)."""
+        return self.checkpoints_dir / f"{run_id}.pt"
+
+    @property
     def analysis_path(self) -> Path:
         return self.root / "analysis.json"
 

@@ -38,9 +38,6 @@ from flops_fit.flops import (
     hooked_flops_per_token,
 )
 
-# planning.py reads the conventions from here until it imports them from flops_fit.flops, their owner
-from flops_fit.flops import FLOP_CONVENTIONS  # noqa: F401,E402
-
 
 def resolve_target(target: str, key: str = "model._target_") -> Callable:
     """Import ``package.module.Name`` and return ``Name``; errors name the config ``key``."""

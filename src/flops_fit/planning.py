@@ -16,7 +16,8 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from flops_fit.errors import FlopsFitError
-from flops_fit.models import FLOP_CONVENTIONS, ModelCounter, ModelSpec
+from flops_fit.flops import FLOP_CONVENTIONS, flops_per_token_6n
+from flops_fit.models import ModelCounter, ModelSpec
 from flops_fit.units import human, sci
 
 
@@ -86,9 +87,14 @@ class _FlopsPerToken:
         )
 
 
+def _six_nd_optimum(budget: float, tokens_per_param: float) -> float:
+    """N with C = 6 N D and D = tokens_per_param x N: the prior's optimum under the 6ND fallback."""
+    return math.sqrt(budget / (flops_per_token_6n(1.0) * tokens_per_param))
+
+
 def _expected_optimum(counter: ModelCounter, fpt: _FlopsPerToken, budget: float, tokens_per_param: float) -> float:
     """N such that C / fpt(N) = tokens_per_param * N, by fixed-point on the model's real counts."""
-    n = math.sqrt(budget / (6.0 * tokens_per_param))
+    n = _six_nd_optimum(budget, tokens_per_param)
     for _ in range(4):
         size = counter.size_for_params(n)
         info = counter.info(size)
@@ -119,7 +125,7 @@ def make_plan(
     budgets = check_budgets(budgets)
     centres = {float(k): float(v) for k, v in (centres or {}).items()}
     if model.size_range is None:  # find the sizes that bracket every grid (6ND estimate, generous margin)
-        rough = [centres.get(b) or math.sqrt(b / (6.0 * grid.tokens_per_param)) for b in budgets]
+        rough = [centres.get(b) or _six_nd_optimum(b, grid.tokens_per_param) for b in budgets]
         model = model.with_size_range_for(min(rough) / (4 * grid.span), max(rough) * 4 * grid.span)
     counter = ModelCounter(model)
     fpt = _FlopsPerToken(counter, flops, dataset)

@@ -13,7 +13,6 @@ write the file, and :func:`discard` removes it once the run's record is safely w
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,23 +46,13 @@ class Checkpointer:
 
 
 def save(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` (plus the format header) to ``path`` atomically."""
+    """Write ``payload`` (plus the format header) to ``path`` atomically (the package's one atomic writer)."""
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from flops_fit.artifacts import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
 
 
 def load(path: str | os.PathLike) -> dict | None:
@@ -115,8 +104,3 @@ def set_rng_states(states: Mapping, generator) -> None:
             torch.cuda.set_rng_state_all(cuda)
     generator.set_state(states["data_generator"])
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -94,7 +94,7 @@ def train_plan(
                 record = train_one(exp)
                 rd.write_run(record)
                 if record["status"] != "failed" and not cfg.keep_checkpoints:  # the record is safe now
-                    checkpoints.discard(checkpoint_path(rd, exp["id"]))
+                    checkpoints.discard(rd.checkpoint_path(exp["id"]))
                 counts[record["status"]] += 1
                 if record["status"] == "failed" and not quiet:  # the loop prints its own line for the others
                     bar.write(f"{record['id']}: failed: {record.get('error')}")
@@ -162,10 +162,6 @@ class RunLocks:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-def checkpoint_path(rd: RunDir, run_id: str) -> Path:
-    return rd.root / "checkpoints" / f"{run_id}.pt"
 
 
 # -------------------------------------------------------------------------------------------------
@@ -241,7 +237,7 @@ class RealTrainer(_Trainer):
         if callable(getattr(self.data, "reset", None)):  # a stream starts over for each run (same data order)
             self.data.reset()
         return train_run(exp, model=self.spec.build(exp["size"]), data=self.data, trainer=self.cfg,
-                         flops_convention=self.convention, loss_fn=self.loss_fn, checkpoint_path=checkpoint_path(self.rd, exp["id"]),
+                         flops_convention=self.convention, loss_fn=self.loss_fn, checkpoint_path=self.rd.checkpoint_path(exp["id"]),
                          provenance=self.provenance, progress=self.cfg.progress, position=1)
 
 
