@@ -25,7 +25,7 @@ import itertools
 from typing import Any, Iterable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, default_collate
 
 from flops_fit.data.base import DataSource
 from flops_fit.errors import FlopsFitError
@@ -141,8 +141,7 @@ class TorchData(DataSource):
     def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Any, Any]:
         if self.mode == "map":
             pick = torch.randint(0, self._train_idx.numel(), (int(batch_size),), generator=generator)
-            items = [_pair(self.dataset[int(self._train_idx[i])], "dataset") for i in pick]
-            return default_collate(items)
+            return self._fetch(self._train_idx[pick])
         if self.mode == "loader":
             return _pair(self._next_stream_item(), "dataset")
         items = [_pair(self._next_stream_item(), "dataset") for _ in range(int(batch_size))]
@@ -153,10 +152,18 @@ class TorchData(DataSource):
             yield from self._batched(self.eval_dataset, batch_size)
         elif self.mode == "map":
             for start in range(0, self._eval_idx.numel(), int(batch_size)):
-                idx = self._eval_idx[start:start + int(batch_size)]
-                yield default_collate([_pair(self.dataset[int(i)], "dataset") for i in idx])
+                yield self._fetch(self._eval_idx[start:start + int(batch_size)])
         else:
             yield from self._held_out_of_stream(batch_size)
+
+    def _fetch(self, idx: torch.Tensor) -> tuple[Any, Any]:
+        """The items at ``idx`` as one batch: tensors sliced at once when the dataset allows it."""
+        ds = self.dataset
+        if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
+            return ds.tensors[0][idx], ds.tensors[1][idx]
+        getitems = getattr(ds, "__getitems__", None)
+        items = getitems(idx.tolist()) if callable(getitems) else [ds[i] for i in idx.tolist()]
+        return default_collate([_pair(item, "dataset") for item in items])
 
     # ---- position, for checkpoints ----------------------------------------------------
     def state_dict(self) -> dict:
