@@ -46,7 +46,9 @@ def human(x: float, digits: int = 2) -> str:
             v = x / scale
             decimals = max(0, digits - 1 - int(math.floor(math.log10(abs(v)))))
             return f"{v:.{decimals}f}{suffix}"
-    return f"{x:.0f}" if float(x).is_integer() else f"{x:.{digits}g}"
+    if float(x).is_integer() or abs(x) >= 10 ** digits:
+        return f"{x:.0f}"
+    return f"{x:.{digits}g}"
 
 
 def si(x: float, digits: int = 3) -> str:

@@ -167,14 +167,18 @@ __all__ = ["interval_level", "refine_centres", "summary_lines"]
 def markdown_table(analysis: Mapping, budgets=None) -> str:
     """The compute-optimal table in Markdown: budget, N_opt, D_opt, data per parameter, loss, with intervals.
 
-    ``budgets``: the FLOP budgets to show (default: the analysis's table rows). A budget that is not
-    a table row is predicted from the table's fit (:func:`~flops_fit.analysis.predict`), without intervals.
+    ``budgets``: the FLOP budgets to show (default: the table's rows up to 100x the largest budget of the
+    sweep: further out is an extrapolation to ask for by name). A budget that is not a table row is
+    predicted from the table's fit (:func:`~flops_fit.analysis.predict`), without intervals.
     """
     from flops_fit.analysis.predict import predict
 
     unit = analysis.get("data_unit") or "tokens"
     level = interval_level(analysis)
     rows = list(analysis.get("table") or [])
+    planned = [float(r["budget"]) for r in rows if r.get("planned")]
+    if budgets is None and planned:
+        rows = [r for r in rows if float(r["budget"]) <= 100 * max(planned) * (1 + 1e-9)]
     if budgets is not None:
         chosen = []
         for c in (float(b) for b in budgets):
