@@ -168,13 +168,19 @@ def train(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None, loss_f
     ``model``, ``data`` and ``loss_fn`` are the Python API's objects (the plan's recorded model and
     dataset cannot rebuild them); the command line passes none.
     """
+    from flops_fit.training import distributed
     from flops_fit.training.sweep import train_plan
 
     cfg = check("train", cfg)
     rd = RunDir(cfg["run_dir"])
     rd.read_plan()  # fail early, before anything is written, when there is no plan
-    suffix = f"-shard{cfg['shard']}" if int(cfg["num_shards"]) > 1 else ""
-    _record_config(rd, f"train{suffix}", cfg)
+    if distributed.launches_workers(cfg["trainer"]):
+        n = distributed.devices_of(cfg["trainer"])
+        raise FlopsFitError(f"trainer.devices={n} needs {n} worker processes: use `ff-train ... trainer.devices={n}` "
+                            f"(it starts them), or launch this script with `torchrun --nproc_per_node={n}`")
+    if distributed.is_main_process():
+        suffix = f"-shard{cfg['shard']}" if int(cfg["num_shards"]) > 1 else ""
+        _record_config(rd, f"train{suffix}", cfg)
     return train_plan(
         cfg["run_dir"],
         cfg["trainer"],
