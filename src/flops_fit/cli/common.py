@@ -90,7 +90,11 @@ def call_task(prog: str, task: Callable[[dict], int | None], cfg: dict) -> None:
     except Exception as e:  # a bug, or an error flops-fit does not know how to explain yet
         if debug:
             raise
+        from flops_fit.training.distributed import is_peer_failure
+
         where = f"[rank {rank}] " if rank else ""
+        if is_peer_failure(e):  # the worker that went away says why (or its launcher does)
+            fail(prog, f"{where}lost contact with another training worker; stopping", EXIT_ERROR)
         fail(prog, f"{where}{type(e).__name__}: {_first_line(str(e))} (re-run with debug=true for the traceback)",
              EXIT_ERROR)
     if code:

@@ -75,6 +75,20 @@ def reported(message: str, rank: int) -> FlopsFitError:
     return err
 
 
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says another worker went away (killed, preempted, crashed) rather than that this
+    worker's run is broken: such a run is not recorded as failed, it resumes when re-run."""
+    try:
+        from torch.distributed import DistError
+    except ImportError:  # pragma: no cover - older torch
+        DistError = ()
+    if isinstance(exc, DistError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        mark in text for mark in ("gloo", "NCCL", "Connection reset by peer", "Connection closed by peer"))
+
+
 # -------------------------------------------------------------------------------------------------
 # the world of one process
 

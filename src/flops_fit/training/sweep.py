@@ -118,17 +118,16 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
                     counts["skipped_locked"] += not mine_now
                     continue
                 record = train_one(exp)
-                if world.is_main or record["status"] == "failed":  # a rank whose run raised says so itself
-                    rd.write_run(record)
                 if world.is_main:
+                    rd.write_run(record)
                     if record["status"] != "failed" and not cfg.keep_checkpoints:  # the record is safe now
                         checkpoints.discard(checkpoint_path(rd, exp["id"]))
                     discard_heartbeat(rd, exp["id"])
                 counts[record["status"]] += 1
-                if record["status"] == "failed" and world.enabled:
-                    raise FlopsFitError(f"{record['id']} failed on rank {world.rank} ({record.get('error')}); the other "
-                                        f"{world.size - 1} workers cannot train on without it. Re-run to go on with the "
-                                        f"other runs (retry_failed=true retries this one)")
+                if record["status"] == "failed" and world.enabled:  # the other workers may be stuck mid-step
+                    raise FlopsFitError(f"{record['id']} failed ({record.get('error')}); its record says so. The other "
+                                        f"workers cannot go on without rank 0: re-run to train the remaining runs "
+                                        f"(retry_failed=true retries this one)")
                 if record["status"] == "failed" and talk:  # the loop prints its own line for the others
                     bar.write(f"{record['id']}: failed: {record.get('error')}")
     finally:
@@ -226,6 +225,8 @@ class RunLocks:
 
 
 class _Trainer:
+    world = distributed.World()  # the ranks training each run together
+
     def __init__(self, plan: Mapping, cfg: TrainerConfig):
         self.cfg = cfg
         self.convention = plan.get("flops_convention", "6nd")
@@ -240,6 +241,8 @@ class _Trainer:
         except FlopsFitError:
             raise
         except Exception as e:  # the run failed; record it and go on with the sweep
+            if self.world.enabled and (not self.world.is_main or distributed.is_peer_failure(e)):
+                raise  # rank 0 records a run that fails; a worker that went away fails nothing
             return planned_record(exp, status="failed", trainer=self.cfg.kind, flops_convention=self.convention,
                                   data_unit=self.data_unit, loss=None, history=[],
                                   error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - started,

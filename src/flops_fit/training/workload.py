@@ -46,7 +46,8 @@ def announce(plan: Mapping, pending: Sequence[Mapping], shard: int, num_shards: 
     total = sum(run_flops(e) for e in plan["experiments"])
     job = f"shard {shard}/{num_shards}" if num_shards > 1 else "this job"
     left = sum(run_flops(e) for e in pending)
-    return (f"plan: {len(plan['experiments'])} runs, {sci(total)} FLOPs; {job}: {len(pending)} to train, "
+    n = len(plan["experiments"])
+    return (f"plan: {n} run{'s' if n != 1 else ''}, {sci(total)} FLOPs; {job}: {len(pending)} to train, "
             f"{sci(left)} FLOPs, largest first")
 
 
