@@ -45,9 +45,9 @@ class Heartbeat:
     """Writes one run's heartbeat file (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike, experiment: Mapping[str, Any], *, steps: int, per_batch: int,
-                 world_size: int = 1, interval: float = INTERVAL_S):
+                 world_size: int = 1, interval: float | None = None):
         self.path = Path(path)
-        self.interval = float(interval)
+        self.interval = float(INTERVAL_S if interval is None else interval)
         self.steps, self.per_batch = int(steps), int(per_batch)
         self.base = {"id": experiment.get("id"), "steps": self.steps, "planned_tokens": experiment.get("tokens"),
                      "world_size": int(world_size), "host": socket.gethostname(), "pid": os.getpid(),
@@ -144,6 +144,8 @@ def sweep_status(run_dir: str | os.PathLike, stale_after: float = 120.0, now: fl
                 entry["state"] = "pending"
             if entry["state"] == "pending":
                 entry["checkpoint"] = ckpt.is_file()
+                if entry["checkpoint"] and beat is not None and ckpt.stat().st_mtime > float(beat.get("updated_unix") or 0):
+                    entry["checkpoint_step"] = None  # saved after the last heartbeat: a later step than it says
         runs.append(entry)
     counts = {s: sum(r["state"] == s for r in runs) for s in STATES}
     return {"run_dir": str(rd.root), "planned": len(runs), "counts": counts, "runs": runs}
@@ -163,7 +165,8 @@ def format_status(status: Mapping[str, Any], show_all: bool = False, limit: int 
     """The status as text: a summary line, then the runs of each state (long lists cut at ``limit``
     unless ``show_all``)."""
     counts = status["counts"]
-    lines = [f"{status['run_dir']}: {status['planned']} runs planned: "
+    n = status["planned"]
+    lines = [f"{status['run_dir']}: {n} run{'s' if n != 1 else ''} planned: "
              + ", ".join(f"{counts[s]} {s}" for s in STATES)]
     for state in ("running", "pending", "failed", "diverged", "completed"):
         rows = [r for r in status["runs"] if r["state"] == state]
@@ -198,7 +201,7 @@ def _describe(r: Mapping[str, Any]) -> str:
         if r.get("step") is not None:
             resume = (f"resumes from its checkpoint at step {r['checkpoint_step']}" if r.get("checkpoint")
                       and r.get("checkpoint_step") else
-                      "resumes from its checkpoint" if r.get("checkpoint") else "restarts from step 0")
+                      "resumes from its last checkpoint" if r.get("checkpoint") else "restarts from step 0")
             return (head + f"  interrupted at step {r['step']}/{r.get('steps')} (last heartbeat "
                     f"{fmt_duration(r.get('age_s') or 0)} ago on {r.get('host')}); {resume}")
         if r.get("checkpoint"):
