@@ -156,3 +156,14 @@ def test_a_missing_plan_is_one_line_before_any_worker_starts(tmp_path):
                    check=False)
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "no plan" in proc.stderr and not (tmp_path / "nowhere").exists()
+
+
+def test_more_gpu_workers_than_gpus_is_one_line_before_any_starts(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(FlopsFitError, match=r"^trainer\.devices=4 but this machine has 2 GPUs"):
+        distributed.check_devices({"devices": 4, "device": "cuda"})
+    distributed.check_devices({"devices": 2, "device": "cuda"})
+    distributed.check_devices({"devices": 4, "device": "cpu"})  # CPU workers: as many as asked

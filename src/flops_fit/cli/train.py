@@ -17,6 +17,7 @@ def _task(cfg: dict) -> int | None:
     if distributed.launches_workers(cfg["trainer"]):
         stages.check("train", cfg)
         RunDir(cfg["run_dir"]).read_plan()  # a missing plan is one line here, not one per worker
+        distributed.check_devices(cfg["trainer"])
         return distributed.launch(distributed.devices_of(cfg["trainer"]), "flops_fit.cli.train", "train", cfg) or None
     counts = stages.train(cfg)
     if not distributed.is_main_process():

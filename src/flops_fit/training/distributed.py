@@ -40,7 +40,10 @@ from flops_fit.errors import FlopsFitError
 # the resolved ff-train config handed to the workers ff-train starts (JSON: {"stage", "config"})
 WORKER_CONFIG_ENV = "FLOPS_FIT_WORKER_CONFIG"
 
-_CONTROL: Any = None  # a gloo group for host-side decisions when the training backend is NCCL
+_CONTROL: Any = None  # a gloo group for host-side decisions (rank 0 tells the others what to do)
+# how long the others wait for rank 0's decisions: it may first build a dataset (tokenizing a corpus
+# into the cache) while they wait; a worker that dies is noticed by the launcher, not by this timeout
+CONTROL_TIMEOUT_S = 6 * 3600
 
 
 def env_rank() -> int:
@@ -309,8 +312,10 @@ def join(cfg) -> tuple[World, bool]:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if cuda else "gloo")
         created = True
-    if dist.get_backend() != "gloo" and _CONTROL is None:
-        _CONTROL = dist.new_group(backend="gloo")  # decisions travel between hosts, not GPUs
+    if _CONTROL is None:  # decisions travel between hosts, not GPUs, and may wait long for rank 0
+        from datetime import timedelta
+
+        _CONTROL = dist.new_group(backend="gloo", timeout=timedelta(seconds=CONTROL_TIMEOUT_S))
     return World.current(), created
 
 
@@ -334,6 +339,18 @@ def _wants_cuda(cfg) -> bool:
 
 # -------------------------------------------------------------------------------------------------
 # starting the workers
+
+
+def check_devices(trainer) -> None:
+    """Before starting workers: refuse more GPU workers than this machine has GPUs (one line)."""
+    import torch
+
+    n = devices_of(trainer)
+    device = str((trainer.get("device") if isinstance(trainer, Mapping) else getattr(trainer, "device", None))
+                 or "cpu").lower()
+    if (device == "auto" or device.startswith("cuda")) and torch.cuda.is_available() and torch.cuda.device_count() < n:
+        raise FlopsFitError(f"trainer.devices={n} but this machine has {torch.cuda.device_count()} GPUs; use at most "
+                            f"that many (several machines: torchrun --nnodes, see docs/scaling-out.md)")
 
 
 def launch(nprocs: int, module: str, stage: str, config: Mapping[str, Any]) -> int:

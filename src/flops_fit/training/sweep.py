@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import zlib
 from typing import Any, Iterable, Iterator, Mapping
@@ -94,6 +95,9 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
 
     plan, mine, pending = world.decide(pending_runs)
     talk = not quiet and world.is_main
+    if world.is_main and distributed.devices_of(cfg) not in (1, world.size):
+        print(f"warning: trainer.devices={cfg.devices} but {world.size} workers were started (torchrun); "
+              f"training on {world.size}", file=sys.stderr, flush=True)
     if talk:
         print(workload.announce(plan, pending, shard, num_shards), flush=True)
 

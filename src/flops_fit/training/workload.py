@@ -47,8 +47,8 @@ def announce(plan: Mapping, pending: Sequence[Mapping], shard: int, num_shards: 
     job = f"shard {shard}/{num_shards}" if num_shards > 1 else "this job"
     left = sum(run_flops(e) for e in pending)
     n = len(plan["experiments"])
-    return (f"plan: {n} run{'s' if n != 1 else ''}, {sci(total)} FLOPs; {job}: {len(pending)} to train, "
-            f"{sci(left)} FLOPs, largest first")
+    head = f"plan: {n} run{'s' if n != 1 else ''}, {sci(total)} FLOPs; {job}: "
+    return head + (f"{len(pending)} to train, {sci(left)} FLOPs, largest first" if pending else "nothing left to train")
 
 
 def probe(pending: Sequence[Mapping], measure: Callable[[Mapping], float]) -> dict[float, float]:
