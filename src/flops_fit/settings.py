@@ -75,6 +75,18 @@ class TrainSettings:
 
 
 @dataclass
+class StatusSettings:
+    """ff-status: where the sweep in run_dir stands (reads only; writes nothing)."""
+
+    run_dir: str = "outputs/default"
+    stale_after: float = 120.0  # seconds without a heartbeat after which a run on another host counts as stopped
+    all: bool = False  # list every run (long lists of completed and pending runs are cut at 20)
+    json: bool = False  # print the status as JSON (for scripts)
+    quiet: bool = False
+    debug: bool = False  # show the traceback of an error instead of its one line
+
+
+@dataclass
 class AnalyzeSettings:
     run_dir: str = "outputs/default"
     input: Optional[str] = None  # CSV/JSONL of params,tokens,loss[,budget] trained elsewhere

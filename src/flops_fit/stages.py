@@ -14,9 +14,11 @@ import yaml
 
 from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
-from flops_fit.settings import AnalyzeSettings, PlanSettings, PlotSettings, TrainSettings, with_defaults
+from flops_fit.settings import (AnalyzeSettings, PlanSettings, PlotSettings, StatusSettings, TrainSettings,
+                                with_defaults)
 
-SETTINGS = {"plan": PlanSettings, "train": TrainSettings, "analyze": AnalyzeSettings, "plot": PlotSettings}
+SETTINGS = {"plan": PlanSettings, "train": TrainSettings, "analyze": AnalyzeSettings, "plot": PlotSettings,
+            "status": StatusSettings}
 
 
 def check(stage: str, cfg: Mapping[str, Any]) -> dict:
@@ -44,6 +46,9 @@ def check(stage: str, cfg: Mapping[str, Any]) -> dict:
         check_trainer(cfg["trainer"])
         if int(cfg["num_shards"]) < 1 or not 0 <= int(cfg["shard"]) < int(cfg["num_shards"]):
             raise FlopsFitError(f"shard={cfg['shard']} must be in [0, num_shards={cfg['num_shards']})")
+    elif stage == "status":
+        if not float(cfg["stale_after"]) > 0:
+            raise FlopsFitError(f"stale_after={cfg['stale_after']} must be a number of seconds > 0, e.g. stale_after=300")
     elif stage == "analyze":
         if cfg["params"] not in ("total", "non_embedding"):
             raise FlopsFitError(f"params={cfg['params']!r} must be 'total' or 'non_embedding'")
@@ -168,13 +173,19 @@ def train(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None, loss_f
     ``model``, ``data`` and ``loss_fn`` are the Python API's objects (the plan's recorded model and
     dataset cannot rebuild them); the command line passes none.
     """
+    from flops_fit.training import distributed
     from flops_fit.training.sweep import train_plan
 
     cfg = check("train", cfg)
     rd = RunDir(cfg["run_dir"])
     rd.read_plan()  # fail early, before anything is written, when there is no plan
-    suffix = f"-shard{cfg['shard']}" if int(cfg["num_shards"]) > 1 else ""
-    _record_config(rd, f"train{suffix}", cfg)
+    if distributed.launches_workers(cfg["trainer"]):
+        n = distributed.devices_of(cfg["trainer"])
+        raise FlopsFitError(f"trainer.devices={n} needs {n} worker processes: use `ff-train ... trainer.devices={n}` "
+                            f"(it starts them), or launch this script with `torchrun --nproc_per_node={n}`")
+    if distributed.is_main_process():
+        suffix = f"-shard{cfg['shard']}" if int(cfg["num_shards"]) > 1 else ""
+        _record_config(rd, f"train{suffix}", cfg)
     return train_plan(
         cfg["run_dir"],
         cfg["trainer"],
@@ -189,6 +200,15 @@ def train(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None, loss_f
         data=data,
         loss_fn=loss_fn,
     )
+
+
+def status(cfg: Mapping[str, Any]) -> dict:
+    """ff-status: every planned run of ``cfg['run_dir']`` by state (completed, failed, diverged,
+    running, pending) with the progress of those under way; reads the run directory, writes nothing."""
+    from flops_fit.training.status import sweep_status
+
+    cfg = check("status", cfg)
+    return sweep_status(cfg["run_dir"], stale_after=float(cfg["stale_after"]))
 
 
 def load_runs(rd: RunDir) -> tuple[list[dict], dict]:

@@ -12,6 +12,8 @@
 '[0.490, 0.531]'
 >>> fmt_percent(0.0123)
 '+1.2%'
+>>> fmt_duration(4000)
+'1 h 06 min'
 """
 
 from __future__ import annotations
@@ -71,6 +73,20 @@ def fmt_params(x: float) -> str:
 
 def fmt_tokens(x: float, unit: str = "tokens") -> str:
     return f"{human(x)} {unit}"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration a person reads at a glance: 42 s, 3 min 05 s, 1 h 07 min, 2 d 03 h."""
+    if _missing(seconds):
+        return MISSING
+    s = max(0, int(round(float(seconds))))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    return f"{s // 86400} d {(s % 86400) // 3600:02d} h"
 
 
 def fmt_float(x, digits: int = 3, kind: str = "g", missing: str = MISSING) -> str:

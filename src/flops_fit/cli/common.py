@@ -8,6 +8,11 @@ budget list) come out as one line on stderr and a non-zero exit, never a traceba
   API (for ``-m``, with the first value of each sweep) so a composition error can be reported
   as one line naming the key;
 * inside the task, a :class:`~flops_fit.errors.FlopsFitError` is printed as one line.
+
+A worker that ``ff-train trainer.devices=N`` started (:mod:`flops_fit.training.distributed`)
+receives the resolved config from its parent and runs the task without Hydra: the config is
+composed once, and no worker makes a Hydra folder. Among torch.distributed workers an error every
+rank meets alike is printed by rank 0 only.
 """
 
 from __future__ import annotations
@@ -28,9 +33,16 @@ _PASSTHROUGH_FLAGS = {
 }
 
 
-def fail(prog: str, message: str, code: int = EXIT_ERROR) -> "None":
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+def fail(prog: str, message: str, code: int = EXIT_ERROR, show: bool = True) -> "None":
+    if show:
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def _rank() -> int:
+    from flops_fit.training.distributed import env_rank
+
+    return env_rank()
 
 
 def _first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -62,38 +74,59 @@ def validate_overrides(stage: str, argv: list[str]) -> None:
     stages.check(stage, compose(stage, overrides))
 
 
+def call_task(prog: str, task: Callable[[dict], int | None], cfg: dict) -> None:
+    """Run ``task(cfg)``: a FlopsFitError is one line, anything else one line naming it (debug=true: the traceback)."""
+    debug = bool(cfg.get("debug", False))
+    rank = _rank()
+    try:
+        code = task(cfg)
+    except FlopsFitError as e:
+        if debug:
+            raise
+        fail(prog, str(e), EXIT_ERROR, show=not getattr(e, "reported", False))
+    except KeyboardInterrupt:
+        fail(prog, "interrupted; completed artifacts are kept, re-run the same command to resume", 130,
+             show=rank == 0)
+    except Exception as e:  # a bug, or an error flops-fit does not know how to explain yet
+        if debug:
+            raise
+        from flops_fit.training.distributed import is_peer_failure
+
+        where = f"[rank {rank}] " if rank else ""
+        if is_peer_failure(e):  # the worker that went away says why (or its launcher does)
+            fail(prog, f"{where}lost contact with another training worker; stopping", EXIT_ERROR)
+        fail(prog, f"{where}{type(e).__name__}: {_first_line(str(e))} (re-run with debug=true for the traceback)",
+             EXIT_ERROR)
+    if code:
+        sys.exit(code)
+
+
 def run_stage(stage: str, task: Callable[[dict], int | None]) -> None:
     """Entry point body shared by ff-plan/ff-train/ff-analyze/ff-plot."""
     prog = f"ff-{stage}"
     from flops_fit.config.schema import register_configs
 
+    from flops_fit.training.distributed import worker_config
+
+    resolved = worker_config(stage)
+    if resolved is not None:  # a worker ff-train started: its parent composed the config
+        call_task(prog, task, resolved)
+        return
     register_configs()
     argv = sys.argv[1:]
     if not any(a.split("=")[0] in _PASSTHROUGH_FLAGS for a in argv) and not os.environ.get("FLOPS_FIT_SKIP_VALIDATION"):
         try:
             validate_overrides(stage, argv)
-        except FlopsFitError as e:
-            fail(prog, str(e), EXIT_USAGE)
+        except FlopsFitError as e:  # under torchrun every rank composes alike: rank 0 says it
+            fail(prog, str(e), EXIT_USAGE, show=_rank() == 0)
         except Exception as e:  # Hydra / OmegaConf composition and parse errors
-            fail(prog, describe_config_error(e), EXIT_USAGE)
+            fail(prog, describe_config_error(e), EXIT_USAGE, show=_rank() == 0)
 
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
     def _task(cfg: DictConfig) -> None:
-        debug = bool(cfg.get("debug", False))
-        try:
-            task(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
-        except FlopsFitError as e:
-            if debug:
-                raise
-            fail(prog, str(e), EXIT_ERROR)
-        except KeyboardInterrupt:
-            fail(prog, "interrupted; completed artifacts are kept, re-run the same command to resume", 130)
-        except Exception as e:  # a bug, or an error flops-fit does not know how to explain yet
-            if debug:
-                raise
-            fail(prog, f"{type(e).__name__}: {_first_line(str(e))} (re-run with debug=true for the traceback)", EXIT_ERROR)
+        call_task(prog, task, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
 
     main = hydra.main(config_path=config_dir(), config_name=stage, version_base="1.3")(_task)
     try:

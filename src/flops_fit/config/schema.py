@@ -16,6 +16,7 @@ from flops_fit.settings import (
     ModelConfig,
     PlanSettings,
     PlotSettings,
+    StatusSettings,
     TrainerConfig,
     TrainSettings,
 )
@@ -32,6 +33,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainSettings)
     cs.store(name="analyze_schema", node=AnalyzeSettings)
     cs.store(name="plot_schema", node=PlotSettings)
+    cs.store(name="status_schema", node=StatusSettings)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)

@@ -42,6 +42,9 @@ class TrainerConfig:
     dtype: str = "float32"  # float32 | bfloat16 (autocast) | float16 (autocast + gradient scaling)
     compile: bool = False  # torch.compile each model (faster steps, ~1 min compile per run)
     threads: Optional[int] = None  # torch CPU threads (None: torch's default, one per core)
+    # workers (GPUs, or CPU processes) training each run together with DistributedDataParallel:
+    # ff-train starts them itself (docs/scaling-out.md); the global batch stays trainer.batch_size
+    devices: int = 1
 
     # -- optimisation -----------------------------------------------------------------------------
     batch_size: int = 32
@@ -113,6 +116,13 @@ class TrainerConfig:
         _number("checkpoint_minutes", self.checkpoint_minutes or 0, "minutes >= 0 (0 or null: off)",
                 lambda v: v >= 0)
         _integer("threads", self.threads, "a positive thread count, or null", 1, optional=True)
+        _integer("devices", self.devices, "a positive number of devices, e.g. trainer.devices=2", 1)
+        if self.devices > 1 and self.kind == "mock":
+            _bad("devices", self.devices, "mock runs train on no device; use trainer=local or trainer=gpu to "
+                                          "train each run on several")
+        if self.batch_size % self.devices:
+            _bad("devices", self.devices, f"trainer.batch_size={self.batch_size} (the global batch) must split "
+                                          f"evenly over the devices; make it a multiple of {self.devices}")
         _integer("history_points", self.history_points, "a positive number of points", 1)
         _number("noise", self.noise, "a relative noise >= 0", lambda v: v >= 0)
         loss = self.loss

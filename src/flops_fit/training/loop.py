@@ -30,7 +30,10 @@ What the loop guarantees:
 * with ``checkpoint_path``, a checkpoint every ``checkpoint_every`` steps / ``checkpoint_minutes``
   minutes, and a run that finds one continues from it (on the CPU, to the same final loss);
 * GPU: bf16 autocast (``dtype=bfloat16``), or fp16 autocast with gradient scaling
-  (``dtype=float16``), TF32 matmuls, optional ``torch.compile``, pinned non-blocking copies.
+  (``dtype=float16``), TF32 matmuls, optional ``torch.compile``, pinned non-blocking copies;
+* several devices (``trainer.devices``, or torchrun): DistributedDataParallel, each rank on its
+  slice of the same global batch, so steps, tokens, FLOPs and the schedule do not depend on how
+  many there are; only rank 0 writes checkpoints and heartbeats (:mod:`flops_fit.training.distributed`).
 
 Throughput figures (``tokens_per_s``, ``achieved_flops_per_s``) use the training time only
 (evaluation and checkpoints excluded); achieved FLOP/s counts ``measured`` FLOPs (what the hardware
@@ -40,6 +43,7 @@ executes) when the model gives them, else the run's convention.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import sys
@@ -54,9 +58,11 @@ from flops_fit.errors import FlopsFitError
 from flops_fit.flops import count_params, flops_by_convention
 from flops_fit.training import checkpoints
 from flops_fit.training.config import TrainerConfig
+from flops_fit.training.distributed import World
 from flops_fit.training.loss import resolve_loss, targets_in
 from flops_fit.training.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
 from flops_fit.training.record import history_point, run_record
+from flops_fit.training.status import Heartbeat
 from flops_fit.units import human
 
 _WARNED: set[str] = set()
@@ -74,29 +80,65 @@ def train_run(
     provenance: Mapping[str, Any] | None = None,
     progress: bool = True,
     position: int = 0,
+    heartbeat_path=None,
 ) -> dict:
     """Train ``model`` on ``data`` for ``experiment['tokens']`` data units; return the run record.
 
     ``loss_fn(output, targets)`` overrides ``trainer.loss``. With ``checkpoint_path`` the run saves
     checkpoints there and continues from one it finds (the caller deletes it once the record is
     safe: :func:`flops_fit.training.checkpoints.discard`). ``provenance`` adds keys to the record.
+    With ``heartbeat_path`` the run keeps a heartbeat there (:mod:`flops_fit.training.status`).
+    Under torch.distributed every rank calls this alike; rank 0's record is the run's.
     """
     segment = Segment()
     run = setup(experiment, model, data, trainer, flops_convention, loss_fn, checkpoint_path)
     state = (_resume(run) if run.ckpt is not None else None) or RunState()
     segment.start_step = state.step
+    if heartbeat_path is not None and run.world.is_main:
+        run.heartbeat = Heartbeat(heartbeat_path, experiment, steps=run.sched.steps, per_batch=run.sched.per_batch,
+                                  world_size=run.world.size)
+        run.heartbeat.checkpoint_step = state.step or None  # resumed from a checkpoint at this step
+        run.heartbeat.beat(state, live=False)
 
-    bar = _Bar(experiment, run, position, enabled=progress and run.cfg.progress, done=state.step)
+    show = progress and run.world.is_main
+    bar = _Bar(experiment, run, position, enabled=show and run.cfg.progress, done=state.step)
     try:
         train_steps(run, state, segment, bar)
+        if run.heartbeat is not None:
+            run.heartbeat.beat(state, phase="final evaluation", live=False)
         final_loss = final_evaluation(run, state)
     finally:
         bar.close()
 
     record = _record(experiment, run, state, segment, final_loss, provenance)
-    if progress:
+    if show:
         _summary(record, stream_bar=bool(run.cfg.progress))
     return record
+
+
+def measure_throughput(
+    experiment: Mapping[str, Any],
+    *,
+    model: torch.nn.Module,
+    data,
+    trainer: Mapping[str, Any] | TrainerConfig,
+    flops_convention: str = "6nd",
+    loss_fn: Callable | None = None,
+    steps: int = 3,
+) -> float:
+    """FLOP/s (under the run's convention) of ``steps`` training steps of this run, after one warm-up
+    step; nothing is recorded or saved. Without ``torch.compile`` (compiling alone takes a minute)."""
+    cfg = dataclasses.replace(TrainerConfig.from_mapping(trainer), compile=False)
+    run = setup(experiment, model, data, cfg, flops_convention, loss_fn, None)
+    params = list(run.model.parameters())
+    for i in range(steps + 1):
+        if i == 1:
+            run.rt.sync()
+            t0 = time.perf_counter()
+        x, y = next_batch(run)
+        train_step(run.step_model, run.optimizer, run.scaler, run.loss_fn, x, y, run.rt, params, cfg.grad_clip)
+    run.rt.sync()
+    return steps * run.sched.per_batch * run.fpt.run / max(time.perf_counter() - t0, 1e-9)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -112,30 +154,41 @@ def train_steps(run: "Setup", state: "RunState", segment: "Segment", bar: "_Bar"
     try:
         while state.step < sched.steps:
             set_lr(run.optimizer, lr_factor(state.step, sched.steps, sched.warmup, cfg.min_lr_ratio))
-            x, y = run.rt.to_device(*run.data.train_batch(cfg.batch_size, run.generator))
+            x, y = next_batch(run)
             loss = train_step(run.step_model, run.optimizer, run.scaler, run.loss_fn, x, y, run.rt, params,
                               cfg.grad_clip)
+            loss = run.world.mean(loss)  # every rank judges divergence on the same (global) loss
             state.step += 1
             last = state.step == sched.steps
             eval_now = state.step % sched.eval_every == 0 and not last
-            save_now = run.ckpt is not None and run.ckpt.enabled and not last and run.ckpt.due(state.step)
+            save_now = (run.ckpt is not None and run.ckpt.enabled and not last
+                        and run.world.checkpoint_due(run.ckpt, state.step, sched.check_every))
             if watch.add(loss, state, force=last or eval_now or save_now):
                 return
             if eval_now:
                 with off_the_clock(state, run.rt):
-                    held_out = evaluate(run.step_model, run.data, sched.eval_batch_size, run.loss_fn, run.rt,
-                                        cfg.eval_max_batches)
+                    held_out = evaluate(run.eval_model, run.data, sched.eval_batch_size, run.loss_fn, run.rt,
+                                        cfg.eval_max_batches, run.world)
                 state.history.append(history_point(state.step * sched.per_batch, run.fpt.run, held_out))
                 if not math.isfinite(held_out) or held_out > cfg.diverge_factor * state.first_loss:
                     state.stop("diverged", f"held-out loss {held_out:.4g} at step {state.step}")
                     return
-            if save_now:
+            if save_now and run.world.is_main:
                 with off_the_clock(state, run.rt):
                     _save(run, state, segment)
+                if run.heartbeat is not None:
+                    run.heartbeat.checkpoint_step = state.step
             bar.advance(state)
+            if run.heartbeat is not None and (eval_now or save_now or run.heartbeat.due()):
+                run.heartbeat.beat(state)
     finally:
         run.rt.sync()
         state.train_time += time.perf_counter() - state.clock
+
+
+def next_batch(run: "Setup"):
+    """This rank's share of the next global batch, on the device (the whole batch on one device)."""
+    return run.rt.to_device(*run.world.local(run.data.train_batch(run.cfg.batch_size, run.generator)))
 
 
 def train_step(model, optimizer, scaler, loss_fn, x, y, rt: "Runtime", params, grad_clip: float) -> torch.Tensor:
@@ -160,35 +213,38 @@ def train_step(model, optimizer, scaler, loss_fn, x, y, rt: "Runtime", params, g
 
 
 @torch.no_grad()
-def evaluate(model, data, batch_size: int, loss_fn, rt: "Runtime", max_batches: int | None = None) -> float:
+def evaluate(model, data, batch_size: int, loss_fn, rt: "Runtime", max_batches: int | None = None,
+             world: World = World()) -> float:
     """Mean held-out loss over ``data.eval_batches`` (the first ``max_batches`` when given), each
-    batch weighted by its number of targets."""
+    batch weighted by its number of targets. Several ranks share the batches out and add up."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=rt.device)
-    count = 0
+    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)  # loss x targets, targets
     try:
         for i, (x, y) in enumerate(data.eval_batches(batch_size)):
             if max_batches and i >= max_batches:
                 break
+            if not world.owns(i):
+                continue
             x, y = rt.to_device(x, y)
             with rt.autocast():
                 output = model(x)
             n = targets_in(y)
-            total += loss_fn(output, y).double() * n
-            count += n
+            sums[0] += loss_fn(output, y).double() * n
+            sums[1] += n
     finally:
         model.train(was_training)
+    total, count = world.sum(sums).tolist()
     if count == 0:
         raise FlopsFitError("the dataset's held-out split is empty (eval_batches yielded nothing)")
-    return float(total.item() / count)
+    return float(total / count)
 
 
 def final_evaluation(run: "Setup", state: "RunState") -> float | None:
     """The held-out loss over the whole held-out split, the run's result (None unless completed)."""
     if state.status != "completed":
         return None
-    loss = evaluate(run.step_model, run.data, run.sched.eval_batch_size, run.loss_fn, run.rt, None)
+    loss = evaluate(run.eval_model, run.data, run.sched.eval_batch_size, run.loss_fn, run.rt, None, run.world)
     if not math.isfinite(loss):
         state.stop("diverged", "non-finite final held-out loss")
         return None
@@ -208,10 +264,10 @@ class Runtime:
     amp_dtype: torch.dtype | None  # None: plain float32
 
     @classmethod
-    def for_config(cls, cfg: TrainerConfig) -> "Runtime":
+    def for_config(cls, cfg: TrainerConfig, world: World = World()) -> "Runtime":
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
-        device = resolve_device(cfg.device)
+        device = world.device(resolve_device(cfg.device))
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -331,7 +387,7 @@ class Setup:
     cfg: TrainerConfig
     rt: Runtime
     model: torch.nn.Module
-    step_model: torch.nn.Module  # the model, or its torch.compile'd twin (same parameters)
+    step_model: torch.nn.Module  # the model, or its torch.compile'd / DistributedDataParallel twin (same parameters)
     optimizer: torch.optim.Optimizer
     scaler: Any  # torch.amp.GradScaler for float16, else None
     generator: torch.Generator  # the data order
@@ -343,12 +399,16 @@ class Setup:
     data_unit: str
     ckpt: checkpoints.Checkpointer | None
     fingerprint: dict  # what a checkpoint must agree with to be resumed
+    world: World = field(default_factory=World)  # the ranks training this run together (one: just this process)
+    eval_model: torch.nn.Module | None = None  # the held-out loss's model (the step model on one device)
+    heartbeat: Heartbeat | None = None
 
 
 def setup(experiment, model, data, trainer, flops_convention, loss_fn, checkpoint_path) -> Setup:
     """Settings, device, model (seeded, on the device), FLOPs per unit, schedule, optimizer, data order."""
     cfg = TrainerConfig.from_mapping(trainer)
-    rt = Runtime.for_config(cfg)
+    world = World.current()
+    rt = Runtime.for_config(cfg, world)
     loss_fn = resolve_loss(cfg.loss if loss_fn is None else loss_fn)
     data_unit = _data_unit(model, data)
     model = _prepare_model(model, rt.device, cfg.seed)
@@ -359,9 +419,10 @@ def setup(experiment, model, data, trainer, flops_convention, loss_fn, checkpoin
     scaler = torch.amp.GradScaler(rt.device.type) if rt.amp_dtype == torch.float16 else None
     ckpt = None if checkpoint_path is None else \
         checkpoints.Checkpointer(checkpoint_path, cfg.checkpoint_every, cfg.checkpoint_minutes)
-    return Setup(cfg, rt, model, torch.compile(model) if cfg.compile else model, optimizer, scaler,
+    step_model, eval_model = world.models(model, compile=cfg.compile)
+    return Setup(cfg, rt, model, step_model, optimizer, scaler,
                  torch.Generator().manual_seed(cfg.seed), data, loss_fn, sched, fpt, flops_convention, data_unit,
-                 ckpt, _fingerprint(experiment, cfg, sched, model, loss_fn))
+                 ckpt, _fingerprint(experiment, cfg, sched, model, loss_fn), world, eval_model)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -518,6 +579,7 @@ def _record(experiment, run: Setup, state: RunState, segment: Segment, final_los
     segments = state.segments + [segment.as_dict(state.step)]
     tokens = state.step * run.sched.per_batch
     rate = tokens / state.train_time if state.train_time > 0 else 0.0
+    devices = run.world.size
     params, non_emb = count_params(run.model)
     cfg = run.cfg
     return run_record(
@@ -545,6 +607,9 @@ def _record(experiment, run: Setup, state: RunState, segment: Segment, final_los
         train_time_s=state.train_time,
         tokens_per_s=rate,
         achieved_flops_per_s=rate * run.fpt.hardware,
+        world_size=devices,
+        tokens_per_s_per_device=rate / devices,
+        achieved_flops_per_s_per_device=rate * run.fpt.hardware / devices,
         **dict(provenance or {}),
     )
 
@@ -585,6 +650,8 @@ def _summary(r: dict, stream_bar: bool) -> None:
         f"{r['steps']} steps, {r['wall_time_s']:.1f} s, {human(r['tokens_per_s'])} {unit}/s, "
         f"{human(r['achieved_flops_per_s'])}FLOP/s on {r['device']}"
     )
+    if r.get("world_size", 1) > 1:
+        line += f" x {r['world_size']} ({human(r['tokens_per_s_per_device'])} {unit}/s per device)"
     if r.get("resumed_from_step"):
         line += f" (resumed from step {r['resumed_from_step']})"
     if r.get("reason"):

@@ -3,8 +3,12 @@
 * Completed runs are skipped, so re-running (or resuming after a kill) is safe; a real run that
   was interrupted continues from its last checkpoint (``checkpoints/<id>.pt``).
 * ``shard``/``num_shards`` split one plan across parallel jobs (e.g. Hydra's joblib or submitit
-  launcher): job k trains experiments i with i % num_shards == k. A per-run file lock keeps any
-  two processes (two shards of different splits, a duplicate ff-train) from training the same run.
+  launcher), balanced by FLOPs, each job's runs largest first (:mod:`flops_fit.training.workload`).
+  A per-run file lock keeps any two processes (two shards of different splits, a duplicate
+  ff-train) from training the same run.
+* Under torch.distributed (``trainer.devices=N`` or torchrun) every rank walks the same runs and
+  trains each together; rank 0 decides which run is next and writes the records
+  (:mod:`flops_fit.training.distributed`).
 * A run that raises is recorded as ``failed`` with its error and the sweep goes on; bad input
   (a missing plan, a wrong trainer setting) stops it with a FlopsFitError before anything runs.
 * A plan whose model, dataset or FLOPs convention differs from what the completed runs in the
@@ -15,9 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import zlib
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from filelock import FileLock, Timeout
@@ -30,10 +34,11 @@ except ImportError:  # Windows
 from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
 from flops_fit.models import ModelSpec
-from flops_fit.training import checkpoints
+from flops_fit.training import checkpoints, distributed, workload
 from flops_fit.training.config import TrainerConfig
 from flops_fit.training.mock import train_mock
 from flops_fit.training.record import planned_record
+from flops_fit.training.status import discard_heartbeat, heartbeat_path
 
 OUTCOMES = ("completed", "failed", "diverged")
 
@@ -59,51 +64,106 @@ def train_plan(
     the plan records: a model spec built from a callable, a data source, a loss function.
     """
     cfg = TrainerConfig.from_mapping(trainer)  # every setting checked before data or models are built
+    world, joined = distributed.join(cfg)
+    try:
+        if world.enabled and cfg.kind == "mock" and not world.is_main:
+            return _nothing_to_do()  # mock runs take no device: rank 0 trains them all
+        return _train_plan(run_dir, cfg, world if cfg.kind != "mock" else distributed.World(), shard=shard,
+                           num_shards=num_shards, retry_failed=retry_failed, limit=limit, data_path=data_path,
+                           quiet=quiet, allow_mismatch=allow_mismatch, model=model, data=data, loss_fn=loss_fn)
+    finally:
+        distributed.leave(joined)
+
+
+def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard, num_shards, retry_failed, limit,
+                data_path, quiet, allow_mismatch, model, data, loss_fn) -> dict:
     rd = RunDir(run_dir)
-    plan = rd.read_plan()
-    if num_shards < 1:
-        raise FlopsFitError(f"num_shards={num_shards} must be at least 1")
-    if not 0 <= shard < num_shards:
-        raise FlopsFitError(f"shard={shard} must be in 0..{num_shards - 1} (num_shards={num_shards})")
-    records = {r["id"]: r for r in rd.iter_runs()}
-    if not allow_mismatch:
-        refuse_mismatch(plan, records.values(), rd)
-
-    mine = [e for i, e in enumerate(plan["experiments"]) if i % num_shards == shard]
     counts = dict.fromkeys(OUTCOMES + ("skipped_completed", "skipped_failed", "skipped_locked"), 0)
-    pending = [e for e in mine if _todo(records.get(e["id"]), retry_failed, counts)]
-    if limit is not None:
-        pending = pending[: max(int(limit), 0)]
 
-    train_one = (MockTrainer(plan, cfg) if cfg.kind == "mock"
-                 else RealTrainer(plan, cfg, data_path, rd, spec=model, data=data, loss_fn=loss_fn)) if pending else None
-    rd.runs_dir.mkdir(parents=True, exist_ok=True)
+    def pending_runs():  # on rank 0 only: the others train what it found
+        plan = rd.read_plan()
+        if num_shards < 1:
+            raise FlopsFitError(f"num_shards={num_shards} must be at least 1")
+        if not 0 <= shard < num_shards:
+            raise FlopsFitError(f"shard={shard} must be in 0..{num_shards - 1} (num_shards={num_shards})")
+        records = {r["id"]: r for r in rd.iter_runs()}
+        if not allow_mismatch:
+            refuse_mismatch(plan, records.values(), rd)
+        mine = workload.shard_runs(plan["experiments"], shard, num_shards)
+        todo = [e for e in mine if _todo(records.get(e["id"]), retry_failed, counts)]
+        return plan, mine, todo[: max(int(limit), 0)] if limit is not None else todo
+
+    plan, mine, pending = world.decide(pending_runs)
+    talk = not quiet and world.is_main
+    if world.is_main and distributed.devices_of(cfg) not in (1, world.size):
+        print(f"warning: trainer.devices={cfg.devices} but {world.size} workers were started (torchrun); "
+              f"training on {world.size}", file=sys.stderr, flush=True)
+    if talk:
+        print(workload.announce(plan, pending, shard, num_shards), flush=True)
+
+    train_one = None
+    if pending:
+        train_one = MockTrainer(plan, cfg) if cfg.kind == "mock" else world.main_first(
+            lambda: RealTrainer(plan, cfg, data_path, rd, spec=model, data=data, loss_fn=loss_fn, world=world))
+        if cfg.kind != "mock" and not quiet:
+            _expect(train_one, pending, world, talk)
+    if world.is_main:
+        rd.runs_dir.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
 
     bar = tqdm(pending, desc=f"sweep (shard {shard}/{num_shards})" if num_shards > 1 else "sweep",
-               unit="run", disable=True if quiet or not pending else None, position=0, dynamic_ncols=True)
-    locks = RunLocks(rd)
+               unit="run", disable=True if not talk or not pending else None, position=0, dynamic_ncols=True)
+    locks = RunLocks(rd) if world.is_main else None  # rank 0 claims runs for all the ranks
     try:
         for exp in bar:
-            with locks.claim(exp["id"]) as mine_now:
-                if not mine_now:
-                    counts["skipped_locked"] += 1
-                    continue
-                if not _todo(rd.read_run(exp["id"]), retry_failed, counts):  # another process got there first
+            with locks.claim(exp["id"]) if locks else contextlib.nullcontext(True) as mine_now:
+                # another process holds it, or got there first
+                if not world.decide(lambda: mine_now and _todo(rd.read_run(exp["id"]), retry_failed, counts)):
+                    counts["skipped_locked"] += not mine_now
                     continue
                 record = train_one(exp)
-                rd.write_run(record)
-                if record["status"] != "failed" and not cfg.keep_checkpoints:  # the record is safe now
-                    checkpoints.discard(rd.checkpoint_path(exp["id"]))
+                if world.is_main:
+                    rd.write_run(record)
+                    if record["status"] != "failed" and not cfg.keep_checkpoints:  # the record is safe now
+                        checkpoints.discard(rd.checkpoint_path(exp["id"]))
+                    discard_heartbeat(rd, exp["id"])
                 counts[record["status"]] += 1
-                if record["status"] == "failed" and not quiet:  # the loop prints its own line for the others
+                if record["status"] == "failed" and world.enabled:  # the other workers may be stuck mid-step
+                    raise FlopsFitError(f"{record['id']} failed ({record.get('error')}); its record says so. The other "
+                                        f"workers cannot go on without rank 0: re-run to train the remaining runs "
+                                        f"(retry_failed=true retries this one)")
+                if record["status"] == "failed" and talk:  # the loop prints its own line for the others
                     bar.write(f"{record['id']}: failed: {record.get('error')}")
     finally:
-        locks.close()
+        if locks:
+            locks.close()
         bar.close()
     counts["pending_before"] = len(pending)
     counts["shard_size"] = len(mine)
     return counts
+
+
+def _nothing_to_do() -> dict:
+    counts = dict.fromkeys(OUTCOMES + ("skipped_completed", "skipped_failed", "skipped_locked"), 0)
+    return {**counts, "pending_before": 0, "shard_size": 0}
+
+
+def _expect(trainer: "RealTrainer", pending: list, world: distributed.World, talk: bool) -> None:
+    """Print the expected training time from a few measured steps (every rank probes; rank 0 prints)."""
+    try:
+        rates = workload.probe(pending, trainer.throughput)
+    except FlopsFitError:
+        raise
+    except Exception as e:  # e.g. out of memory: the run itself will say so in its record
+        if world.enabled:
+            raise
+        if talk:
+            print(f"throughput probe failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); no estimate",
+                  flush=True)
+        return
+    if talk:
+        where = f"{trainer.cfg.device} x {world.size}" if world.enabled else str(trainer.cfg.device)
+        print(workload.expectation(pending, rates, where), flush=True)
 
 
 def _todo(old: dict | None, retry_failed: bool, counts: dict) -> bool:
@@ -169,6 +229,8 @@ class RunLocks:
 
 
 class _Trainer:
+    world = distributed.World()  # the ranks training each run together
+
     def __init__(self, plan: Mapping, cfg: TrainerConfig):
         self.cfg = cfg
         self.convention = plan.get("flops_convention", "6nd")
@@ -183,6 +245,8 @@ class _Trainer:
         except FlopsFitError:
             raise
         except Exception as e:  # the run failed; record it and go on with the sweep
+            if self.world.enabled and (not self.world.is_main or distributed.is_peer_failure(e)):
+                raise  # rank 0 records a run that fails; a worker that went away fails nothing
             return planned_record(exp, status="failed", trainer=self.cfg.kind, flops_convention=self.convention,
                                   data_unit=self.data_unit, loss=None, history=[],
                                   error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - started,
@@ -207,8 +271,10 @@ class RealTrainer(_Trainer):
     """Builds the dataset once and each model for real, then runs the shared training loop."""
 
     def __init__(self, plan: Mapping, cfg: TrainerConfig, data_path: str | None, rd: RunDir, *,
-                 spec: ModelSpec | None = None, data: Any = None, loss_fn: Any = None):
+                 spec: ModelSpec | None = None, data: Any = None, loss_fn: Any = None,
+                 world: distributed.World = distributed.World()):
         super().__init__(plan, cfg)
+        self.world = world
         from flops_fit.data import build_data
 
         self.rd = rd
@@ -238,7 +304,18 @@ class RealTrainer(_Trainer):
             self.data.reset()
         return train_run(exp, model=self.spec.build(exp["size"]), data=self.data, trainer=self.cfg,
                          flops_convention=self.convention, loss_fn=self.loss_fn, checkpoint_path=self.rd.checkpoint_path(exp["id"]),
-                         provenance=self.provenance, progress=self.cfg.progress, position=1)
+                         provenance=self.provenance, progress=self.cfg.progress and self.world.is_main, position=1,
+                         heartbeat_path=heartbeat_path(self.rd, exp["id"]))
+
+    def throughput(self, exp: dict) -> float:
+        """FLOP/s of a few steps of ``exp``'s model (the probe behind the expected training time)."""
+        from flops_fit.training.loop import measure_throughput
+
+        if callable(getattr(self.data, "reset", None)):
+            self.data.reset()
+        return measure_throughput(exp, model=self.spec.build(exp["size"]), data=self.data, trainer=self.cfg,
+                                  flops_convention=self.convention, loss_fn=self.loss_fn,
+                                  steps=workload.PROBE_STEPS)
 
 
 # -------------------------------------------------------------------------------------------------
