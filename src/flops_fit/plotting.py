@@ -15,6 +15,7 @@ from flops_fit.units import fmt_interval, human, sci
 
 APPROACH_STYLE = {
     "isoflop": ("Approach 2: IsoFLOP profiles", "tab:blue", "-"),
+    "isoflop_vp": ("Approach 2b: Chinchilla-shaped IsoFLOP curves", "tab:purple", "-."),
     "parametric": ("Approach 3: parametric L(N, D)", "tab:red", "--"),
     "envelope": ("Approach 1: training-curve envelope", "tab:green", ":"),
 }

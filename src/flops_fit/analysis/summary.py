@@ -98,7 +98,8 @@ def summary_lines(analysis: dict) -> list[str]:
     )
     lines.append("")
     lines.append(f"{'approach':<22}{'a  (N_opt ~ C^a)':<28}{'b  (D_opt ~ C^b)':<28}")
-    names = [("envelope", "1 envelope"), ("isoflop", "2 IsoFLOP"), ("parametric", "3 parametric")]
+    names = [("envelope", "1 envelope"), ("isoflop", "2 IsoFLOP"), ("isoflop_vp", "2b IsoFLOP curves"),
+             ("parametric", "3 parametric")]
     for key, label in names:
         f = fits.get(key) or {}
         if _ok(f):
@@ -122,7 +123,18 @@ def summary_lines(analysis: dict) -> list[str]:
     for ag in analysis.get("agreement") or []:
         if ag.get("agree") is False:
             lines.append(f"  ! {ag['approaches'][0]} and {ag['approaches'][1]} disagree on a "
-                         f"({ag['a'][0]:.3f} vs {ag['a'][1]:.3f})")
+                         f"({ag['a'][0]:.3f} vs {ag['a'][1]:.3f}; paired bootstrap)")
+        elif ag.get("material"):
+            lines.append(f"  ! {ag['approaches'][0]} and {ag['approaches'][1]} put N_opt at {fmt_flops(ag['budget'])} "
+                         f"{ag['ratio']:.2f}x apart")
+    ms = analysis.get("model_selection")
+    if ms:
+        lines.append(f"  model test: {ms.get('reason')}")
+    from flops_fit.analysis.agreement import explanation_lines
+
+    if any(ag.get("agree") is False or ag.get("material") for ag in analysis.get("agreement") or []):
+        for text in explanation_lines(analysis.get("explanation")):
+            lines.append(f"  why: {text}")
     table = analysis.get("table") or []
     if table:
         lines.append("")
