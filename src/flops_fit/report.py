@@ -88,9 +88,20 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     if any(ag.get("agree") is False or ag.get("material") for ag in analysis.get("agreement") or []):
         from flops_fit.analysis.agreement import explanation_lines
 
-        lines = explanation_lines(analysis.get("explanation"))
+        ex = analysis.get("explanation")
+        lines = explanation_lines(ex)
         if lines:
             out.append("<p><b>Why they differ:</b></p><ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in lines) + "</ul>")
+            out.append("<table><tr><th>budget (FLOPs)</th><th>runs</th><th>grid half-width</th>"
+                       "<th>grid centre / fitted optimum</th><th>RMSE parabola</th><th>RMSE per-budget curve</th>"
+                       "<th>RMSE global surface</th></tr>")
+            for b in ex.get("budgets") or []:
+                out.append(f"<tr><td>{sci(b['budget'])}</td><td>{b['n_runs']}</td>"
+                           f"<td>±{fmt_float(b.get('grid_half_width'), 3)}x</td>"
+                           f"<td>{fmt_float(b.get('centre_over_optimum'), 3)}</td>"
+                           f"<td>{fmt_float(b.get('rmse_parabola'), 3)}</td><td>{fmt_float(b.get('rmse_curve'), 3)}</td>"
+                           f"<td>{fmt_float(b.get('rmse_surface'), 3)}</td></tr>")
+            out.append("</table>")
             out.append("<p>The table's interval with model uncertainty (every approach's N_opt included) is in the "
                        "last column.</p>")
     lvc = fits.get("loss_vs_compute", {})

@@ -29,7 +29,9 @@ def _power(fit, c):
 def refine_centres(analysis: dict) -> dict[float, float]:
     """Map each budget to the best current estimate of N_opt, to centre a re-planned grid.
 
-    Sweep budgets with an interior IsoFLOP minimum use that minimum. Budgets whose minimum is at
+    Budgets whose Chinchilla-shaped curve (approach 2b) has a usable minimum use it: it does not
+    depend on where the old grid sat, so re-centring on it removes the grid-offset bias of
+    approach 2. Other sweep budgets with an interior IsoFLOP minimum use that minimum. Budgets whose minimum is at
     the edge use the IsoFLOP power law (or, failing that, the table's approach); with neither,
     the fitted vertex is used but kept within 4x of the sampled sizes, so the new grid moves
     towards the optimum without jumping past it. Table budgets (planned or projected) that
@@ -38,8 +40,13 @@ def refine_centres(analysis: dict) -> dict[float, float]:
     fits = analysis.get("fits", {})
     iso = fits.get("isoflop", {}) or {}
     out: dict[float, float] = {}
+    for b in (fits.get("isoflop_vp") or {}).get("budgets") or []:
+        if b.get("used") and b.get("params_opt"):
+            out[float(b["budget"])] = float(b["params_opt"])
     for b in iso.get("budgets") or []:
         c = float(b["budget"])
+        if any(abs(c - k) <= 0.01 * k for k in out):
+            continue
         if b.get("interior") and b.get("params_opt"):
             out[c] = float(b["params_opt"])
             continue
