@@ -87,7 +87,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--ci", type=float, default=0.95)
-    ap.add_argument("--objective", default="sse_log")
+    ap.add_argument("--objective", default="sse")
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     args = ap.parse_args(argv)
     print(f"{args.seeds} seeds per family, {args.bootstrap} bootstrap resamples, {args.ci:.0%} intervals; "

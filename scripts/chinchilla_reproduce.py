@@ -5,7 +5,7 @@
 Turns Epoch's extracted training runs into flops-fit's external format (params, tokens, loss;
 dropping the 5 highest-loss rows and taking tokens = C / 6N, as Epoch did), analyses them the way
 `ff-analyze input=... objective=huber_log` does (Chinchilla's objective: Huber, delta 1e-3, on
-log L; flops-fit's default objective is least squares on log L, see docs/analysis-evidence.md),
+log L; flops-fit's default objective is least squares on L, see docs/analysis-evidence.md),
 writes outputs/chinchilla/analysis.json, and prints the fit beside the published one.
 """
 

@@ -154,7 +154,7 @@ def explanation_lines(ex: dict | None) -> list[str]:
     rs = [r.get("rmse_surface") for r in ex["budgets"]]
     rc = [r.get("rmse_curve") for r in ex["budgets"]]
     if sv and sv.get("p_value") is not None and all(v is not None for v in rs):
-        verdict = ("do not share one surface" if sv["p_value"] < 0.05 else "are consistent with one surface")
+        verdict = ("do not share one surface" if sv["chosen"] == "isoflop_vp" else "are consistent with one surface")
         lines.append(
             f"One global surface fits each budget's runs with RMSE {min(rs):.3g}-{max(rs):.3g}; a curve per budget "
             f"with {min(rc):.3g}-{max(rc):.3g}. The budgets {verdict} (F-test p = {sv['p_value']:.2g}); the table "

@@ -35,7 +35,7 @@ class Holdout:
                 "parametric_a": self.parametric_a, "rows": self.rows}
 
 
-def holdout_check(k: int, sweep, iso, diags: Diagnostics, *, huber_delta: float = 1e-3, objective: str = "sse_log",
+def holdout_check(k: int, sweep, iso, diags: Diagnostics, *, huber_delta: float = 1e-3, objective: str = "sse",
                   engine: str = "vp", isovp=None) -> Holdout:
     """Refit approaches 2, 2b, 3 and the frontier without the ``k`` largest IsoFLOP budgets and
     compare their predictions at those budgets with what the held-out runs show (the budget's

@@ -322,7 +322,7 @@ class ParametricFit:
     n_starts_converged: int = 0
     optimizer: str = ""
     huber_delta: float = 1e-3
-    objective_kind: str = "sse_log"  # which objective was minimised (see varpro.OBJECTIVES)
+    objective_kind: str = "sse"  # which objective was minimised (see varpro.OBJECTIVES)
     engine: str = "vp"
     a: float | None = None
     b: float | None = None
@@ -390,7 +390,7 @@ ENGINES = ("vp", "lbfgs")
 
 
 def parametric_approach(sweep, counts, ci: float, diags: Diagnostics, *, huber_delta: float = 1e-3,
-                        objective: str = "sse_log", engine: str = "vp", progress: bool = False) -> ParametricFit:
+                        objective: str = "sse", engine: str = "vp", progress: bool = False) -> ParametricFit:
     """Approach 3 on every run of ``sweep``; ``counts`` (R, n) resample counts or None.
 
     ``engine`` "vp": variable projection (exhaustive (alpha, beta) grid, exact-gradient polish),

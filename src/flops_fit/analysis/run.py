@@ -91,7 +91,7 @@ class Analysis:
         return out
 
 
-def check_options(*, ci, n_bootstrap, holdout, huber_delta, objective="sse_log", engine="vp",
+def check_options(*, ci, n_bootstrap, holdout, huber_delta, objective="sse", engine="vp",
                   table_source="auto") -> None:
     if not 0.0 < float(ci) < 1.0:
         raise FlopsFitError(f"ci={ci} must be between 0 and 1 (e.g. ci=0.95)")
@@ -109,7 +109,7 @@ def check_options(*, ci, n_bootstrap, holdout, huber_delta, objective="sse_log",
 
 
 def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=0, ci=0.95, holdout=0,
-                 table_budgets=(), table_max_budget=1e24, huber_delta=1e-3, objective="sse_log", engine="vp",
+                 table_budgets=(), table_max_budget=1e24, huber_delta=1e-3, objective="sse", engine="vp",
                  table_source="auto", progress=False) -> Analysis:
     """Fit approaches 1-3 and the loss frontier to ``runs``; return the typed :class:`Analysis`.
 

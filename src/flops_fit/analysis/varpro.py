@@ -439,7 +439,7 @@ def vp_fit(prob: Problem, *, starts=None, grid=None, top: int = 4, max_iter: int
     return best, np.asarray(optima).reshape(-1, 2)
 
 
-def fit_surface(N, D, L, *, objective: str = "sse_log", delta: float = 1e-3, weights=None, starts=None,
+def fit_surface(N, D, L, *, objective: str = "sse", delta: float = 1e-3, weights=None, starts=None,
                 grid=None) -> dict:
     """Approach 3 by variable projection: L = E + A/N^alpha + B/D^beta with E, A, B >= 0.
 
