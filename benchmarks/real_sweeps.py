@@ -27,14 +27,14 @@ def n_at(fit, C=C_REF):
 
 def main():
     print("| sweep | published a | approach 2 | 2b curves | 3: sse | 3: huber | 3: sse_log | 3: huber_log "
-          "| model test p | table (source) | N_opt at 3.8e25: 2 / 2b / 3 (sse_log) |")
+          "| model test p | table (source) | N_opt at 3.8e25: 2 / 2b / 3 (sse) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     hold = []
     for fname, (name, pub, note) in SWEEPS.items():
         runs = load_external(DATA / fname)
-        outs = {o: run_analysis(runs, n_bootstrap=0, objective=o, holdout=1 if o == "sse_log" else 0)
+        outs = {o: run_analysis(runs, n_bootstrap=0, objective=o, holdout=1 if o == "sse" else 0)
                 for o in OBJECTIVES}
-        base = outs["sse_log"]
+        base = outs["sse"]
         f = base["fits"]
         par = {o: outs[o]["fits"]["parametric"]["a"] for o in OBJECTIVES}
         ms = base["model_selection"] or {}
@@ -54,7 +54,7 @@ def main():
     print("Held-out check: fit without the largest budget, predict it. Observed optimum: that budget's own "
           "Chinchilla-shaped minimum (its parabola vertex in brackets).")
     print()
-    print("| sweep | held-out budget | observed N_opt | approach 2 | 2b curves | 3 (sse_log) | 3: RMSE of its runs' "
+    print("| sweep | held-out budget | observed N_opt | approach 2 | 2b curves | 3 (sse) | 3: RMSE of its runs' "
           "losses | 3: loss at optimum |")
     print("|---|---|---|---|---|---|---|---|")
     for name, h, r in hold:

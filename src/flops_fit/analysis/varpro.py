@@ -140,13 +140,10 @@ class Problem:
         if self.kind == "budgets":
             g = np.asarray(self.group, dtype=np.int64)
             self.G = int(g.max()) + 1
-            self.onehot = np.zeros((g.size, self.G))
-            self.onehot[np.arange(g.size), g] = 1.0
             self.group = g
             self.members = [np.flatnonzero(g == k) for k in range(self.G)]
         else:
             self.G = 1
-            self.onehot = np.ones((self.lnN.size, 1))
             self.group = np.zeros(self.lnN.size, dtype=np.int64)
         # scale features by their value at the mean log size so coefficients are O(loss)
         self.n0 = float(np.mean(self.lnN))
