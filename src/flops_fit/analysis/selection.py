@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flops_fit.analysis.varpro import fit_surface
+from flops_fit.law import SIX_ND
 
 ALPHA_LEVEL = 0.01  # switch away from the more efficient single surface only on strong evidence
 
@@ -51,7 +52,7 @@ def select_model(sweep, isovp) -> ModelSelection | None:
     # tokens along each IsoFLOP curve as the per-budget curves see them (D = C / 6N), so the
     # surface is exactly the curves' model with tied coefficients whatever FLOP accounting the
     # runs used
-    D = sweep.budgets[sweep.labels[sel]] / (6.0 * N)
+    D = sweep.budgets[sweep.labels[sel]] / (SIX_ND * N)
     n = int(sel.sum())
     G = int(sweep.isoflop_groups.size)
     p_s, p_c = 5, 3 * G + 2
