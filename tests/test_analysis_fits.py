@@ -328,3 +328,15 @@ def test_predict_loss_broadcasts():
     p = {k: np.array([v, v]) for k, v in TRUTH.items()}
     assert predict_loss(p, 1e9, 2e10).shape == (2,)
     assert predict_loss(TRUTH, 1e9, 2e10) == pytest.approx(_loss(1e9, 2e10))
+
+
+def test_variable_projection_reproduces_the_chinchilla_fit(chinchilla_fit):
+    """The two engines agree where both apply: VP with Chinchilla's objective lands on the
+    4500-start L-BFGS optimum."""
+    from flops_fit.analysis.varpro import fit_surface
+
+    (N, D, L), f = chinchilla_fit
+    vp = fit_surface(N, D, L, objective="huber_log")
+    for k in ("E", "A", "B", "alpha", "beta"):
+        assert vp[k] == pytest.approx(f[k], rel=1e-4), k
+    assert vp["objective"] == pytest.approx(f["objective"], rel=1e-6)

@@ -15,6 +15,7 @@ from flops_fit.units import fmt_interval, human, sci
 
 APPROACH_STYLE = {
     "isoflop": ("Approach 2: IsoFLOP profiles", "tab:blue", "-"),
+    "isoflop_vp": ("Approach 2b: Chinchilla-shaped IsoFLOP curves", "tab:purple", "-."),
     "parametric": ("Approach 3: parametric L(N, D)", "tab:red", "--"),
     "envelope": ("Approach 1: training-curve envelope", "tab:green", ":"),
 }
@@ -95,13 +96,23 @@ def plot_isoflop(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None:
             interior = r.get("interior", True)
             ax.plot(r["params_opt"], r["loss_opt"], "*", ms=13, mec="k", mew=0.8,
                     color=c if interior else "white", zorder=5)
+    vp = analysis.get("fits", {}).get("isoflop_vp", {})
+    al, be = vp.get("alpha"), vp.get("beta")
+    for r in vp.get("budgets") or []:  # approach 2b: the Chinchilla-shaped curve of each budget
+        coef = r.get("coef") or [None]
+        if al is None or be is None or None in coef or not r.get("params_min"):
+            continue
+        lo, hi = np.log10(r["params_min"]), np.log10(r["params_max"])
+        n = 10 ** np.linspace(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), 200)
+        e, a, b = coef
+        ax.plot(n, e + a * n ** -al + b * n ** be, ":", color=colors.get(r["budget"], "k"), lw=1.2, alpha=0.9)
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(_tick_formatter())
     ax.set_xlabel(f"Model size N ({_params_label(analysis)})")
     ax.set_ylabel("Final held-out loss")
     ax.set_title("IsoFLOP profiles: loss vs model size at fixed compute\n"
-                 "(curves: parabola in log N per budget; stars: fitted minimum, white = at the edge of the grid)",
-                 fontsize=9.5)
+                 "(solid: parabola; dotted: Chinchilla-shaped curve, 2b; stars: parabola minima, white = at the "
+                 "grid's edge)", fontsize=8.5)
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(title="Compute budget", fontsize=8, title_fontsize=8.5, loc="best")
     return _save(fig, path, dpi)

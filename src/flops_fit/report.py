@@ -45,19 +45,21 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     out.append(f"<p>Source: <b>{html.escape(str(analysis.get('table_source', '')))}</b>. Rows beyond the largest "
                "trained budget are extrapolations.</p>")
     out.append(f"<table><tr><th>budget (FLOPs)</th><th>N_opt (params)</th><th>D_opt ({unit})</th>"
-               f"<th>{unit}/param</th><th>predicted loss</th><th class=l></th></tr>")
+               f"<th>{unit}/param</th><th>predicted loss</th><th class=l></th><th>N_opt, with model uncertainty</th></tr>")
     for r in analysis.get("table") or []:
         out.append(
             f"<tr><td>{sci(r['budget'])}</td><td>{human(r['params'])}{_ci(r.get('params_ci'), human)}</td>"
             f"<td>{human(r['tokens'])}{_ci(r.get('tokens_ci'), human)}</td><td>{_num(r.get('tokens_per_param'))}</td>"
             f"<td>{_num(r.get('loss'), 4)}{_ci(r.get('loss_ci'), lambda v: fmt_float(v, 4))}</td>"
-            f"<td class=l>{'trained' if r.get('planned') else 'extrapolated'}</td></tr>"
+            f"<td class=l>{'trained' if r.get('planned') else 'extrapolated'}</td>"
+            f"<td>{fmt_interval(r.get('params_ci_with_model'), human) or '–'}</td></tr>"
         )
     out.append("</table>")
 
-    out.append("<h2>The three approaches side by side</h2>")
+    out.append("<h2>The approaches side by side</h2>")
     out.append("<table><tr><th class=l>approach</th><th>status</th><th>a (N_opt ∝ C^a)</th><th>b (D_opt ∝ C^b)</th><th class=l>notes</th></tr>")
-    names = {"envelope": "1: envelope of training curves", "isoflop": "2: IsoFLOP profiles", "parametric": "3: parametric L(N, D)"}
+    names = {"envelope": "1: envelope of training curves", "isoflop": "2: IsoFLOP profiles (parabolas)",
+             "isoflop_vp": "2b: IsoFLOP curves, Chinchilla shape", "parametric": "3: parametric L(N, D)"}
     for key, label in names.items():
         f = fits.get(key, {})
         ok = f.get("status") == "ok"
@@ -65,7 +67,11 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
         if key == "parametric" and ok:
             note = (f"E={_num(f.get('E'), 4)}, A={_num(f.get('A'), 4)}, B={_num(f.get('B'), 4)}, "
                     f"α={_num(f.get('alpha'), 4)}{_ci(f.get('alpha_ci'), None)}, "
-                    f"β={_num(f.get('beta'), 4)}{_ci(f.get('beta_ci'), None)}")
+                    f"β={_num(f.get('beta'), 4)}{_ci(f.get('beta_ci'), None)}; objective "
+                    f"{html.escape(str(f.get('objective_kind', '')))}, engine {html.escape(str(f.get('engine', '')))}")
+        if key == "isoflop_vp" and ok:
+            note = (f"shared α={_num(f.get('alpha'), 4)}, β={_num(f.get('beta'), 4)}; "
+                    f"{f.get('n_used')} of {f.get('n_budgets')} budgets in the power law")
         fmt3 = None  # three decimals
         out.append(
             f"<tr><td class=l>{label}</td><td class={'ok' if ok else 'warn'}>{html.escape(str(f.get('status', 'absent')))}</td>"
@@ -73,8 +79,31 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
             f"<td>{_num(f.get('b'), 3) if ok else '–'}{_ci(f.get('b_ci'), fmt3) if ok else ''}</td><td class=l>{note}</td></tr>"
         )
     out.append("</table>")
+    ms = analysis.get("model_selection")
+    if ms:
+        out.append(f"<p>Model test ({html.escape(str(ms.get('test')))}): {html.escape(str(ms.get('reason')))}.</p>")
     for ag in analysis.get("agreement") or []:
-        out.append(f"<p class={'ok' if ag.get('agree', True) else 'warn'}>{html.escape(agreement_text(ag))}</p>")
+        bad = ag.get("agree") is False or ag.get("material")
+        out.append(f"<p class={'warn' if bad else 'ok'}>{html.escape(agreement_text(ag))}</p>")
+    if any(ag.get("agree") is False or ag.get("material") for ag in analysis.get("agreement") or []):
+        from flops_fit.analysis.agreement import explanation_lines
+
+        ex = analysis.get("explanation")
+        lines = explanation_lines(ex)
+        if lines:
+            out.append("<p><b>Why they differ:</b></p><ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in lines) + "</ul>")
+            out.append("<table><tr><th>budget (FLOPs)</th><th>runs</th><th>grid half-width</th>"
+                       "<th>grid centre / fitted optimum</th><th>RMSE parabola</th><th>RMSE per-budget curve</th>"
+                       "<th>RMSE global surface</th></tr>")
+            for b in ex.get("budgets") or []:
+                out.append(f"<tr><td>{sci(b['budget'])}</td><td>{b['n_runs']}</td>"
+                           f"<td>±{fmt_float(b.get('grid_half_width'), 3)}x</td>"
+                           f"<td>{fmt_float(b.get('centre_over_optimum'), 3)}</td>"
+                           f"<td>{fmt_float(b.get('rmse_parabola'), 3)}</td><td>{fmt_float(b.get('rmse_curve'), 3)}</td>"
+                           f"<td>{fmt_float(b.get('rmse_surface'), 3)}</td></tr>")
+            out.append("</table>")
+            out.append("<p>The table's interval with model uncertainty (every approach's N_opt included) is in the "
+                       "last column.</p>")
     lvc = fits.get("loss_vs_compute", {})
     if lvc.get("status") == "ok":
         out.append(f"<p>Loss on the compute-optimal frontier: L*(C) = {lvc['E']:.4g} + {lvc['A']:.4g} · C^-{lvc['gamma']:.4g}</p>")
@@ -128,12 +157,22 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
 
 
 def agreement_text(ag: Mapping) -> str:
-    """One sentence comparing two approaches' exponent a."""
+    """One sentence comparing two approaches: the paired-bootstrap test on a, and N_opt apart."""
     names = ag.get("approaches") or ["?", "?"]
     a = ag.get("a") or [None, None]
-    verdict = "agree within their intervals" if ag.get("agree", True) else "DISAGREE beyond their intervals"
+    agree = ag.get("agree")
+    if agree is None:
+        verdict = "were not tested (no bootstrap)"
+    elif agree:
+        verdict = "agree on a (the paired-bootstrap interval of the difference contains 0)"
+    else:
+        verdict = "DISAGREE on a (the paired-bootstrap interval of the difference excludes 0)"
     vals = ", ".join(f"{n} a={v:.3f}" for n, v in zip(names, a) if v is not None)
-    return f"{' and '.join(names)} {verdict} ({vals})."
+    text = f"{' and '.join(names)} {verdict} ({vals})"
+    if ag.get("ratio") is not None:
+        text += (f"; at {sci(ag['budget'])} FLOPs their N_opt differ {ag['ratio']:.2f}x"
+                 + (" (material)" if ag.get("material") else ""))
+    return text + "."
 
 
 def write_report(analysis: Mapping, figures: Sequence[Path], path: Path) -> Path:

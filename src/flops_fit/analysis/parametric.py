@@ -322,6 +322,8 @@ class ParametricFit:
     n_starts_converged: int = 0
     optimizer: str = ""
     huber_delta: float = 1e-3
+    objective_kind: str = "sse"  # which objective was minimised (see varpro.OBJECTIVES)
+    engine: str = "vp"
     a: float | None = None
     b: float | None = None
     exponents: str = ""  # how a and b were obtained
@@ -372,7 +374,8 @@ class ParametricFit:
             return {"status": self.status, "reason": self.reason}
         out = {"status": "ok", **self.law.to_json(), "objective": self.objective, "converged": self.converged,
                "n_starts": self.n_starts, "n_starts_converged": self.n_starts_converged,
-               "optimizer": self.optimizer, "huber_delta": self.huber_delta, "a": self.a, "b": self.b,
+               "optimizer": self.optimizer, "huber_delta": self.huber_delta, "objective_kind": self.objective_kind,
+               "engine": self.engine, "a": self.a, "b": self.b,
                "exponents": self.exponents, "k_N": self.k_N, "k_D": self.k_D}
         for k in (*FIELDS, "a", "b"):
             out[f"{k}_ci"] = self.intervals.get(k)
@@ -383,9 +386,16 @@ class ParametricFit:
         return out
 
 
+ENGINES = ("vp", "lbfgs")
+
+
 def parametric_approach(sweep, counts, ci: float, diags: Diagnostics, *, huber_delta: float = 1e-3,
-                        progress: bool = False) -> ParametricFit:
-    """Approach 3 on every run of ``sweep``; ``counts`` (R, n) resample counts or None."""
+                        objective: str = "sse", engine: str = "vp", progress: bool = False) -> ParametricFit:
+    """Approach 3 on every run of ``sweep``; ``counts`` (R, n) resample counts or None.
+
+    ``engine`` "vp": variable projection (exhaustive (alpha, beta) grid, exact-gradient polish),
+    any ``objective`` of :data:`flops_fit.analysis.varpro.OBJECTIVES`; "lbfgs": the 4500-start
+    5-D L-BFGS of Chinchilla's recipe (objectives huber_log and sse_log only)."""
     N, D, L = sweep.N, sweep.D, sweep.L
     n = sweep.n
     if n < MIN_PARAMETRIC_RUNS or np.unique(N).size < 2 or np.unique(D).size < 2:
@@ -395,22 +405,24 @@ def parametric_approach(sweep, counts, ci: float, diags: Diagnostics, *, huber_d
         return ParametricFit("skipped", reason)
     fpt_alloc = sweep.fpt.for_allocation
     span = sweep.budgets if sweep.isoflop_groups.size else sweep.C
-    pf = fit_parametric(N, D, L, delta=huber_delta)
+    pf = _fit(N, D, L, None, objective, engine, huber_delta)
     law = ChinchillaLaw.from_mapping(pf)
     a_p, b_p, how = allocation_exponents(law, fpt_alloc, span)
-    fit = ParametricFit("ok", law=law, objective=pf["objective"], converged=bool(pf["converged"]),
-                        n_starts=pf["n_starts"], n_starts_converged=int(pf["n_starts_converged"]),
-                        optimizer=pf["status"], huber_delta=float(huber_delta), a=jfloat(a_p), b=jfloat(b_p),
-                        exponents=how, fpt_alloc=fpt_alloc, raw=pf, **allocation_prefactors(law, fpt_alloc, span))
+    status = pf["status"] if engine == "lbfgs" else ("converged" if pf["converged"] else "not converged")
+    fit = ParametricFit("ok", law=law, objective=float(pf["objective"]), converged=bool(pf["converged"]),
+                        n_starts=pf["n_starts"], n_starts_converged=int(pf.get("n_starts_converged", 0)),
+                        optimizer=status, huber_delta=float(huber_delta), a=jfloat(a_p), b=jfloat(b_p),
+                        exponents=how, fpt_alloc=fpt_alloc, raw=pf, objective_kind=objective, engine=engine,
+                        **allocation_prefactors(law, fpt_alloc, span))
     if not pf["converged"]:
         diags.add("warning", "parametric_not_converged",
-                  f"the parametric fit's best start did not converge ({pf['status']}); its parameters may be inexact")
+                  f"the parametric fit's best start did not converge ({status}); its parameters may be inexact")
     if not (0 < pf["alpha"] < 5 and 0 < pf["beta"] < 5):
         diags.add("warning", "parametric_degenerate",
                   f"parametric exponents alpha={pf['alpha']:.3g}, beta={pf['beta']:.3g} are implausible; "
                   f"the runs may not span enough sizes or token counts")
     if counts is not None:
-        pb = bootstrap_parametric(N, D, L, fit=pf, counts=counts, delta=huber_delta, progress=progress)
+        pb = _bootstrap(N, D, L, pf, counts, objective, engine, huber_delta, progress)
         pb["a"], pb["b"], _ = allocation_exponents(ChinchillaLaw.from_mapping(pb), fpt_alloc, span)
         fit.intervals = {k: percentile_interval(pb[k], ci) for k in (*FIELDS, "a", "b")}
         nc = float(np.mean(pb["converged"]))
@@ -420,6 +432,43 @@ def parametric_approach(sweep, counts, ci: float, diags: Diagnostics, *, huber_d
                       f"{(1 - nc):.0%} of the parametric bootstrap refits stopped before converging")
         fit.replicates = pb
     return fit
+
+
+def _fit(N, D, L, weights, objective, engine, delta):
+    from flops_fit.analysis.varpro import check_objective, fit_surface
+
+    check_objective(objective)
+    if engine == "vp":
+        return fit_surface(N, D, L, objective=objective, delta=delta, weights=weights)
+    if engine != "lbfgs":
+        from flops_fit.errors import FlopsFitError
+
+        raise FlopsFitError(f"engine={engine!r} is not one of {', '.join(ENGINES)}")
+    if objective not in ("huber_log", "sse_log"):
+        from flops_fit.errors import FlopsFitError
+
+        raise FlopsFitError(f"engine=lbfgs fits objective=huber_log or sse_log, not {objective!r}; "
+                            f"use engine=vp for objectives on L")
+    return fit_parametric(N, D, L, weights=weights, delta=delta if objective == "huber_log" else np.inf)
+
+
+def _bootstrap(N, D, L, pf, counts, objective, engine, delta, progress):
+    if engine == "lbfgs":
+        return bootstrap_parametric(N, D, L, fit=pf, counts=counts, progress=progress,
+                                    delta=delta if objective == "huber_log" else np.inf)
+    from flops_fit.analysis.varpro import LOG_OBJECTIVES, fit_surface
+
+    if objective in LOG_OBJECTIVES:
+        # refits start at the full-data optimum, so a local 5-D L-BFGS on the same objective (exact
+        # gradients, all replicates batched) is all they need: ~1 s per 1000 refits of 240 runs
+        start = {"theta": np.array([np.log(pf["A"]), np.log(pf["B"]), np.log(max(pf["E"], 1e-12)), pf["alpha"],
+                                    pf["beta"]]), "optima": None}
+        start["optima"] = start["theta"][None, :]
+        return bootstrap_parametric(N, D, L, fit=start, counts=counts, progress=progress, n_extra_starts=0,
+                                    delta=delta if objective == "huber_log" else np.inf)
+    out = fit_surface(N, D, L, objective=objective, delta=delta, weights=counts, starts=pf["optima"][:2])
+    out["counts"] = counts
+    return out
 
 
 def allocation_exponents(law: ChinchillaLaw, fpt_alloc, budget_span):

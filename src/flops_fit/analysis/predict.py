@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from flops_fit.analysis.table import AUTO_ORDER as FALLBACK_ORDER  # the table's own order
 from flops_fit.errors import FlopsFitError
 from flops_fit.law import ChinchillaLaw
-
-FALLBACK_ORDER = ("isoflop", "parametric", "envelope")
 
 
 def predict(analysis: Mapping, budget: float) -> dict:

@@ -5,6 +5,7 @@ Each step lives in its own module and returns a typed result with ``to_json()``:
 
     sweep.load_sweep            runs -> arrays, budgets, FLOPs per token        (Sweep)
     isoflop.isoflop_approach    approach 2                                       (IsoflopFit)
+    isoflop_vp.isoflop_vp_approach  approach 2b: Chinchilla-shaped IsoFLOP curves    (IsoflopVPFit)
     parametric.parametric_approach  approach 3                                   (ParametricFit)
     envelope.envelope_approach  approach 1                                       (EnvelopeFit)
     frontier.frontier_approach  L*(C) through the compute-optimal points         (FrontierFit)
@@ -18,16 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from flops_fit.analysis.agreement import compare_approaches
+from flops_fit.analysis.agreement import compare_approaches, explain
 from flops_fit.analysis.common import resample_counts
 from flops_fit.analysis.diagnostics import Diagnostics
 from flops_fit.analysis.envelope import EnvelopeFit, envelope_approach
 from flops_fit.analysis.frontier import FrontierFit, frontier_approach
 from flops_fit.analysis.holdout import Holdout, holdout_check
 from flops_fit.analysis.isoflop import IsoflopFit, isoflop_approach
-from flops_fit.analysis.parametric import ParametricFit, parametric_approach
+from flops_fit.analysis.isoflop_vp import IsoflopVPFit, isoflop_vp_approach
+from flops_fit.analysis.parametric import ENGINES, ParametricFit, parametric_approach
+from flops_fit.analysis.selection import ModelSelection, select_model
 from flops_fit.analysis.sweep import Sweep, load_sweep
-from flops_fit.analysis.table import Table, build_table
+from flops_fit.analysis.table import SOURCES, Table, build_table
+from flops_fit.analysis.varpro import check_objective
 from flops_fit.analysis.table import table_budgets as budgets_of_table
 from flops_fit.errors import FlopsFitError
 
@@ -43,6 +47,7 @@ class Analysis:
     seed: int
     ci: float
     isoflop: IsoflopFit
+    isoflop_vp: IsoflopVPFit
     parametric: ParametricFit
     envelope: EnvelopeFit
     loss_vs_compute: FrontierFit
@@ -50,11 +55,13 @@ class Analysis:
     agreement: list
     diagnostics: Diagnostics
     holdout: Holdout | None = None
+    selection: ModelSelection | None = None
+    explanation: dict | None = None
 
     @property
     def fits(self) -> dict:
-        return {"isoflop": self.isoflop, "parametric": self.parametric, "envelope": self.envelope,
-                "loss_vs_compute": self.loss_vs_compute}
+        return {"isoflop": self.isoflop, "isoflop_vp": self.isoflop_vp, "parametric": self.parametric,
+                "envelope": self.envelope, "loss_vs_compute": self.loss_vs_compute}
 
     def to_json(self) -> dict:
         s = self.sweep
@@ -73,7 +80,9 @@ class Analysis:
             "table": self.table.to_json(),
             "table_source": self.table.source,
             "table_loss_source": self.table.loss_source,
+            "model_selection": self.selection.to_json() if self.selection is not None else None,
             "agreement": self.agreement,
+            "explanation": self.explanation,
             "diagnostics": self.diagnostics.to_json(),
             "residuals": self.parametric.residuals(s) if self.parametric.ok else [],
         }
@@ -82,7 +91,8 @@ class Analysis:
         return out
 
 
-def check_options(*, ci, n_bootstrap, holdout, huber_delta) -> None:
+def check_options(*, ci, n_bootstrap, holdout, huber_delta, objective="sse", engine="vp",
+                  table_source="auto") -> None:
     if not 0.0 < float(ci) < 1.0:
         raise FlopsFitError(f"ci={ci} must be between 0 and 1 (e.g. ci=0.95)")
     if int(n_bootstrap) < 0:
@@ -91,12 +101,22 @@ def check_options(*, ci, n_bootstrap, holdout, huber_delta) -> None:
         raise FlopsFitError(f"holdout={holdout} must be >= 0")
     if not float(huber_delta) > 0:
         raise FlopsFitError(f"huber_delta={huber_delta} must be positive (the Chinchilla value is 1e-3)")
+    check_objective(objective)
+    if engine not in ENGINES:
+        raise FlopsFitError(f"engine={engine!r} is not one of {', '.join(ENGINES)}")
+    if table_source not in SOURCES:
+        raise FlopsFitError(f"table_source={table_source!r} is not one of {', '.join(SOURCES)}")
 
 
 def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=0, ci=0.95, holdout=0,
-                 table_budgets=(), table_max_budget=1e24, huber_delta=1e-3, progress=False) -> Analysis:
-    """Fit approaches 1-3 and the loss frontier to ``runs``; return the typed :class:`Analysis`."""
-    check_options(ci=ci, n_bootstrap=n_bootstrap, holdout=holdout, huber_delta=huber_delta)
+                 table_budgets=(), table_max_budget=1e24, huber_delta=1e-3, objective="sse", engine="vp",
+                 table_source="auto", progress=False) -> Analysis:
+    """Fit approaches 1-3 and the loss frontier to ``runs``; return the typed :class:`Analysis`.
+
+    ``objective``/``engine``: approach 3's objective and optimiser (see parametric_approach);
+    ``table_source``: the approach the table follows ("auto": see table.AUTO_ORDER)."""
+    check_options(ci=ci, n_bootstrap=n_bootstrap, holdout=holdout, huber_delta=huber_delta, objective=objective,
+                  engine=engine, table_source=table_source)
     ci, B, seed = float(ci), int(n_bootstrap), int(seed)
     diags = Diagnostics()
     sweep = load_sweep(runs, params_kind, plan, diags)
@@ -106,21 +126,27 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
     counts = resample_counts(sweep.n, B, seed, strata=sweep.labels if groups.size else None) if B else None
 
     iso = isoflop_approach(sweep, counts, ci, diags)
-    par = parametric_approach(sweep, counts, ci, diags, huber_delta=huber_delta, progress=progress)
+    isovp = isoflop_vp_approach(sweep, iso, counts, ci, diags)
+    par = parametric_approach(sweep, counts, ci, diags, huber_delta=huber_delta, objective=objective, engine=engine,
+                              progress=progress)
     env = envelope_approach(sweep, counts, ci, diags)
     lvc = frontier_approach(iso, env, ci, bootstrap=B > 0)
-    fits = {"isoflop": iso, "parametric": par, "envelope": env, "loss_vs_compute": lvc}
+    fits = {"isoflop": iso, "isoflop_vp": isovp, "parametric": par, "envelope": env, "loss_vs_compute": lvc}
 
     planned = [float(b) for b in (plan or {}).get("budgets", [])] if plan else []
     planned = planned or [float(sweep.budgets[g]) for g in groups]
     tb = budgets_of_table([float(b) for b in sweep.budgets], planned, table_budgets, table_max_budget,
                        float(sweep.C.min()))
-    table = build_table(tb, planned, fits, ci)
+    selection = select_model(sweep, isovp) if (isovp.ok and par.ok) else None
+    table = build_table(tb, planned, fits, ci, table_source, selection.chosen if selection else None)
     if table.source is None:
         diags.add("error", "no_table", "no approach produced a fit, so there is no compute-optimal table")
-    agreement = compare_approaches(fits, ci, diags)
-    hold = holdout_check(int(holdout), sweep, iso, diags, huber_delta=huber_delta) if int(holdout) > 0 else None
-    return Analysis(sweep=sweep, n_bootstrap=B, seed=seed, ci=ci, isoflop=iso, parametric=par, envelope=env,
+    agreement = compare_approaches(fits, ci, diags, budget=max(tb) if tb else None)
+    explanation = explain(sweep, fits, selection)
+    hold = (holdout_check(int(holdout), sweep, iso, diags, huber_delta=huber_delta, objective=objective, engine=engine,
+                          isovp=isovp) if int(holdout) > 0 else None)
+    return Analysis(sweep=sweep, n_bootstrap=B, seed=seed, ci=ci, isoflop=iso, isoflop_vp=isovp, parametric=par,
+                    envelope=env, selection=selection, explanation=explanation,
                     loss_vs_compute=lvc, table=table, agreement=agreement, diagnostics=diags, holdout=hold)
 
 
@@ -128,6 +154,6 @@ def run_analysis(runs, **options) -> dict:
     """Fit approaches 1-3 and the loss frontier to ``runs``; return the analysis.json body.
 
     Options: ``plan``, ``params_kind`` ("total" | "non_embedding"), ``n_bootstrap``, ``seed``, ``ci``,
-    ``holdout``, ``table_budgets``, ``table_max_budget``, ``huber_delta``, ``progress`` (see
-    :func:`analyze_runs`)."""
+    ``holdout``, ``table_budgets``, ``table_max_budget``, ``huber_delta``, ``objective``, ``engine``,
+    ``table_source``, ``progress`` (see :func:`analyze_runs`)."""
     return analyze_runs(runs, **options).to_json()

@@ -29,7 +29,9 @@ def _power(fit, c):
 def refine_centres(analysis: dict) -> dict[float, float]:
     """Map each budget to the best current estimate of N_opt, to centre a re-planned grid.
 
-    Sweep budgets with an interior IsoFLOP minimum use that minimum. Budgets whose minimum is at
+    Budgets whose Chinchilla-shaped curve (approach 2b) has a usable minimum use it: it does not
+    depend on where the old grid sat, so re-centring on it removes the grid-offset bias of
+    approach 2. Other sweep budgets with an interior IsoFLOP minimum use that minimum. Budgets whose minimum is at
     the edge use the IsoFLOP power law (or, failing that, the table's approach); with neither,
     the fitted vertex is used but kept within 4x of the sampled sizes, so the new grid moves
     towards the optimum without jumping past it. Table budgets (planned or projected) that
@@ -38,8 +40,13 @@ def refine_centres(analysis: dict) -> dict[float, float]:
     fits = analysis.get("fits", {})
     iso = fits.get("isoflop", {}) or {}
     out: dict[float, float] = {}
+    for b in (fits.get("isoflop_vp") or {}).get("budgets") or []:
+        if b.get("used") and b.get("params_opt"):
+            out[float(b["budget"])] = float(b["params_opt"])
     for b in iso.get("budgets") or []:
         c = float(b["budget"])
+        if any(abs(c - k) <= 0.01 * k for k in out):
+            continue
         if b.get("interior") and b.get("params_opt"):
             out[c] = float(b["params_opt"])
             continue
@@ -98,7 +105,8 @@ def summary_lines(analysis: dict) -> list[str]:
     )
     lines.append("")
     lines.append(f"{'approach':<22}{'a  (N_opt ~ C^a)':<28}{'b  (D_opt ~ C^b)':<28}")
-    names = [("envelope", "1 envelope"), ("isoflop", "2 IsoFLOP"), ("parametric", "3 parametric")]
+    names = [("envelope", "1 envelope"), ("isoflop", "2 IsoFLOP"), ("isoflop_vp", "2b IsoFLOP curves"),
+             ("parametric", "3 parametric")]
     for key, label in names:
         f = fits.get(key) or {}
         if _ok(f):
@@ -122,7 +130,18 @@ def summary_lines(analysis: dict) -> list[str]:
     for ag in analysis.get("agreement") or []:
         if ag.get("agree") is False:
             lines.append(f"  ! {ag['approaches'][0]} and {ag['approaches'][1]} disagree on a "
-                         f"({ag['a'][0]:.3f} vs {ag['a'][1]:.3f})")
+                         f"({ag['a'][0]:.3f} vs {ag['a'][1]:.3f}; paired bootstrap)")
+        elif ag.get("material"):
+            lines.append(f"  ! {ag['approaches'][0]} and {ag['approaches'][1]} put N_opt at {fmt_flops(ag['budget'])} "
+                         f"{ag['ratio']:.2f}x apart")
+    ms = analysis.get("model_selection")
+    if ms:
+        lines.append(f"  model test: {ms.get('reason')}")
+    from flops_fit.analysis.agreement import explanation_lines
+
+    if any(ag.get("agree") is False or ag.get("material") for ag in analysis.get("agreement") or []):
+        for text in explanation_lines(analysis.get("explanation")):
+            lines.append(f"  why: {text}")
     table = analysis.get("table") or []
     if table:
         lines.append("")

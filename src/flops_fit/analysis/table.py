@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flops_fit.analysis.agreement import model_range
 from flops_fit.analysis.common import column_intervals, jfloat
 from flops_fit.analysis.sweep import BUDGET_RTOL
 
@@ -45,17 +46,29 @@ class Table:
         return self.rows
 
 
-def table_source(fits: dict) -> str | None:
-    """The approach the table uses: IsoFLOP, else parametric, else envelope."""
-    for name in ("isoflop", "parametric", "envelope"):
-        if fits[name].ok:
+# "auto": the model test's choice (selection.py: one surface, or a curve per budget) when both
+# fits succeeded, else the first of these that did. Approaches 2b and 3 before 2: they are exact
+# on every noise-free Chinchilla surface (approach 2 is not); see docs/analysis-evidence.md.
+AUTO_ORDER = ("isoflop_vp", "parametric", "isoflop", "envelope")
+SOURCES = ("auto",) + AUTO_ORDER
+
+
+def table_source(fits: dict, preferred: str = "auto", selected: str | None = None) -> str | None:
+    """The approach the table uses: ``preferred`` when it succeeded; for "auto" the model test's
+    ``selected`` approach when it succeeded, else the first of AUTO_ORDER."""
+    if preferred != "auto" and preferred in fits and fits[preferred].ok:
+        return preferred
+    if preferred == "auto" and selected in fits and fits[selected].ok:
+        return selected
+    for name in AUTO_ORDER:
+        if name in fits and fits[name].ok:
             return name
     return None
 
 
-def build_table(budgets, planned, fits: dict, ci: float) -> Table:
+def build_table(budgets, planned, fits: dict, ci: float, preferred: str = "auto", selected: str | None = None) -> Table:
     """Rows at ``budgets`` from ``fits`` (the typed results of each approach, by name)."""
-    source = table_source(fits)
+    source = table_source(fits, preferred, selected)
     if source is None:
         return Table()
     par, lvc = fits["parametric"], fits["loss_vs_compute"]
@@ -81,8 +94,14 @@ def build_table(budgets, planned, fits: dict, ci: float) -> Table:
         Lt = np.full(Cb.shape, np.nan)
         Lr = None
     pci, tci, lci = column_intervals(Nr, ci), column_intervals(Dr, ci), column_intervals(Lr, ci)
+    spread = model_range(fits, Cb)
     rows = []
     for j, c in enumerate(Cb):
+        rng = [float(spread[0][j]), float(spread[1][j])] if spread is not None else None
+        hull = None
+        if rng is not None:
+            lo, hi = (pci[j] if (pci and pci[j]) else [rng[0], rng[1]])
+            hull = [min(lo, rng[0]), max(hi, rng[1])]
         rows.append({
             "budget": float(c),
             "params": jfloat(Nt[j]),
@@ -93,5 +112,8 @@ def build_table(budgets, planned, fits: dict, ci: float) -> Table:
             "tokens_ci": tci[j] if tci else None,
             "loss_ci": lci[j] if lci else None,
             "planned": any(abs(c - p) <= BUDGET_RTOL * p for p in planned),
+            # N_opt across every approach, and the interval widened to include it (model uncertainty)
+            "params_model_range": rng,
+            "params_ci_with_model": hull,
         })
     return Table(rows, source, loss_source)
