@@ -42,6 +42,10 @@ class TrainerConfig:
     dtype: str = "float32"  # float32 | bfloat16 (autocast) | float16 (autocast + gradient scaling)
     compile: bool = False  # torch.compile each model (faster steps, ~1 min compile per run)
     threads: Optional[int] = None  # torch CPU threads (None: torch's default, one per core)
+    # CPU runs trained at once, each in its own process with cores / pack threads (docs/performance.md):
+    # None: chosen per model size by a short throughput probe (large models keep the whole machine);
+    # 1: one run at a time, as before; k: every run packed k at a time
+    pack: Optional[int] = None
 
     # -- optimisation -----------------------------------------------------------------------------
     batch_size: int = 32
@@ -116,6 +120,8 @@ class TrainerConfig:
         _number("checkpoint_minutes", self.checkpoint_minutes or 0, "minutes >= 0 (0 or null: off)",
                 lambda v: v >= 0)
         _integer("threads", self.threads, "a positive thread count, or null", 1, optional=True)
+        _integer("pack", self.pack, "a number of runs trained at once (1: one at a time), or null to choose "
+                 "from a throughput probe", 1, optional=True)
         _integer("history_points", self.history_points, "a positive number of points", 1)
         _number("noise", self.noise, "a relative noise >= 0", lambda v: v >= 0)
         if str(self.dtype).lower() not in DTYPES:
