@@ -5,6 +5,13 @@ Chinchilla rule of about 20 tokens per parameter, solved with the model's real F
 token), lays ``points`` sizes log-spaced from ``N/span`` to ``N*span`` around it, rounds each
 to a size the model accepts, counts its parameters on the meta device, and sets the tokens to
 ``C / flops_per_token``. Runs with too few tokens to be meaningful are dropped and reported.
+
+``schedule="wsd"`` (warmup-stable-decay, docs/wsd.md) lays the grid out so that sizes are shared
+across budgets: every budget takes its ``points`` sizes from one ladder (log-spaced by the grid's own
+step, anchored at the smallest budget's optimum), and a budget reuses the previous budget's window
+while its expected optimum lies between the window's middle and one step above it. Each size then
+trains one constant-LR trunk, and each of its runs is a cooldown branched from it; ``sweep_flops``
+counts the trunks once.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import numpy as np
 from flops_fit.errors import FlopsFitError
 from flops_fit.flops import FLOP_CONVENTIONS, flops_per_token_6n
 from flops_fit.models import ModelCounter, ModelSpec
-from flops_fit.units import human, sci
+from flops_fit.units import fmt_percent, human, sci
 
 
 @dataclass
@@ -38,6 +45,15 @@ class Grid:
             raise FlopsFitError(f"grid.span={self.span} must be > 1 (the factor either side of the expected optimum)")
         if not self.tokens_per_param > 0:
             raise FlopsFitError(f"grid.tokens_per_param={self.tokens_per_param} must be positive")
+
+
+SCHEDULES = ("cosine", "wsd")  # ff-plan schedule=...
+COOLDOWN_FRAC = 0.2  # WSD: the share of each run's steps spent in the cooldown (Hägele et al. 2024)
+
+
+def trunk_id(size_param: str, size: int) -> str:
+    """The id of the constant-LR trunk a WSD sweep trains for one size."""
+    return f"trunk_{size_param}{size}"
 
 
 def experiment_id(budget: float, size_param: str, size: int) -> str:
@@ -113,15 +129,20 @@ def make_plan(
     centres: Mapping[float, float] | None = None,
     data_unit: str | None = None,
     progress: bool = False,
+    schedule: str = "cosine",
+    cooldown_frac: float = COOLDOWN_FRAC,
 ) -> dict:
     """Lay out the IsoFLOP sweep. Returns the body of ``plan.json``.
 
     ``centres`` maps a budget to the parameter count to centre its grid on (adaptive
     re-planning); other budgets use the prior. ``data_unit``: what the data counts (``tokens``,
     ``samples``, ``images``) when the data says so; otherwise the model's ``data_unit``.
+    ``schedule``: ``cosine`` (every run trained alone) or ``wsd`` (sizes shared across budgets,
+    one trunk per size, each run a cooldown of ``cooldown_frac`` of its steps branched from it).
     """
     grid = grid or Grid()
     grid.validate()
+    check_schedule(schedule, cooldown_frac)
     budgets = check_budgets(budgets)
     centres = {float(k): float(v) for k, v in (centres or {}).items()}
     if model.size_range is None:  # find the sizes that bracket every grid (6ND estimate, generous margin)
@@ -139,12 +160,16 @@ def make_plan(
         from tqdm.auto import tqdm
 
         iterator = tqdm(budgets, desc="planning", unit="budget", leave=False, disable=None)
+    ladder = _Ladder(grid) if schedule == "wsd" else None
     for budget in iterator:
         centre = _match_centre(centres, budget)
         source = "refined" if centre is not None else "prior"
         if centre is None:
             centre = _expected_optimum(counter, fpt, budget, grid.tokens_per_param)
-        targets = centre * grid.span ** np.linspace(-1.0, 1.0, grid.points) if grid.points > 1 else [centre]
+        if ladder is not None:
+            targets = ladder.targets(centre)
+        else:
+            targets = centre * grid.span ** np.linspace(-1.0, 1.0, grid.points) if grid.points > 1 else [centre]
         sizes: list[int] = []
         for t in targets:
             s = counter.size_for_params(float(t))
@@ -199,6 +224,8 @@ def make_plan(
             "every planned run was dropped for having too few tokens: raise the budgets (budgets.values=...), "
             "lower grid.min_tokens_per_param, or shrink model.size_range"
         )
+    if schedule == "wsd":
+        _branch_from_trunks(experiments, model.size_param, cooldown_frac)
     return {
         "model": model.describe(),
         "dataset": dict(dataset or {}),
@@ -206,10 +233,75 @@ def make_plan(
         "flops_convention": flops,
         "budgets": budgets,
         "grid": asdict(grid),
+        "schedule": {"name": schedule, **({"cooldown_frac": cooldown_frac} if schedule == "wsd" else {})},
+        "sweep_flops": sweep_flops(experiments),
+        "runs_flops": float(sum(e["flops"] for e in experiments)),
         "experiments": experiments,
         "dropped": dropped,
         "warnings": warnings,
     }
+
+
+def check_schedule(schedule: str, cooldown_frac: float) -> None:
+    if schedule not in SCHEDULES:
+        raise FlopsFitError(f"schedule={schedule!r} is not a schedule; choose one of: {', '.join(SCHEDULES)}")
+    try:
+        ok = 0.0 < float(cooldown_frac) < 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise FlopsFitError(f"cooldown_frac={cooldown_frac!r} must be a fraction of each run's steps in (0, 1), e.g. 0.2")
+
+
+class _Ladder:
+    """The shared sizes of a WSD sweep: parameter targets ``anchor x step^k`` (``step`` is the grid's own
+    spacing, ``span^(2 / (points - 1))``), anchored at the first budget's optimum. Each budget takes the
+    ``points`` rungs around a window middle ``m``; ``m`` is kept from the budget before while the budget's
+    expected optimum lies between ``m`` and ``m + 1`` rungs, so consecutive budgets share their sizes. The
+    window thus lags the optimum by less than one step, towards smaller models (more tokens per parameter),
+    never towards runs the planner would drop for too few tokens."""
+
+    def __init__(self, grid: Grid):
+        self.points = grid.points
+        self.step = grid.span ** (2.0 / (grid.points - 1)) if grid.points > 1 else grid.span
+        self.anchor: float | None = None
+        self.middle = 0
+
+    def targets(self, centre: float) -> np.ndarray:
+        if self.anchor is None:
+            self.anchor = centre
+        rung = math.log(centre / self.anchor) / math.log(self.step)
+        if not self.middle <= rung + 1e-9 <= self.middle + 1 + 2e-9:
+            self.middle = math.floor(rung + 1e-9)
+        offsets = np.arange(self.points) - (self.points - 1) / 2.0
+        return self.anchor * self.step ** (self.middle + offsets)
+
+
+def _branch_from_trunks(experiments: list[dict], size_param: str, cooldown_frac: float) -> None:
+    """Mark every run of a WSD plan as a cooldown branch of its size's trunk (in place)."""
+    smallest: dict[int, int] = {}
+    for e in experiments:
+        smallest[e["size"]] = min(smallest.get(e["size"], e["tokens"]), e["tokens"])
+    for e in experiments:
+        e.update(schedule="wsd", cooldown_frac=float(cooldown_frac), trunk=trunk_id(size_param, e["size"]),
+                 warmup_basis_tokens=smallest[e["size"]])
+
+
+def sweep_flops(experiments: list[Mapping]) -> float:
+    """What training the plan's runs costs, in FLOPs: each run alone, except that the runs of one WSD trunk
+    share it (the trunk to the latest branch point once, then each run's own cooldown)."""
+    total = 0.0
+    trunks: dict[str, list[Mapping]] = {}
+    for e in experiments:
+        if e.get("schedule") == "wsd":
+            trunks.setdefault(e["trunk"], []).append(e)
+        else:
+            total += float(e["flops"])
+    for runs in trunks.values():
+        per_token = float(runs[0]["flops_per_token"])
+        frac = float(runs[0]["cooldown_frac"])
+        total += per_token * ((1 - frac) * max(r["tokens"] for r in runs) + frac * sum(r["tokens"] for r in runs))
+    return total
 
 
 def _match_centre(centres: Mapping[float, float], budget: float) -> float | None:
@@ -238,6 +330,15 @@ def format_plan(plan: Mapping) -> str:
             f"{budget:>12}  {e['size']:>10}  {human(e['params']):>9}  {human(e['tokens']):>9}  "
             f"{e['tokens'] / e['params']:>10.1f}  {e['id']}"
         )
+    if plan.get("sweep_flops") is not None:
+        runs, sweep = float(plan["runs_flops"]), float(plan["sweep_flops"])
+        if (plan.get("schedule") or {}).get("name") == "wsd":
+            trunks = len({e["trunk"] for e in plan["experiments"]})
+            lines.append(f"schedule wsd: {trunks} trunk{'s' if trunks != 1 else ''}, cooldown {fmt_percent(plan['schedule']['cooldown_frac'], 0, signed=False)} "
+                         f"of each run; sweep {sci(sweep)} FLOPs (trunks counted once) = {fmt_percent(sweep / runs, signed=False)} "
+                         f"of the runs' budgets, {sci(runs)} FLOPs")
+        else:
+            lines.append(f"schedule cosine: sweep {sci(sweep)} FLOPs = the runs' budgets, {sci(runs)} FLOPs")
     for w in plan.get("warnings", []):
         lines.append(f"warning: {w}")
     if plan.get("dropped"):

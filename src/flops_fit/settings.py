@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from flops_fit.data.config import DatasetConfig
 from flops_fit.errors import FlopsFitError
-from flops_fit.planning import Grid
+from flops_fit.planning import COOLDOWN_FRAC, Grid
 from flops_fit.training.config import TrainerConfig
 
 MISSING: Any = "???"  # OmegaConf's marker for a required value
@@ -50,6 +50,10 @@ class PlanSettings:
     budgets: BudgetsConfig = MISSING
     grid: Grid = field(default_factory=Grid)
     flops: str = "6nd"  # 6nd | 6nd_nonembedding | chinchilla | measured
+    # cosine: every run trained alone with its own cosine schedule | wsd: sizes shared across budgets,
+    # one constant-LR trunk per size, each run a cooldown branched from it (docs/wsd.md)
+    schedule: str = "cosine"
+    cooldown_frac: float = COOLDOWN_FRAC  # wsd: the share of each run's steps spent cooling down
     refine_from: Optional[str] = None  # a run_dir whose analysis.json centres the new grid
     add_budgets: int = 0  # with refine_from: extra budgets, each `budget_step` x the largest
     budget_step: float = 4.0

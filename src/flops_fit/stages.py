@@ -99,7 +99,8 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
             normalize_config(dataset)
         flops = cfg["flops"]
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
-                       data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"])
+                       data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"],
+                       schedule=str(cfg["schedule"]), cooldown_frac=float(cfg["cooldown_frac"]))
     result["budgets_name"] = "refined" if cfg.get("refine_from") else (cfg.get("budgets") or {}).get("name", "custom")
     if cfg.get("refine_from"):
         result["refined_from"] = str(cfg["refine_from"])

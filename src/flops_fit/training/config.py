@@ -45,6 +45,10 @@ class TrainerConfig:
     # workers (GPUs, or CPU processes) training each run together with DistributedDataParallel:
     # ff-train starts them itself (docs/scaling-out.md); the global batch stays trainer.batch_size
     devices: int = 1
+    # CPU runs trained at once, each in its own process with cores / pack threads (docs/performance.md):
+    # None: chosen per model size by a short throughput probe (large models keep the whole machine);
+    # 1: one run at a time, as before; k: every run packed k at a time
+    pack: Optional[int] = None
 
     # -- optimisation -----------------------------------------------------------------------------
     batch_size: int = 32
@@ -123,6 +127,8 @@ class TrainerConfig:
         if self.batch_size % self.devices:
             _bad("devices", self.devices, f"trainer.batch_size={self.batch_size} (the global batch) must split "
                                           f"evenly over the devices; make it a multiple of {self.devices}")
+        _integer("pack", self.pack, "a number of runs trained at once (1: one at a time), or null to choose "
+                 "from a throughput probe", 1, optional=True)
         _integer("history_points", self.history_points, "a positive number of points", 1)
         _number("noise", self.noise, "a relative noise >= 0", lambda v: v >= 0)
         loss = self.loss

@@ -60,7 +60,8 @@ from flops_fit.training import checkpoints
 from flops_fit.training.config import TrainerConfig
 from flops_fit.training.distributed import World
 from flops_fit.training.loss import resolve_loss, targets_in
-from flops_fit.training.optim import build_optimizer, lr_factor, set_lr, warmup_steps_for
+from flops_fit.training.optim import (SCHEDULES, build_optimizer, cooldown_start, lr_factor, set_lr,
+                                      warmup_steps_for, wsd_lr_factor)
 from flops_fit.training.record import history_point, run_record
 from flops_fit.training.status import Heartbeat
 from flops_fit.units import human
@@ -153,7 +154,7 @@ def train_steps(run: "Setup", state: "RunState", segment: "Segment", bar: "_Bar"
     state.clock = time.perf_counter()
     try:
         while state.step < sched.steps:
-            set_lr(run.optimizer, lr_factor(state.step, sched.steps, sched.warmup, cfg.min_lr_ratio))
+            set_lr(run.optimizer, sched.lr_factor(state.step, cfg.min_lr_ratio))
             x, y = next_batch(run)
             loss = train_step(run.step_model, run.optimizer, run.scaler, run.loss_fn, x, y, run.rt, params,
                               cfg.grad_clip)
@@ -344,8 +345,23 @@ class FlopsPerUnit:
     hardware: float  # "measured" when the model gives it: achieved FLOP/s
 
 
+_FLOPS_SEEN: dict = {}  # (model class, its config, unit) -> FLOPs per unit by convention
+
+
+def _flops_by_convention(model, data_unit: str) -> dict:
+    """``flops_by_convention``, computed once per model class and config in a process: the ``measured``
+    count traces a meta twin (0.2 s a size, 2 s the first time), a visible share of a small run's setup."""
+    config = getattr(model, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        return flops_by_convention(model, data_unit)
+    key = (type(model).__module__, type(model).__qualname__, repr(config), data_unit)
+    if key not in _FLOPS_SEEN:
+        _FLOPS_SEEN[key] = flops_by_convention(model, data_unit)
+    return dict(_FLOPS_SEEN[key])
+
+
 def _flops_per_unit(model, data_unit: str, convention: str, experiment: Mapping) -> FlopsPerUnit:
-    fpt = flops_by_convention(model, data_unit)
+    fpt = _flops_by_convention(model, data_unit)
     if convention not in fpt:
         planned = experiment.get("flops_per_token")
         if planned is None:
@@ -367,17 +383,44 @@ class Schedule:
     eval_every: int
     eval_batch_size: int
     check_every: int  # read the training loss every this many steps (a GPU sync)
+    kind: str = "cosine"  # the learning-rate schedule: cosine | wsd | constant (a WSD trunk)
+    decay_start: int | None = None  # wsd: the first cooldown step; constant: steps (never)
 
     @classmethod
-    def for_run(cls, planned: float, data, cfg: TrainerConfig, data_unit: str, device: torch.device) -> "Schedule":
+    def for_run(cls, planned: float, data, cfg: TrainerConfig, data_unit: str, device: torch.device,
+                experiment: Mapping | None = None) -> "Schedule":
+        """The schedule of a run of ``planned`` data units; ``experiment`` (its plan.json entry) may ask for
+        ``schedule: wsd`` (with ``cooldown_frac`` and ``warmup_basis_tokens``) or ``constant`` (a trunk)."""
         per_batch = int(data.examples_per_batch(cfg.batch_size))
         if per_batch <= 0:
             raise FlopsFitError(f"dataset gives {per_batch} {data_unit} per batch of {cfg.batch_size}")
         steps = max(1, math.ceil(planned / per_batch))
         eval_every = max(1, int(round(cfg.eval_every_frac * steps))) if cfg.eval_every_frac else steps
         check_every = 1 if device.type == "cpu" else 10
-        return cls(steps, per_batch, warmup_steps_for(steps, cfg.warmup_frac), eval_every,
-                   int(cfg.eval_batch_size or cfg.batch_size), check_every)
+        common = dict(steps=steps, per_batch=per_batch, eval_every=eval_every,
+                      eval_batch_size=int(cfg.eval_batch_size or cfg.batch_size), check_every=check_every)
+        kind = str((experiment or {}).get("schedule") or "cosine")
+        if kind == "cosine":
+            return cls(warmup=warmup_steps_for(steps, cfg.warmup_frac), **common)
+        if kind not in SCHEDULES:
+            raise FlopsFitError(f"experiment {(experiment or {}).get('id')} has schedule={kind!r}; "
+                                f"known: {', '.join(SCHEDULES)} (re-run ff-plan)")
+        # WSD and its trunk: the warmup is that of the trunk's shortest run, so every run of one trunk
+        # (and the trunk) warms up alike, and the step's factor before the cooldown ignores the length
+        basis = (experiment or {}).get("warmup_basis_tokens") or planned
+        warmup = warmup_steps_for(max(1, math.ceil(float(basis) / per_batch)), cfg.warmup_frac)
+        if kind == "constant":
+            return cls(warmup=warmup, kind=kind, decay_start=steps, **common)
+        if experiment.get("cooldown_frac") is None:
+            raise FlopsFitError(f"experiment {experiment.get('id')} has schedule=wsd but no cooldown_frac (re-run ff-plan)")
+        decay_start = cooldown_start(steps, float(experiment["cooldown_frac"]))
+        return cls(warmup=max(1, min(warmup, decay_start)), kind=kind, decay_start=decay_start, **common)
+
+    def lr_factor(self, step: int, min_lr_ratio: float) -> float:
+        """Multiplier of each group's peak learning rate for update ``step``."""
+        if self.kind == "cosine":
+            return lr_factor(step, self.steps, self.warmup, min_lr_ratio)
+        return wsd_lr_factor(step, self.steps, self.warmup, self.decay_start, min_lr_ratio)
 
 
 @dataclass
@@ -413,7 +456,7 @@ def setup(experiment, model, data, trainer, flops_convention, loss_fn, checkpoin
     data_unit = _data_unit(model, data)
     model = _prepare_model(model, rt.device, cfg.seed)
     fpt = _flops_per_unit(model, data_unit, flops_convention, experiment)
-    sched = Schedule.for_run(float(experiment["tokens"]), data, cfg, data_unit, rt.device)
+    sched = Schedule.for_run(float(experiment["tokens"]), data, cfg, data_unit, rt.device, experiment)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
                                 device_type=rt.device.type)
     scaler = torch.amp.GradScaler(rt.device.type) if rt.amp_dtype == torch.float16 else None
@@ -496,7 +539,7 @@ class LossWatch:
 
 def _fingerprint(experiment, cfg: TrainerConfig, sched: Schedule, model, loss_fn) -> dict:
     """What a checkpoint must agree with to be resumed: the run, its schedule and its optimizer."""
-    return {
+    fingerprint = {
         "run_id": experiment.get("id"),
         "params": count_params(model)[0],
         "steps": sched.steps,
@@ -507,6 +550,9 @@ def _fingerprint(experiment, cfg: TrainerConfig, sched: Schedule, model, loss_fn
         **{k: getattr(cfg, k) for k in ("seed", "batch_size", "lr", "min_lr_ratio", "weight_decay", "beta1",
                                         "beta2", "grad_clip", "amp_dtype", "diverge_factor")},
     }
+    if sched.kind != "cosine":  # (cosine checkpoints keep the fingerprint they always had)
+        fingerprint.update(schedule=sched.kind, decay_start=sched.decay_start)
+    return fingerprint
 
 
 def _describe(fn) -> str:
@@ -516,9 +562,9 @@ def _describe(fn) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-def _save(run: Setup, state: RunState, segment: Segment) -> None:
-    """Write the run's checkpoint (the format is docs/checkpoints.md)."""
-    payload = {
+def checkpoint_payload(run: Setup, state: RunState, segment: Segment) -> dict:
+    """What a checkpoint of ``run`` at ``state`` holds (the format is docs/checkpoints.md)."""
+    return {
         "fingerprint": run.fingerprint,
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -528,7 +574,11 @@ def _save(run: Setup, state: RunState, segment: Segment) -> None:
         "state": {**state.to_checkpoint(), "segments": state.segments + [segment.as_dict(state.step)]},
         "saved": now_iso(),
     }
-    checkpoints.save(run.ckpt.path, payload)
+
+
+def _save(run: Setup, state: RunState, segment: Segment) -> None:
+    """Write the run's checkpoint."""
+    checkpoints.save(run.ckpt.path, checkpoint_payload(run, state, segment))
     run.ckpt.saved()
 
 
@@ -596,6 +646,8 @@ def _record(experiment, run: Setup, state: RunState, segment: Segment, final_los
         history=state.history,
         reason=state.reason,
         device=str(run.rt.device),
+        threads=torch.get_num_threads() if run.rt.device.type == "cpu" else None,
+        schedule=run.sched.kind,
         dtype=cfg.amp_dtype,
         seed=cfg.seed,
         lr=cfg.lr,

@@ -7,6 +7,10 @@
 * ``lr_factor(step, total_steps, warmup_steps, min_lr_ratio)``: linear warmup to the peak, then
   a cosine decay that reaches ``min_lr_ratio x peak`` at the last step, i.e. exactly when the
   run's token budget is spent. Each group's learning rate is its own peak x this factor.
+* ``wsd_lr_factor(step, total_steps, warmup_steps, decay_start, min_lr_ratio)``: warmup-stable-decay
+  (Hägele et al. 2024): the same linear warmup, the peak held constant up to ``decay_start``, then a
+  ``1 - sqrt`` cooldown that reaches ``min_lr_ratio x peak`` at the last step. With ``decay_start ==
+  total_steps`` it is the constant-LR trunk that WSD branches share (docs/wsd.md).
 """
 
 from __future__ import annotations
@@ -87,6 +91,35 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: floa
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - (warmup_steps - 1)) / (total_steps - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+SCHEDULES = ("cosine", "wsd", "constant")  # an experiment's ``schedule`` key (plan.json); cosine when absent
+
+
+def cooldown_start(total_steps: int, cooldown_frac: float) -> int:
+    """The first cooldown step of a WSD run: its last ``max(1, round(cooldown_frac x total_steps))``
+    steps decay (none of a one-step run's)."""
+    if total_steps <= 1:
+        return total_steps
+    return total_steps - min(total_steps - 1, max(1, round(cooldown_frac * total_steps)))
+
+
+def wsd_lr_factor(step: int, total_steps: int, warmup_steps: int, decay_start: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak learning rate for update ``step`` (0-based) of a warmup-stable-decay run.
+
+    Linear warmup as :func:`lr_factor`; then 1 until ``decay_start``; then, over the
+    ``total_steps - decay_start`` cooldown steps, ``min_lr_ratio + (1 - min_lr_ratio) (1 - sqrt(p))``
+    with ``p`` going from ``1 / cooldown`` to 1, so the last step runs at ``min_lr_ratio x peak``
+    exactly like the cosine schedule's. The factor of a step never depends on ``total_steps`` before
+    ``decay_start``: that is what lets one trunk serve every run length.
+    """
+    warmup_steps = max(1, warmup_steps)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start + 1) / max(1, total_steps - decay_start))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * (1.0 - math.sqrt(progress))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:

@@ -3,12 +3,8 @@
 * Completed runs are skipped, so re-running (or resuming after a kill) is safe; a real run that
   was interrupted continues from its last checkpoint (``checkpoints/<id>.pt``).
 * ``shard``/``num_shards`` split one plan across parallel jobs (e.g. Hydra's joblib or submitit
-  launcher), balanced by FLOPs, each job's runs largest first (:mod:`flops_fit.training.workload`).
-  A per-run file lock keeps any two processes (two shards of different splits, a duplicate
-  ff-train) from training the same run.
-* Under torch.distributed (``trainer.devices=N`` or torchrun) every rank walks the same runs and
-  trains each together; rank 0 decides which run is next and writes the records
-  (:mod:`flops_fit.training.distributed`).
+  launcher): job k trains experiments i with i % num_shards == k. A per-run file lock keeps any
+  two processes (two shards of different splits, a duplicate ff-train) from training the same run.
 * A run that raises is recorded as ``failed`` with its error and the sweep goes on; bad input
   (a missing plan, a wrong trainer setting) stops it with a FlopsFitError before anything runs.
 * A plan whose model, dataset or FLOPs convention differs from what the completed runs in the
@@ -18,10 +14,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
 import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from filelock import FileLock, Timeout
@@ -89,7 +88,10 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
         records = {r["id"]: r for r in rd.iter_runs()}
         if not allow_mismatch:
             refuse_mismatch(plan, records.values(), rd)
-        mine = workload.shard_runs(plan["experiments"], shard, num_shards)
+        if any(e.get("trunk") for e in plan["experiments"]):  # a WSD trunk and its branches stay together
+            mine = shard_experiments(plan["experiments"], shard, num_shards)
+        else:
+            mine = workload.shard_runs(plan["experiments"], shard, num_shards)
         todo = [e for e in mine if _todo(records.get(e["id"]), retry_failed, counts)]
         return plan, mine, todo[: max(int(limit), 0)] if limit is not None else todo
 
@@ -111,32 +113,25 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
         rd.runs_dir.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
 
-    bar = tqdm(pending, desc=f"sweep (shard {shard}/{num_shards})" if num_shards > 1 else "sweep",
+    bar = tqdm(total=len(pending), desc=f"sweep (shard {shard}/{num_shards})" if num_shards > 1 else "sweep",
                unit="run", disable=True if not talk or not pending else None, position=0, dynamic_ncols=True)
-    locks = RunLocks(rd) if world.is_main else None  # rank 0 claims runs for all the ranks
+    tasks = sweep_tasks(plan["experiments"], pending, real=isinstance(train_one, RealTrainer))
+    sweep = Sweep(rd, cfg, train_one, retry_failed=retry_failed, quiet=not talk, counts=counts, bar=bar, world=world)
     try:
-        for exp in bar:
-            with locks.claim(exp["id"]) if locks else contextlib.nullcontext(True) as mine_now:
-                # another process holds it, or got there first
-                if not world.decide(lambda: mine_now and _todo(rd.read_run(exp["id"]), retry_failed, counts)):
-                    counts["skipped_locked"] += not mine_now
-                    continue
-                record = train_one(exp)
-                if world.is_main:
-                    rd.write_run(record)
-                    if record["status"] != "failed" and not cfg.keep_checkpoints:  # the record is safe now
-                        checkpoints.discard(rd.checkpoint_path(exp["id"]))
-                    discard_heartbeat(rd, exp["id"])
-                counts[record["status"]] += 1
-                if record["status"] == "failed" and world.enabled:  # the other workers may be stuck mid-step
-                    raise FlopsFitError(f"{record['id']} failed ({record.get('error')}); its record says so. The other "
-                                        f"workers cannot go on without rank 0: re-run to train the remaining runs "
-                                        f"(retry_failed=true retries this one)")
-                if record["status"] == "failed" and talk:  # the loop prints its own line for the others
-                    bar.write(f"{record['id']}: failed: {record.get('error')}")
+        packing = None
+        if isinstance(train_one, RealTrainer) and train_one.packable:
+            from flops_fit.training.packing import choose_packing
+
+            packing = choose_packing(tasks, train_one, quiet=quiet, note=bar.write)
+        if packing is not None and packing.workers > 1:
+            from flops_fit.training.packing import run_packed
+
+            run_packed(packing, sweep, train_one, data_path=data_path)
+        else:
+            for task in tasks:
+                sweep.task(task)
     finally:
-        if locks:
-            locks.close()
+        sweep.close()
         bar.close()
     counts["pending_before"] = len(pending)
     counts["shard_size"] = len(mine)
@@ -164,6 +159,114 @@ def _expect(trainer: "RealTrainer", pending: list, world: distributed.World, tal
     if talk:
         where = f"{trainer.cfg.device} x {world.size}" if world.enabled else str(trainer.cfg.device)
         print(workload.expectation(pending, rates, where), flush=True)
+
+
+def shard_experiments(experiments: list[dict], shard: int, num_shards: int) -> list[dict]:
+    """Shard ``shard``'s experiments: the i-th unit of work goes to shard i % num_shards, where a unit is
+    one run, or all the runs of one WSD trunk (a trunk and its branches are trained together)."""
+    if num_shards == 1:
+        return list(experiments)
+    unit: dict[Any, int] = {}
+    keys = [e.get("trunk") or ("run", i) for i, e in enumerate(experiments)]
+    for k in keys:
+        unit.setdefault(k, len(unit))
+    return [e for e, k in zip(experiments, keys) if unit[k] % num_shards == shard]
+
+
+@dataclass
+class Task:
+    """A unit of work: one run, or the pending runs of one WSD trunk (``trunk``, with all its runs)."""
+
+    runs: list[dict]
+    trunk: str | None = None
+    trunk_runs: list[dict] = field(default_factory=list)
+
+    @property
+    def size(self):
+        return self.runs[0].get("size")
+
+
+def sweep_tasks(experiments: list[dict], pending: list[dict], real: bool) -> list[Task]:
+    """The pending runs as tasks, in plan order: WSD runs grouped by trunk when trained for real (the mock
+    needs no trunk), every other run alone."""
+    tasks: list[Task] = []
+    by_trunk: dict[str, Task] = {}
+    for e in pending:
+        trunk = e.get("trunk") if real and e.get("schedule") == "wsd" else None
+        if trunk is None:
+            tasks.append(Task([e]))
+        elif trunk in by_trunk:
+            by_trunk[trunk].runs.append(e)
+        else:
+            by_trunk[trunk] = Task([e], trunk, [x for x in experiments if x.get("trunk") == trunk])
+            tasks.append(by_trunk[trunk])
+    return tasks
+
+
+class Sweep:
+    """Claims, trains and records runs: the one path every run takes, trained alone, packed with others
+    in a worker process, or branched from a trunk.
+
+    ``run(exp)``: claim the run's lock (another process holding it: skipped), re-read its record (another
+    process finished it meanwhile: skipped), train it, write the record atomically, then delete its
+    checkpoint unless it failed or ``keep_checkpoints``.
+    """
+
+    def __init__(self, rd: RunDir, cfg: TrainerConfig, trainer, *, retry_failed: bool, quiet: bool,
+                 counts: dict | None = None, bar=None, world: distributed.World | None = None):
+        self.rd, self.cfg, self.trainer = rd, cfg, trainer
+        self.world = world or distributed.World()
+        self.retry_failed, self.quiet, self.bar = retry_failed, quiet, bar
+        self.counts = counts if counts is not None else dict.fromkeys(
+            OUTCOMES + ("skipped_completed", "skipped_failed", "skipped_locked"), 0)
+        self.locks = RunLocks(rd) if self.world.is_main else None  # rank 0 claims runs for all the ranks
+
+    def task(self, task: Task) -> None:
+        if task.trunk is not None:
+            self.trainer.train_trunk(task, self)
+        else:
+            for exp in task.runs:
+                self.run(exp)
+
+    def run(self, exp: dict, train=None) -> None:
+        """Train ``exp`` with ``train(exp) -> record`` (default: the sweep's trainer) unless it is taken or done."""
+        with self.locks.claim(exp["id"]) if self.locks else contextlib.nullcontext(True) as mine_now:
+            # another process holds it, or got there first (under DDP rank 0 decides for every rank)
+            go = self.world.decide(lambda: mine_now and _todo(self.rd.read_run(exp["id"]), self.retry_failed,
+                                                               self.counts))
+            if go:
+                self.record((train or self.trainer)(exp))
+            elif not mine_now:
+                self.counts["skipped_locked"] += 1
+        self.tick()
+
+    def record(self, record: dict) -> None:
+        if self.world.is_main:
+            self.rd.write_run(record)
+            if record["status"] != "failed" and not self.cfg.keep_checkpoints:  # the record is safe now
+                checkpoints.discard(self.rd.checkpoint_path(record["id"]))
+            discard_heartbeat(self.rd, record["id"])
+        self.counts[record["status"]] += 1
+        if record["status"] == "failed" and self.world.enabled:  # the other workers may be stuck mid-step
+            raise FlopsFitError(f"{record['id']} failed ({record.get('error')}); its record says so. The other "
+                                f"workers cannot go on without rank 0: re-run to train the remaining runs "
+                                f"(retry_failed=true retries this one)")
+        if record["status"] == "failed" and not self.quiet:  # the loop prints its own line for the others
+            self.note(f"{record['id']}: failed: {record.get('error')}")
+
+    def note(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def tick(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.locks:
+            self.locks.close()
 
 
 def _todo(old: dict | None, retry_failed: bool, counts: dict) -> bool:
@@ -229,8 +332,6 @@ class RunLocks:
 
 
 class _Trainer:
-    world = distributed.World()  # the ranks training each run together
-
     def __init__(self, plan: Mapping, cfg: TrainerConfig):
         self.cfg = cfg
         self.convention = plan.get("flops_convention", "6nd")
@@ -238,33 +339,33 @@ class _Trainer:
         # what the run is trained with, so a later ff-train can refuse a different plan
         self.provenance = {"model": plan.get("model"), "dataset": plan.get("dataset")}
 
-    def __call__(self, exp: dict) -> dict:
+    def __call__(self, exp: dict, **details: Any) -> dict:
+        """The run's record; ``details`` (a WSD branch's ``trunk``, ``branched_at``) are added to it."""
         started = time.time()
         try:
-            return self.train(exp)
+            return self.train(exp, **details)
         except FlopsFitError:
             raise
         except Exception as e:  # the run failed; record it and go on with the sweep
-            if self.world.enabled and (not self.world.is_main or distributed.is_peer_failure(e)):
-                raise  # rank 0 records a run that fails; a worker that went away fails nothing
             return planned_record(exp, status="failed", trainer=self.cfg.kind, flops_convention=self.convention,
                                   data_unit=self.data_unit, loss=None, history=[],
                                   error=f"{type(e).__name__}: {e}", wall_time_s=time.time() - started,
-                                  **self.provenance)
+                                  **self.provenance, **details)
 
-    def train(self, exp: dict) -> dict:  # pragma: no cover - abstract
+    def train(self, exp: dict, **details: Any) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class MockTrainer(_Trainer):
     """The closed-form ground truth: instant, deterministic per run and seed."""
 
-    def train(self, exp: dict) -> dict:
+    def train(self, exp: dict, **details: Any) -> dict:
         started = time.time()
         result = train_mock(exp, truth=self.cfg.ground_truth, noise=self.cfg.noise, seed=self.cfg.seed,
                             history_points=self.cfg.history_points)
         return planned_record(exp, flops_convention=self.convention, data_unit=self.data_unit,
-                              wall_time_s=time.time() - started, **{**result, **self.provenance})
+                              wall_time_s=time.time() - started, trunk=exp.get("trunk"),
+                              **{**result, **self.provenance, **details})
 
 
 class RealTrainer(_Trainer):
@@ -272,13 +373,18 @@ class RealTrainer(_Trainer):
 
     def __init__(self, plan: Mapping, cfg: TrainerConfig, data_path: str | None, rd: RunDir, *,
                  spec: ModelSpec | None = None, data: Any = None, loss_fn: Any = None,
-                 world: distributed.World = distributed.World()):
+                 world: distributed.World | None = None):
         super().__init__(plan, cfg)
-        self.world = world
         from flops_fit.data import build_data
 
+        self.world = world or distributed.World()
         self.rd = rd
         self.loss_fn = loss_fn
+        self.plan = plan
+        # packed execution rebuilds the trainer in worker processes from plan.json: not for Python objects
+        self.packable = spec is None and data is None and loss_fn is None and not self.world.enabled
+        self.concurrent = 1  # runs this machine trains at once (packing.py sets it in its workers)
+        self.bars = True  # a progress bar per run (trainer.progress); packed workers print one line per run
         dataset = dict(plan.get("dataset") or {})
         if (spec is None or data is None) and (plan["model"].get("target") is None or dataset.get("kind") == "python"):
             raise FlopsFitError(
@@ -294,17 +400,14 @@ class RealTrainer(_Trainer):
             data = build_data(dataset)
         self.data = data
 
-    def train(self, exp: dict) -> dict:
-        import torch
-
+    def train(self, exp: dict, **details: Any) -> dict:
         from flops_fit.training.loop import train_run
 
-        torch.manual_seed(self.cfg.seed)
-        if callable(getattr(self.data, "reset", None)):  # a stream starts over for each run (same data order)
-            self.data.reset()
-        return train_run(exp, model=self.spec.build(exp["size"]), data=self.data, trainer=self.cfg,
-                         flops_convention=self.convention, loss_fn=self.loss_fn, checkpoint_path=self.rd.checkpoint_path(exp["id"]),
-                         provenance=self.provenance, progress=self.cfg.progress and self.world.is_main, position=1,
+        return train_run(exp, model=self.fresh_model(exp["size"]), data=self.data, trainer=self.run_cfg,
+                         flops_convention=self.convention, loss_fn=self.loss_fn,
+                         checkpoint_path=self.rd.checkpoint_path(exp["id"]),
+                         provenance={**self.provenance, "concurrent_runs": self.concurrent, **details},
+                         progress=self.cfg.progress and self.world.is_main, position=1,
                          heartbeat_path=heartbeat_path(self.rd, exp["id"]))
 
     def throughput(self, exp: dict) -> float:
@@ -316,6 +419,74 @@ class RealTrainer(_Trainer):
         return measure_throughput(exp, model=self.spec.build(exp["size"]), data=self.data, trainer=self.cfg,
                                   flops_convention=self.convention, loss_fn=self.loss_fn,
                                   steps=workload.PROBE_STEPS)
+
+    @property
+    def run_cfg(self) -> TrainerConfig:
+        """The settings a run trains with (without its progress bar in a packed worker)."""
+        return self.cfg if self.bars or not self.cfg.progress else dataclasses.replace(self.cfg, progress=False)
+
+    def fresh_model(self, size):
+        """The model of ``size`` built under the trainer's seed, the data order back at its start: every run
+        (and every WSD trunk) starts from the same state, whatever trained before it in this process."""
+        import torch
+
+        torch.manual_seed(self.cfg.seed)
+        if callable(getattr(self.data, "reset", None)):  # a stream starts over for each run (same data order)
+            self.data.reset()
+        return self.spec.build(size)
+
+    def train_trunk(self, task: "Task", sweep: "Sweep") -> None:
+        """A WSD trunk and its pending branches (training/wsd.py): the branches that have a checkpoint of their
+        own resume from it; the trunk then runs (from its last checkpoint) to the remaining branch points,
+        and each cooldown is trained and recorded as soon as its checkpoint is written."""
+        from flops_fit.training.loop import resolve_device
+        from flops_fit.training.wsd import branches_of, train_trunk
+
+        if self.world.enabled:
+            raise FlopsFitError("a shared-trunk WSD sweep trains each trunk on one device: drop trainer.devices "
+                                "(or plan with schedule=cosine to train each run on several)")
+        with sweep.locks.claim(task.trunk) as mine_now:
+            if not mine_now:  # another process trains this trunk (and so its branches)
+                sweep.counts["skipped_locked"] += len(task.runs)
+                sweep.tick(len(task.runs))
+                return
+            branches = branches_of(task.trunk_runs, self.data, self.cfg, resolve_device(self.cfg.device))
+            pending = {e["id"] for e in task.runs}
+            need = []
+            for b in branches:
+                if b.id not in pending:
+                    continue
+                if self.rd.checkpoint_path(b.id).exists():
+                    sweep.run(b.exp, lambda e, b=b: self(e, trunk=task.trunk, branched_at=b.branched_at))
+                else:
+                    need.append(b)
+            need = [b for b in need if _todo(self.rd.read_run(b.id), sweep.retry_failed, {})]
+            if need:
+                train_trunk(task.trunk, branches, need, _BranchSink(self, sweep, task.trunk),
+                            model=self.fresh_model(task.size), data=self.data, trainer=self.run_cfg,
+                            flops_convention=self.convention, loss_fn=self.loss_fn,
+                            trunk_checkpoint=self.rd.checkpoint_path(task.trunk),
+                            branch_checkpoint=lambda run_id: self.rd.checkpoint_path(run_id),
+                            provenance=self.provenance, progress=self.cfg.progress, position=1)
+            done = all((self.rd.read_run(b.id) or {}).get("status") == "completed" for b in branches)
+            if done and not self.cfg.keep_checkpoints:
+                checkpoints.discard(self.rd.checkpoint_path(task.trunk))
+
+
+class _BranchSink:
+    """What a WSD trunk hands back: branches to cool down, to train alone, or that diverged with it."""
+
+    def __init__(self, trainer: RealTrainer, sweep: "Sweep", trunk: str):
+        self.trainer, self.sweep, self.trunk = trainer, sweep, trunk
+
+    def branched(self, branch) -> None:
+        self.sweep.run(branch.exp, lambda e: self.trainer(e, trunk=self.trunk, branched_at=branch.branched_at))
+
+    def passed(self, branch) -> None:
+        self.sweep.run(branch.exp, lambda e: self.trainer(e, trunk=self.trunk, trained_alone=True))
+
+    def diverged(self, branch, record: dict) -> None:
+        self.sweep.run(branch.exp, lambda e: record)
 
 
 # -------------------------------------------------------------------------------------------------
