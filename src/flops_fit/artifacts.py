@@ -19,6 +19,7 @@ hundred runs per second.)
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -142,8 +143,18 @@ def check_schema_version(obj: Any, path: Path) -> None:
         )
 
 
+@functools.lru_cache(maxsize=None)
+def _provenance(cwd: str) -> tuple:
+    return tuple(_collect_provenance(cwd).items())
+
+
 def provenance() -> dict:
-    """Who wrote an artifact: versions, the git commit of the working directory, the host."""
+    """Who wrote an artifact: versions, the git commit of the working directory, the host (looked up
+    once per process and working directory)."""
+    return dict(_provenance(os.getcwd()))
+
+
+def _collect_provenance(cwd: str) -> dict:
     import platform
     import subprocess
     import sys
@@ -168,7 +179,7 @@ def provenance() -> dict:
         "python": sys.version.split()[0],
         "git_commit": commit,
         "host": platform.node(),
-        "cwd": os.getcwd(),
+        "cwd": cwd,
     }
 
 
@@ -243,6 +254,7 @@ class RunDir:
     def write_run(self, record: dict) -> None:
         if record.get("status") not in RUN_STATUSES:
             raise ValueError(f"run status must be one of {RUN_STATUSES}, got {record.get('status')!r}")
+        record = record if "provenance" in record else {**record, "provenance": provenance()}
         # one line per record: thousands of mock runs a second, and still `jq`-readable
         write_json(self.run_path(record["id"]), record, compact=True)
 
