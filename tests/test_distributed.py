@@ -17,7 +17,7 @@ from flops_fit.training import distributed
 from flops_fit.training.config import TrainerConfig
 from flops_fit.training.distributed import World
 from flops_fit.training.sweep import train_plan
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, script
 from tests.test_sweep import _plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,6 +68,21 @@ def test_two_workers_follow_the_single_process_loss_curve(tmp_path, one_process)
     out = proc.stdout
     assert out.count("plan: 2 runs") == 1 and out.count("expected training time") == 1, out
     assert out.count("trained 2 runs") == 1 and "cpu x 2" in out and proc.stderr == "", proc.stderr
+
+
+def test_torchrun_on_the_ff_train_entry_point(tmp_path, one_process):
+    """torchrun starts the workers itself: each is a whole ff-train that composes alike, and rank 0 alone
+    writes and speaks."""
+    rd = _plan(tmp_path / "run", budgets=(1e9,))
+    rid = rd.read_plan()["experiments"][0]["id"]
+    proc = run_cli("torchrun", "--standalone", "--nproc_per_node=2", script("ff-train"), f"run_dir={rd.root}",
+                   *TRAINER, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    r, ref = rd.read_run(rid), _curves(one_process)[rid]
+    assert r["world_size"] == 2 and r["steps"] == ref["steps"]
+    assert [p["loss"] for p in r["history"]] == pytest.approx([p["loss"] for p in ref["history"]], abs=TOL)
+    assert _files(tmp_path) == sorted(["run/plan.json", "run/configs/train.yaml", "run/runs/.locks/runs.lock",
+                                       f"run/runs/{rid}.json"])
+    assert proc.stdout.count("trained 1 run") == 1, proc.stdout
 
 
 KILL_AFTER_SAVES = '''
