@@ -63,10 +63,13 @@ analyze: $(STAMP) ## ff-analyze RUN_DIR (ARGS="bootstrap=500 holdout=1 ...")
 plot: $(STAMP) ## ff-plot RUN_DIR
 	$(BIN)/ff-plot run_dir=$(RUN_DIR) $(ARGS)
 
-bench: $(STAMP) ## Benchmarks: fitting speed vs a scipy loop, CI coverage, training throughput vs matmul peak
+bench: $(STAMP) ## Benchmarks: fit speed, bias per synthetic family, noisy inference, real sweeps, coverage, throughput vs matmul peak
 	$(BIN)/python benchmarks/bench_fit.py
-	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_families.py
+	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/real_sweeps.py
 	$(BIN)/python benchmarks/coverage.py
+	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_mock.py
 
 clean: ## Remove outputs, caches and build files (keeps .venv)
