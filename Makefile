@@ -5,11 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= outputs/default
 ARGS ?=
+BENCH_SWEEP_ARGS ?=
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast demo demo-vit demo-mock plan train analyze plot bench clean
+.PHONY: help setup test test-fast demo demo-wsd demo-vit demo-mock plan train analyze plot bench bench-sweep clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
@@ -30,12 +31,19 @@ test: $(STAMP) ## Run the test suite
 test-fast: $(STAMP) ## Run the tests without the slow ones
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
-demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes, ~7 min) into outputs/demo
+demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes; small runs packed) into outputs/demo
 	$(BIN)/ff-plan run_dir=outputs/demo grid.points=5 $(ARGS)
 	$(BIN)/ff-train run_dir=outputs/demo trainer=local
 	$(BIN)/ff-analyze run_dir=outputs/demo table_max_budget=1e16
 	$(BIN)/ff-plot run_dir=outputs/demo
 	@echo "open outputs/demo/report.html (figures in outputs/demo/plots/)"
+
+demo-wsd: $(STAMP) ## The demo's study as a shared-trunk WSD sweep (~70% of its FLOPs, docs/wsd.md) into outputs/demo-wsd
+	$(BIN)/ff-plan run_dir=outputs/demo-wsd grid.points=5 schedule=wsd $(ARGS)
+	$(BIN)/ff-train run_dir=outputs/demo-wsd trainer=local
+	$(BIN)/ff-analyze run_dir=outputs/demo-wsd table_max_budget=1e16
+	$(BIN)/ff-plot run_dir=outputs/demo-wsd
+	@echo "open outputs/demo-wsd/report.html (figures in outputs/demo-wsd/plots/)"
 
 demo-vit: $(STAMP) ## A real CPU ViT sweep on Fashion-MNIST (apt-get install dataset-fashion-mnist) into outputs/demo-vit
 	$(BIN)/ff-plan run_dir=outputs/demo-vit model=vit dataset=fashion_mnist budgets=cpu_small grid.points=5 \
@@ -63,7 +71,7 @@ analyze: $(STAMP) ## ff-analyze RUN_DIR (ARGS="bootstrap=500 holdout=1 ...")
 plot: $(STAMP) ## ff-plot RUN_DIR
 	$(BIN)/ff-plot run_dir=$(RUN_DIR) $(ARGS)
 
-bench: $(STAMP) ## Benchmarks: fit speed, bias per synthetic family, noisy inference, real sweeps, coverage, throughput vs matmul peak
+bench: $(STAMP) ## Benchmarks: fit speed, bias per synthetic family, noisy inference, real sweeps, coverage, throughput vs matmul peak, the demo sweep (tens of minutes)
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_families.py
 	$(BIN)/python benchmarks/bench_inference.py
@@ -71,6 +79,10 @@ bench: $(STAMP) ## Benchmarks: fit speed, bias per synthetic family, noisy infer
 	$(BIN)/python benchmarks/coverage.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_mock.py
+	$(BIN)/python benchmarks/bench_sweep.py $(BENCH_SWEEP_ARGS)
+
+bench-sweep: $(STAMP) ## The demo sweep only: cosine vs WSD, one run at a time vs packed (BENCH_SWEEP_ARGS="--budgets 1e11 2.5e11")
+	$(BIN)/python benchmarks/bench_sweep.py $(BENCH_SWEEP_ARGS)
 
 clean: ## Remove outputs, caches and build files (keeps .venv)
 	rm -rf outputs multirun build dist .pytest_cache src/*.egg-info

@@ -72,20 +72,20 @@ def test_the_probe_packs_the_sizes_that_gain_and_keeps_the_machine_for_the_other
     trainer, tasks = _fake(sizes)
     probed = []
 
-    def fake_probe(trainer, size, whole, split):  # small models gain from packing, large ones use both cores
+    def fake_probe(trainer, size, threads):  # small models gain from packing, large ones use both cores
         probed.append(size)
-        return {"whole": 1.0, "split": 0.9 if size <= 32 else 0.5}
+        return {2: 1.0, 1: 0.9 if size <= 32 else 0.5}
 
     monkeypatch.setattr(packing, "probe", fake_probe)
     monkeypatch.setattr(packing, "available_cores", lambda: 2)
     plan = packing.choose_packing(tasks, trainer, quiet=True)
     assert plan.workers == 2 and plan.threads == 1
     assert {t.size for t in plan.packed} == {8, 16, 32} and {t.size for t in plan.alone} == {64, 128, 256}
-    assert len(probed) <= 3 < len(sizes)  # bisection, not every size
+    assert len(probed) <= 4 < len(sizes)  # bisection, not every size (and a first look at the smallest)
     assert [t.runs[0]["tokens"] * t.runs[0]["params"] for t in plan.packed] == sorted(
         (t.runs[0]["tokens"] * t.runs[0]["params"] for t in plan.packed), reverse=True)  # longest first
 
-    monkeypatch.setattr(packing, "probe", lambda *a: {"whole": 1e6, "split": 1e6})  # a few seconds of work
+    monkeypatch.setattr(packing, "probe", lambda *a: {1: 1e6, 2: 1e6})  # a few seconds of work: not worth it
     assert packing.choose_packing(tasks, trainer, quiet=True) is None
 
 

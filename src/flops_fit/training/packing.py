@@ -77,16 +77,22 @@ def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[
     if cores < 2 or len(tasks) < 2:
         return None
     whole_threads = int(cfg.threads or cores)
+    params = {t.size: int(t.runs[0]["params"]) for t in tasks}
+    sizes = sorted(params, key=params.get)
+    # the whole sweep at the smallest model's speed (the slowest per FLOP) is an upper bound on its time:
+    # a sweep that short is not worth probing further
+    first = probe(trainer, sizes[0], [whole_threads])[whole_threads]
+    if sum(_task_seconds(t, trainer, {sizes[0]: {"whole": first}}, params) for t in tasks) < MIN_PACKED_SECONDS:
+        return None
     probes: dict = {}
 
     def packs(size) -> bool:
         if size not in probes:
-            probes[size] = probe(trainer, size, whole_threads, 1)
+            rates = probe(trainer, size, [whole_threads, 1])
+            probes[size] = {"whole": rates[whole_threads], "split": rates[1]}
         p = probes[size]
         return cores * p["split"] >= MARGIN * p["whole"]
 
-    params = {t.size: int(t.runs[0]["params"]) for t in tasks}
-    sizes = sorted(params, key=params.get)
     lo, hi = 0, len(sizes)  # bisect: sizes[:lo] pack, sizes[hi:] do not
     while lo < hi:
         mid = (lo + hi) // 2
@@ -109,10 +115,10 @@ def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[
     return plan
 
 
-def probe(trainer, size, whole_threads: int, split_threads: int) -> dict:
-    """Training steps per second of ``size`` with ``whole_threads`` and with ``split_threads`` threads
-    (best of two alternating measurements each), on a throwaway model and one batch; the global RNG,
-    the data source's position and the thread count are left as they were."""
+def probe(trainer, size, threads: list[int]) -> dict:
+    """Training steps per second of ``size`` with each thread count of ``threads`` (best of two rounds,
+    alternating), on a throwaway model and one batch; the global RNG, the data source's position and
+    the thread count are left as they were."""
     import torch
 
     from flops_fit.training.loop import Runtime, _prepare_model, train_step
@@ -120,7 +126,7 @@ def probe(trainer, size, whole_threads: int, split_threads: int) -> dict:
     from flops_fit.training.optim import build_optimizer
 
     cfg, data = trainer.cfg, trainer.data
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
     position = data.state_dict() if callable(getattr(data, "state_dict", None)) else None
     try:
         with torch.random.fork_rng(devices=[]):
@@ -139,13 +145,14 @@ def probe(trainer, size, whole_threads: int, split_threads: int) -> dict:
                     steps += 1
                 return steps / (time.perf_counter() - start)
 
-            whole, split = rate(whole_threads), rate(split_threads)
-            whole, split = max(whole, rate(whole_threads)), max(split, rate(split_threads))
+            rates = {n: rate(n) for n in threads}
+            if len(threads) > 1:  # a second round, so a neighbour's burst does not decide alone
+                rates = {n: max(r, rate(n)) for n, r in rates.items()}
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
         if position is not None:
             data.load_state_dict(position)
-    return {"whole": whole, "split": split}
+    return rates
 
 
 def _task_tokens(task) -> float:

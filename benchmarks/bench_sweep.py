@@ -1,0 +1,146 @@
+"""The demo sweep end to end: cosine vs shared-trunk WSD, one run at a time vs packed.
+
+For each variant this plans the `make demo` study (GPT on BBC News, budgets=cpu_small, grid.points=5)
+into ``--out/<variant>``, trains it with ``trainer=local`` and reports the FLOPs the sweep spent (6ND
+of every step taken: a WSD trunk once), its wall time, and that as a fraction of the fp32 matmul
+peak measured in this process right before and after (the larger), so a co-tenant that comes and
+goes skews both alike. Then it fits each sweep (ff-analyze's defaults, 200 bootstrap replicates) and
+prints the exponents a (N_opt ~ C^a) and b (D_opt ~ C^b) with their intervals, and how far each
+variant's run losses are from the first variant's on the runs they share.
+
+    PYTHONPATH=src python benchmarks/bench_sweep.py                        # four variants, tens of minutes
+    PYTHONPATH=src python benchmarks/bench_sweep.py --variants cosine-packed wsd-packed
+    PYTHONPATH=src python benchmarks/bench_sweep.py --budgets 1e11 2.5e11   # a quicker, smaller study
+
+A variant whose run directory already holds completed runs only trains what is missing (delete
+``--out`` for a fresh measurement); its wall time then covers that part only. Report the machine's
+load (``uptime``) beside the numbers: on a shared machine the wall time measures the neighbours too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+
+VARIANTS = {  # name: (schedule, trainer.pack)
+    "cosine-sequential": ("cosine", 1),
+    "cosine-packed": ("cosine", None),
+    "wsd-sequential": ("wsd", 1),
+    "wsd-packed": ("wsd", None),
+}
+
+
+def matmul_peak(n: int = 2048, reps: int = 3) -> float:
+    """Best-of-reps fp32 FLOP/s of an n x n x n matmul with torch's default threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        best = max(best, 3 * 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def spent_flops(records: list[dict]) -> float:
+    """FLOPs of the steps a sweep took: each run's, except that the runs of a WSD trunk took the trunk's
+    steps (to the latest branch point) once and their own cooldowns."""
+    total, trunks = 0.0, {}
+    for r in records:
+        if r.get("trunk") and r.get("branched_at") is not None:
+            trunks.setdefault(r["trunk"], []).append(r)
+        else:
+            total += r["flops"]
+    for runs in trunks.values():
+        fpt = runs[0]["flops_per_token"]
+        total += fpt * (max(r["branched_at"] for r in runs) + sum(r["tokens"] - r["branched_at"] for r in runs))
+    return total
+
+
+def exponents(analysis: dict) -> dict:
+    out = {}
+    for approach in ("envelope", "isoflop", "parametric"):
+        fit = (analysis.get("fits") or {}).get(approach) or {}
+        out[approach] = {k: fit.get(k) for k in ("a", "a_ci", "b", "b_ci")}
+    return out
+
+
+def fmt_exp(v, ci) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and ci[0] is not None else "")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--out", default="outputs/bench-sweep")
+    ap.add_argument("--budgets", nargs="+", type=float, default=None, help="default: budgets=cpu_small")
+    ap.add_argument("--points", type=int, default=5)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    args = ap.parse_args(argv)
+
+    from flops_fit import stages
+    from flops_fit.artifacts import RunDir
+    from flops_fit.config.compose import compose
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()}")
+    rows, fits, losses = [], {}, {}
+    for name in args.variants:
+        schedule, pack = VARIANTS[name]
+        run_dir = os.path.join(args.out, name)
+        overrides = [f"run_dir={run_dir}", f"grid.points={args.points}", f"schedule={schedule}", "quiet=true"]
+        if args.budgets:
+            overrides.append("budgets.values=[" + ",".join(f"{b:g}" for b in args.budgets) + "]")
+        plan = stages.plan(compose("plan", overrides))
+        train_cfg = compose("train", [f"run_dir={run_dir}", "trainer=local", "quiet=true", "trainer.progress=false",
+                                      f"trainer.pack={'null' if pack is None else pack}"])
+        before = matmul_peak()
+        load0 = os.getloadavg()[0]
+        start = time.perf_counter()
+        counts = stages.train(train_cfg)
+        wall = time.perf_counter() - start
+        load1 = os.getloadavg()[0]
+        peak = max(before, matmul_peak())
+        records = [RunDir(run_dir).read_run(e["id"]) for e in plan["experiments"]]
+        done = [r for r in records if r and r["status"] == "completed"]
+        flops = spent_flops([r for r in records if r])
+        rows.append({"variant": name, "runs": len(done), "trained": counts["completed"], "flops": flops,
+                     "planned": plan["sweep_flops"], "runs_flops": plan["runs_flops"], "wall": wall,
+                     "frac": flops / wall / peak, "peak": peak, "load": (load0, load1)})
+        r = rows[-1]
+        print(f"{name:18s} {r['runs']} runs ({r['trained']} trained now), {flops:.3g} FLOPs spent "
+              f"({flops / plan['runs_flops']:.1%} of the runs' budgets), {wall:.0f} s, {flops / wall / 1e9:.1f} GFLOP/s "
+              f"= {r['frac']:.1%} of the fp32 peak {peak / 1e9:.0f} GFLOP/s (load {load0:.1f} -> {load1:.1f})", flush=True)
+        losses[name] = {x["id"]: x["loss"] for x in done}
+        analysis = stages.analyze({"run_dir": run_dir, "bootstrap": args.bootstrap, "quiet": True,
+                                   "table_max_budget": 1e16})
+        fits[name] = exponents(analysis)
+
+    print("\nvariant              runs  sweep FLOPs  / runs' budgets   wall s   GFLOP/s  % fp32 peak  load")
+    for r in rows:
+        print(f"{r['variant']:20s} {r['runs']:4d}  {r['flops']:11.3g}  {r['flops'] / r['runs_flops']:15.1%}  {r['wall']:7.0f}  "
+              f"{r['flops'] / r['wall'] / 1e9:8.1f}  {r['frac']:11.1%}  {r['load'][0]:.1f}-{r['load'][1]:.1f}")
+    first = args.variants[0]
+    print(f"\nrun losses against {first} (the runs both have):")
+    for name in args.variants[1:]:
+        shared = sorted(set(losses[name]) & set(losses[first]))
+        rel = [abs(losses[name][i] / losses[first][i] - 1) for i in shared]
+        print(f"  {name:18s} {len(shared)} shared runs, max relative difference "
+              f"{max(rel) if rel else math.nan:.2e}")
+    print("\nexponents (N_opt ~ C^a, D_opt ~ C^b) with intervals")
+    for approach in ("envelope", "isoflop", "parametric"):
+        for name in args.variants:
+            e = fits[name][approach]
+            print(f"  {approach:10s} {name:18s} a {fmt_exp(e['a'], e['a_ci']):26s} b {fmt_exp(e['b'], e['b_ci'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
