@@ -1,5 +1,7 @@
 """Mid-run checkpoints: an interrupted run continues from its last checkpoint to the same result."""
 
+import pathlib
+
 import pytest
 import torch
 
@@ -87,8 +89,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ck.pt"
     checkpoints.save(path, {"state": {"step": 1}})
 
-    def dies(obj, f, *a, **k):
-        f.write(b"half")
+    def dies(obj, f, *a, **k):  # torch.save gets the temporary file's path
+        pathlib.Path(f).write_bytes(b"half")
         raise Interrupted
 
     monkeypatch.setattr(torch, "save", dies)
