@@ -52,6 +52,8 @@ CASES = [
     ("run dir under a file", "ff-plan", ["run_dir=F/sub"], "afile", "x", 1, ["is a file, not a folder", "run_dir"]),
     ("missing dataset path", "ff-plan", ["dataset=text_files", "dataset.path=/nonexistent/corpus"], None, None, 1,
      ["dataset.path=/nonexistent/corpus", "does not exist"]),
+    ("token ids beyond the vocabulary", "ff-plan", ["dataset=synthetic_text", "model.kwargs.vocab_size=64"], None,
+     None, 1, ["model.kwargs.vocab_size=64", "dataset.vocab_size=256"]),
     ("non-positive lr", "ff-train", ["trainer=local", "trainer.lr=-1"], None, None, 2, ["trainer.lr", "positive"]),
     ("zero batch size", "ff-train", ["trainer=local", "trainer.batch_size=0"], None, None, 2, ["trainer.batch_size"]),
     ("warmup_frac out of range", "ff-train", ["trainer=local", "trainer.warmup_frac=2"], None, None, 2,

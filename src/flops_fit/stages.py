@@ -97,6 +97,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
             from flops_fit.data import normalize_config
 
             normalize_config(dataset)
+            _check_vocabulary(model, dataset)
         flops = cfg["flops"]
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
                        data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"],
@@ -109,6 +110,17 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     _record_config(rd, "plan", cfg)
     rd.write_plan(result)
     return rd.read_plan()
+
+
+def _check_vocabulary(model, dataset: Mapping) -> None:
+    """Token ids run up to dataset.vocab_size - 1: a model with a smaller vocabulary would fail on them."""
+    model_vocab, data_vocab = model.kwargs.get("vocab_size"), dataset.get("vocab_size")
+    if dataset.get("kind", "text") == "text" and isinstance(model_vocab, int) and isinstance(data_vocab, int) \
+            and model_vocab < data_vocab:
+        raise FlopsFitError(
+            f"model.kwargs.vocab_size={model_vocab} is below dataset.vocab_size={data_vocab}: token ids up to "
+            f"{data_vocab - 1} are beyond the model's vocabulary; set model.kwargs.vocab_size=${{dataset.vocab_size}}"
+        )
 
 
 def _describe_data(data: Any) -> dict:
