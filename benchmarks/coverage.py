@@ -34,7 +34,7 @@ FAMILIES = {
     "few_runs": (truth_for_ratio(3), dict(points=4, half_width=4, noise=0.003)),
     "penalty": (HOFFMANN, dict(points=9, half_width=4, noise=0.002, penalty=0.5)),
 }
-APPROACHES = ("isoflop", "isoflop_vp", "parametric", "table")
+APPROACHES = ("isoflop", "isoflop_vp", "parametric", "table", "table+model")
 
 
 def _n_at(fit, C=1e24):
@@ -52,9 +52,10 @@ def run_family(name, seeds, bootstrap, ci, objective):
                            table_max_budget=1e24, objective=objective)
         row = next(r for r in out["table"] if abs(r["budget"] - 1e24) < 1e18)
         for k in APPROACHES:
-            if k == "table":
+            if k.startswith("table"):
                 f = out["fits"][out["table_source"]]
-                n, nci = row["params"], row["params_ci"]
+                # "table+model": the interval widened by every approach's N_opt (params_ci_with_model)
+                n, nci = row["params"], row["params_ci" if k == "table" else "params_ci_with_model"]
                 rec[k]["src"].append(out["table_source"])
             else:
                 f = out["fits"][k]
@@ -67,11 +68,11 @@ def run_family(name, seeds, bootstrap, ci, objective):
             rec[k]["a"].append(f["a"])
             rec[k]["a_hit"].append(lo <= a0 <= hi)
             rec[k]["a_w"].append(hi - lo)
-            if k == "table" and nci:
+            if k.startswith("table") and nci:
                 rec[k]["n"].append(n)
                 rec[k]["n_hit"].append(nci[0] <= n0 <= nci[1])
                 rec[k]["n_w"].append(np.log(nci[1] / nci[0]))
-            elif k != "table":
+            elif not k.startswith("table"):
                 rec[k]["n"].append(n)
     return a0, n0, rec
 

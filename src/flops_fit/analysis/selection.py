@@ -7,7 +7,7 @@ F-test of the extra fit the per-budget curves buy says whether one surface is en
 
 with least squares on L for both, on the runs of the IsoFLOP budgets (tokens taken as C / 6N
 along each budget, so the surface is exactly the tied version of the curves). When the surface is not
-rejected (p >= 0.01) it is the better estimate (5 parameters, not 3G + 2); when it is, the
+rejected (p >= 0.001) it is the better estimate (5 parameters, not 3G + 2); when it is, the
 budgets do not share one surface (warmup, schedules, under-training...) and the table follows
 the per-budget curves.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from flops_fit.analysis.varpro import fit_surface
 from flops_fit.law import SIX_ND
 
-ALPHA_LEVEL = 0.01  # switch away from the more efficient single surface only on strong evidence
+ALPHA_LEVEL = 0.001  # switch away from the more efficient single surface only on strong evidence
 
 
 @dataclass
