@@ -174,9 +174,16 @@ def test_analyze_and_plot_never_import_torch(tmp_path):
     run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, "quiet=true", cwd=tmp_path)
     run_cli("ff-train", f"run_dir={run}", cwd=tmp_path)
     for stage in ("analyze", "plot"):
-        code = ("import sys; sys.modules['torch'] = None  # any import of torch now fails\n"
+        code = ("import sys, importlib.abc\n"
+                "class NoTorch(importlib.abc.MetaPathFinder):  # any import of torch now fails\n"
+                "    def find_spec(self, name, path=None, target=None):\n"
+                "        if name.split('.')[0] == 'torch':\n"
+                "            raise ImportError('torch is blocked')\n"
+                "sys.meta_path.insert(0, NoTorch())\n"
                 f"sys.argv = ['ff-{stage}', 'run_dir={run}', 'quiet=true']\n"
-                f"from flops_fit.cli.{stage} import main; main()")
+                f"from flops_fit.cli.{stage} import main\n"
+                "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+                "assert 'torch' not in sys.modules\n")
         proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
     assert (run / "report.html").is_file()
