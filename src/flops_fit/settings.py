@@ -102,6 +102,10 @@ class AnalyzeSettings:
     table_budgets: List[float] = field(default_factory=list)  # extra budgets for the table
     table_max_budget: float = 1e24
     huber_delta: float = 1e-3
+    # approach 3: sse | huber | sse_log | huber_log (Chinchilla's); evidence in docs/analysis-evidence.md
+    objective: str = "sse"
+    engine: str = "vp"  # vp (variable projection) | lbfgs (the 4500-start 5-D fit)
+    table_source: str = "auto"  # auto (F-test: one surface, else per-budget curves) | isoflop | isoflop_vp | parametric
     quiet: bool = False
     debug: bool = False  # show the traceback of an error instead of its one line
 

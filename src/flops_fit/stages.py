@@ -52,10 +52,11 @@ def check(stage: str, cfg: Mapping[str, Any]) -> dict:
     elif stage == "analyze":
         if cfg["params"] not in ("total", "non_embedding"):
             raise FlopsFitError(f"params={cfg['params']!r} must be 'total' or 'non_embedding'")
-        if int(cfg["bootstrap"]) < 0:
-            raise FlopsFitError(f"bootstrap={cfg['bootstrap']} must be >= 0")
-        if not 0 < float(cfg["ci"]) < 1:
-            raise FlopsFitError(f"ci={cfg['ci']} must be between 0 and 1 (e.g. 0.95)")
+        from flops_fit.analysis.run import check_options
+
+        check_options(ci=float(cfg["ci"]), n_bootstrap=int(cfg["bootstrap"]), holdout=int(cfg["holdout"]),
+                      huber_delta=float(cfg["huber_delta"]), objective=cfg["objective"], engine=cfg["engine"],
+                      table_source=cfg["table_source"])
     return cfg
 
 
@@ -255,6 +256,9 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
         table_budgets=list(cfg["table_budgets"] or []),
         table_max_budget=float(cfg["table_max_budget"]),
         huber_delta=float(cfg["huber_delta"]),
+        objective=cfg["objective"],
+        engine=cfg["engine"],
+        table_source=cfg["table_source"],
         progress=not cfg["quiet"],
     )
     if cfg.get("input"):
