@@ -62,8 +62,8 @@ def test_packed_workers_skip_a_run_another_process_holds(tmp_path):
 def _fake(sizes_params: dict, pack=None, device="cpu", packable=True):
     cfg = TrainerConfig.from_mapping({**LOCAL, "threads": None, "pack": pack, "device": device})
     data = SimpleNamespace(examples_per_batch=lambda b: b * 32)
-    tasks = [Task([{"id": f"C{b}_{s}", "size": s, "params": n, "tokens": 4e7 * b}]) for s, n in sizes_params.items()
-             for b in (1, 2)]
+    tasks = [Task([{"id": f"C{b}_{s}", "size": s, "params": n, "tokens": 4e7 * b, "flops": 2.4e8 * b * n}])
+             for s, n in sizes_params.items() for b in (1, 2)]
     return SimpleNamespace(cfg=cfg, data=data, packable=packable), tasks
 
 
@@ -82,8 +82,8 @@ def test_the_probe_packs_the_sizes_that_gain_and_keeps_the_machine_for_the_other
     assert plan.workers == 2 and plan.threads == 1
     assert {t.size for t in plan.packed} == {8, 16, 32} and {t.size for t in plan.alone} == {64, 128, 256}
     assert len(probed) <= 4 < len(sizes)  # bisection, not every size (and a first look at the smallest)
-    assert [t.runs[0]["tokens"] * t.runs[0]["params"] for t in plan.packed] == sorted(
-        (t.runs[0]["tokens"] * t.runs[0]["params"] for t in plan.packed), reverse=True)  # longest first
+    assert [t.runs[0]["flops"] for t in plan.packed] == sorted((t.runs[0]["flops"] for t in plan.packed),
+                                                               reverse=True)  # longest first
 
     monkeypatch.setattr(packing, "probe", lambda *a: {1: 1e6, 2: 1e6})  # a few seconds of work: not worth it
     assert packing.choose_packing(tasks, trainer, quiet=True) is None

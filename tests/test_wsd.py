@@ -181,3 +181,13 @@ def test_killing_a_sweep_mid_trunk_loses_no_branch_already_made(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
         assert [h["loss"] for h in a["history"]] == pytest.approx([h["loss"] for h in b["history"]], rel=1e-6)
     assert not trunk_ckpt.exists()  # every branch done: the trunk's checkpoint is cleaned up
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_wsd_plan_over_completed_cosine_runs_is_refused(tmp_path):
+    rd = _plan(tmp_path / "r", budgets=(1e9,), grid=Grid(points=1), schedule="cosine")
+    train_plan(str(rd.root), LOCAL, quiet=True)
+    _plan(rd.root, budgets=(1e9,), grid=Grid(points=1), schedule="wsd")  # the same run ids, now WSD branches
+    with pytest.raises(FlopsFitError) as e:
+        train_plan(str(rd.root), LOCAL, quiet=True)
+    assert "trained with schedule=cosine but" in str(e.value) and "plans schedule=wsd" in str(e.value)

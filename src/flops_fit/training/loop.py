@@ -22,7 +22,9 @@ What the loop guarantees:
 * AdamW over the model's ``param_groups(lr, weight_decay)`` hook (μP) or, without one, weight decay
   on matrices only; fused kernels on CUDA;
 * ``steps = ceil(tokens / examples_per_batch)``; linear warmup over ``warmup_frac`` of them, then
-  cosine decay reaching ``min_lr_ratio x lr`` at the last step; gradient-norm clipping;
+  cosine decay reaching ``min_lr_ratio x lr`` at the last step; gradient-norm clipping; an experiment
+  with ``schedule: wsd`` (a shared-trunk WSD plan, docs/wsd.md) holds the peak instead and decays over
+  its last ``cooldown_frac`` of steps (:class:`Schedule`);
 * one loss function (``trainer.loss`` or ``loss_fn=``) for training and held-out evaluation;
 * held-out loss every ``eval_every_frac`` of the run (``history``) and a final ``loss``;
 * a run whose training or held-out loss is not finite or exceeds ``diverge_factor x`` the first

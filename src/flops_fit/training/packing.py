@@ -35,8 +35,9 @@ from flops_fit.errors import FlopsFitError
 
 MARGIN = 1.15  # pack when `workers` one-core runs are this much faster than one run on every core
 MIN_PACKED_SECONDS = 30.0  # ... and the packed runs would take at least this long one at a time
-PROBE_STEPS = 3  # timed steps per probe (after one untimed), at least PROBE_SECONDS of them
-PROBE_SECONDS = 0.25
+PROBE_STEPS = 2  # timed steps per probe (after one untimed), at least PROBE_SECONDS of them
+PROBE_SECONDS = 0.2
+CLOSE = 1.3  # probes whose per-thread speed-up is within this factor of MARGIN are measured twice
 
 
 @dataclass
@@ -73,7 +74,7 @@ def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[
     cores = available_cores()
     if cfg.pack is not None:  # packed as asked, every task
         workers = min(int(cfg.pack), len(tasks))
-        return Packing(workers, max(1, cores // int(cfg.pack)), _longest_first(tasks, trainer)) if workers > 1 else None
+        return Packing(workers, max(1, cores // int(cfg.pack)), _longest_first(tasks)) if workers > 1 else None
     if cores < 2 or len(tasks) < 2:
         return None
     whole_threads = int(cfg.threads or cores)
@@ -103,7 +104,7 @@ def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[
     small = set(sizes[:lo])
     packed = [t for t in tasks if t.size in small]
     alone = [t for t in tasks if t.size not in small]
-    plan = Packing(cores, 1, _longest_first(packed, trainer), alone, probes)
+    plan = Packing(cores, 1, _longest_first(packed), alone, probes)
     seconds = sum(_task_seconds(t, trainer, probes, params) for t in packed)
     if len(packed) < 2 or seconds < MIN_PACKED_SECONDS:
         if not quiet and probes:
@@ -116,9 +117,9 @@ def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[
 
 
 def probe(trainer, size, threads: list[int]) -> dict:
-    """Training steps per second of ``size`` with each thread count of ``threads`` (best of two rounds,
-    alternating), on a throwaway model and one batch; the global RNG, the data source's position and
-    the thread count are left as they were."""
+    """Training steps per second of ``size`` with each thread count of ``threads`` (two of them: best of two
+    alternating rounds when their per-core rates are close), on a throwaway model and one batch; the
+    global RNG, the data source's position and the thread count are left as they were."""
     import torch
 
     from flops_fit.training.loop import Runtime, _prepare_model, train_step
@@ -146,8 +147,10 @@ def probe(trainer, size, threads: list[int]) -> dict:
                 return steps / (time.perf_counter() - start)
 
             rates = {n: rate(n) for n in threads}
-            if len(threads) > 1:  # a second round, so a neighbour's burst does not decide alone
-                rates = {n: max(r, rate(n)) for n, r in rates.items()}
+            if len(rates) == 2:  # a close call gets a second round, so a neighbour's burst does not decide alone
+                (a, ra), (b, rb) = rates.items()
+                if 1 / CLOSE < (rb / b) / (ra / a) / MARGIN < CLOSE:  # per-thread speed-up near the margin
+                    rates = {n: max(r, rate(n)) for n, r in rates.items()}
     finally:
         torch.set_num_threads(before)
         if position is not None:
@@ -155,28 +158,26 @@ def probe(trainer, size, threads: list[int]) -> dict:
     return rates
 
 
-def _task_tokens(task) -> float:
-    """Data units a task trains: a run's tokens, or a WSD trunk's to its last branch point plus each cooldown."""
-    if task.trunk is None:
-        return float(sum(e["tokens"] for e in task.runs))
-    frac = float(task.runs[0].get("cooldown_frac") or 0)
-    return (1 - frac) * max(e["tokens"] for e in task.runs) + frac * sum(e["tokens"] for e in task.runs)
+def _task_flops(task) -> float:
+    """What a task trains, in FLOPs: its run, or its WSD trunk once plus each cooldown (planning's formula)."""
+    from flops_fit.planning import sweep_flops
+
+    return sweep_flops(task.runs)
 
 
 def _task_seconds(task, trainer, probes: dict, params: dict) -> float:
-    """A task's time one at a time with the whole machine, from the probe of the nearest size (FLOPs scale)."""
+    """A task's time one at a time with the whole machine, at the FLOP rate probed for the nearest size."""
     if not probes:
         return math.inf
     per_batch = trainer.data.examples_per_batch(trainer.cfg.batch_size)
-    n = max(params[task.size], 1)
-    near = min(probes, key=lambda s: abs(math.log(max(params[s], 1) / n)))
-    flops_per_s = probes[near]["whole"] * per_batch * max(params[near], 1)
-    return _task_tokens(task) * n / flops_per_s
+    near = min(probes, key=lambda s: abs(math.log(max(params[s], 1) / max(params[task.size], 1))))
+    flops_per_step = per_batch * 6.0 * max(params[near], 1)  # 6N per data unit: the scale, not the count
+    return _task_flops(task) / (probes[near]["whole"] * flops_per_step)
 
 
-def _longest_first(tasks: list, trainer) -> list:
+def _longest_first(tasks: list) -> list:
     """Longest tasks first (by FLOPs), so the last ones to finish are short and no worker idles long."""
-    return sorted(tasks, key=lambda t: -_task_tokens(t) * t.runs[0]["params"])
+    return sorted(tasks, key=lambda t: -_task_flops(t))
 
 
 # -------------------------------------------------------------------------------------------------

@@ -497,9 +497,11 @@ _IGNORED = {"model": ("name", "size_range"), "dataset": ("name",)}
 
 def refuse_mismatch(plan: Mapping, records: Iterable[Mapping], rd: RunDir) -> None:
     """Stop with one line when a completed run (of ``records``, those in ``rd``) was trained with another
-    model, dataset or FLOPs convention than ``plan`` has (records that do not say are not compared)."""
+    model, dataset, FLOPs convention or learning-rate schedule (cosine | wsd) than ``plan`` has (records
+    that do not say are not compared; mock records carry no schedule)."""
     planned = {"model": plan.get("model"), "dataset": plan.get("dataset"),
-               "flops_convention": plan.get("flops_convention", "6nd")}
+               "flops_convention": plan.get("flops_convention", "6nd"),
+               "schedule": (plan.get("schedule") or {}).get("name", "cosine")}
     for rec in records:
         if rec.get("status") != "completed":
             continue
@@ -520,6 +522,8 @@ def _differences(key: str, old: Any, new: Any) -> list[tuple[str, str]]:
     """[(old 'key=value', new 'key=value')] for each setting that differs (nested keys dotted)."""
     if key == "flops_convention":
         return [] if old == new else [(f"flops={old}", f"flops={new}")]
+    if key == "schedule":
+        return [] if old == new else [(f"schedule={old}", f"schedule={new}")]
     a, b = _flatten(old or {}, key), _flatten(new or {}, key)
     ignored = {f"{key}.{k}" for k in _IGNORED.get(key, ())}
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in ignored
