@@ -85,3 +85,26 @@ def bootstrap_spread(a, b) -> dict:
     a_r, b_r = np.ravel(a), np.ravel(b)
     ok = np.isfinite(a_r) & np.isfinite(b_r)
     return {"a": [round(float(v), 5) for v in a_r[ok]], "b": [round(float(v), 5) for v in b_r[ok]]}
+
+
+class PowerLawAllocation:
+    """What the results of approaches 1, 2 and 2b share: N_opt = k_N C^a and D_opt = k_D C^b, on the
+    data (``k_N``, ``a``, ...) and per bootstrap replicate (``replicates``). Subclasses are dataclasses
+    with those fields and ``status``."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def allocation(self, C):
+        """N_opt(C), D_opt(C) from the power laws."""
+        return self.k_N * C ** self.a, self.k_D * C ** self.b
+
+    def allocation_replicates(self, C):
+        """(R, len(C)) N_opt, D_opt per bootstrap replicate, or (None, None)."""
+        r = self.replicates
+        if r is None:
+            return None, None
+        with np.errstate(over="ignore", invalid="ignore"):
+            return (r["k_N"][:, None] * C[None, :] ** r["a"][:, None],
+                    r["k_D"][:, None] * C[None, :] ** r["b"][:, None])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flops_fit.analysis.common import bootstrap_spread, fit_power_law, jfloat, percentile_interval
+from flops_fit.analysis.common import PowerLawAllocation, bootstrap_spread, fit_power_law, jfloat, percentile_interval
 from flops_fit.analysis.diagnostics import Diagnostics, bootstrap_failures
 
 
@@ -131,7 +131,7 @@ def fit_envelope(curves, fpt, W=None, *, points_per_decade: int = 10) -> dict:
 
 
 @dataclass
-class EnvelopeFit:
+class EnvelopeFit(PowerLawAllocation):
     """Approach 1's result: N_opt = k_N C^a, D_opt = k_D C^b from the envelope points."""
 
     status: str
@@ -145,23 +145,6 @@ class EnvelopeFit:
     a_ci: list | None = None
     b_ci: list | None = None
     replicates: dict | None = field(default=None, repr=False)  # fit_envelope over the bootstrap
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def allocation(self, C):
-        """N_opt(C), D_opt(C) from the power laws."""
-        return self.k_N * C ** self.a, self.k_D * C ** self.b
-
-    def allocation_replicates(self, C):
-        """(R, len(C)) N_opt, D_opt per bootstrap replicate, or (None, None)."""
-        r = self.replicates
-        if r is None:
-            return None, None
-        with np.errstate(over="ignore", invalid="ignore"):
-            return (r["k_N"][:, None] * C[None, :] ** r["a"][:, None],
-                    r["k_D"][:, None] * C[None, :] ** r["b"][:, None])
 
     def to_json(self) -> dict:
         if not self.ok:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flops_fit.analysis.common import bootstrap_spread, fit_power_law, jfloat, percentile_interval
+from flops_fit.analysis.common import PowerLawAllocation, bootstrap_spread, fit_power_law, jfloat, percentile_interval
 from flops_fit.analysis.diagnostics import Diagnostics, bootstrap_failures, edge_minimum
 from flops_fit.units import fmt_flops
 
@@ -157,7 +157,7 @@ def fit_isoflop(params, loss, group, budgets, fpt, W=None, *, robust: bool = Tru
 
 
 @dataclass
-class IsoflopFit:
+class IsoflopFit(PowerLawAllocation):
     """Approach 2's result: one parabola per budget, power laws through the interior minima."""
 
     status: str
@@ -176,21 +176,6 @@ class IsoflopFit:
     groups: np.ndarray | None = field(default=None, repr=False)  # sweep budget index of each profile
     full: dict | None = field(default=None, repr=False)  # fit_isoflop on the data
     replicates: dict | None = field(default=None, repr=False)  # fit_isoflop over the bootstrap
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def allocation(self, C):
-        return self.k_N * C ** self.a, self.k_D * C ** self.b
-
-    def allocation_replicates(self, C):
-        r = self.replicates
-        if r is None:
-            return None, None
-        with np.errstate(over="ignore", invalid="ignore"):
-            return (r["k_N"][:, None] * C[None, :] ** r["a"][:, None],
-                    r["k_D"][:, None] * C[None, :] ** r["b"][:, None])
 
     def to_json(self) -> dict:
         if self.budgets is None:

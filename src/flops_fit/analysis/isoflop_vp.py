@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flops_fit.analysis.common import bootstrap_spread, fit_power_law, jfloat, percentile_interval
+from flops_fit.analysis.common import PowerLawAllocation, bootstrap_spread, fit_power_law, jfloat, percentile_interval
 from flops_fit.analysis.diagnostics import Diagnostics, bootstrap_failures
 from flops_fit.analysis.varpro import fit_budget_curves
 from flops_fit.units import fmt_flops, fmt_params
@@ -31,7 +31,7 @@ EXTRAPOLATION = 4.0  # a budget's minimum counts if within this factor beyond it
 
 
 @dataclass
-class IsoflopVPFit:
+class IsoflopVPFit(PowerLawAllocation):
     """Approach 2b's result: shared exponents, one curve per budget, power laws through the minima."""
 
     status: str
@@ -53,21 +53,6 @@ class IsoflopVPFit:
     converged: bool = False
     full: dict | None = field(default=None, repr=False)
     replicates: dict | None = field(default=None, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def allocation(self, C):
-        return self.k_N * C ** self.a, self.k_D * C ** self.b
-
-    def allocation_replicates(self, C):
-        r = self.replicates
-        if r is None:
-            return None, None
-        with np.errstate(over="ignore", invalid="ignore"):
-            return (r["k_N"][:, None] * C[None, :] ** r["a"][:, None],
-                    r["k_D"][:, None] * C[None, :] ** r["b"][:, None])
 
     def to_json(self) -> dict:
         if self.budgets is None:
