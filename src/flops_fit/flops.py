@@ -32,11 +32,14 @@ FLOP_CONVENTIONS = ("6nd", "6nd_nonembedding", "chinchilla", "measured")
 COUNTED_CONVENTIONS = tuple(c for c in FLOP_CONVENTIONS if c != "measured")
 
 
+SIX_ND = 6.0  # training FLOPs per parameter per token under C = 6 N D (2 forward + 4 backward per weight)
+
+
 def flops_per_token_6n(params):
-    """Training FLOPs per token under C = 6 N D: 6 x ``params`` (2 forward + 4 backward per weight).
+    """Training FLOPs per token under C = 6 N D: 6 x ``params``.
 
     ``params`` may be a number or a numpy array (the fits call it on arrays)."""
-    return 6.0 * params
+    return SIX_ND * params
 
 
 def count_params(model) -> tuple[int, int]:

@@ -23,11 +23,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from flops_fit.errors import FlopsFitError
+from flops_fit.flops import SIX_ND  # the 6ND rule (training FLOPs = 6 x parameters x tokens) has one home
 
 FIELDS = ("E", "A", "B", "alpha", "beta")
-
-# the 6ND rule: training FLOPs = 6 x parameters x tokens (forward + backward)
-SIX_ND = 6.0
 
 
 @dataclass
