@@ -73,7 +73,7 @@ def test_user_model_class_through_the_cli(tmp_path):
     )
     run = tmp_path / "mine"
     run_cli("ff-plan", f"run_dir={run}", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "model=bow",
-            "budgets=tiny", cwd=REPO)
+            "dataset=synthetic_text", "budgets=tiny", cwd=REPO)  # its 256-token vocabulary fits the model's
     plan = json.loads((run / "plan.json").read_text())
     assert plan["model"]["target"] == "tests.plugins.user_model.BagOfWordsLM"
     assert all(e["id"].split("_")[-1].startswith("width") for e in plan["experiments"])
