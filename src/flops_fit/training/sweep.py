@@ -460,7 +460,9 @@ class RealTrainer(_Trainer):
                     sweep.run(b.exp, lambda e, b=b: self(e, trunk=task.trunk, branched_at=b.branched_at))
                 else:
                     need.append(b)
-            need = [b for b in need if _todo(self.rd.read_run(b.id), sweep.retry_failed, {})]
+            still = [b for b in need if _todo(self.rd.read_run(b.id), sweep.retry_failed, sweep.counts)]
+            sweep.tick(len(need) - len(still))  # finished by another process meanwhile (counted as skipped)
+            need = still
             if need:
                 train_trunk(task.trunk, branches, need, _BranchSink(self, sweep, task.trunk),
                             model=self.fresh_model(task.size), data=self.data, trainer=self.run_cfg,
