@@ -11,6 +11,13 @@ variant's run losses are from the first variant's on the runs they share.
     PYTHONPATH=src python benchmarks/bench_sweep.py                        # four variants, tens of minutes
     PYTHONPATH=src python benchmarks/bench_sweep.py --variants cosine-packed wsd-packed
     PYTHONPATH=src python benchmarks/bench_sweep.py --budgets 1e11 2.5e11   # a quicker, smaller study
+    PYTHONPATH=src python benchmarks/bench_sweep.py --efficiency           # per size, one core: minutes
+
+``--efficiency`` instead times a few training steps of every model size of the demo plan on one
+thread against the one-thread matmul peak measured right before and after (so a neighbour that takes
+the core slows both alike), and prints the best end-to-end fraction of the peak a perfectly packed
+sweep could reach: the FLOPs-weighted harmonic mean of the sizes' fractions (no evaluation, no
+start-up, every core busy with runs as efficient as they are alone).
 
 A variant whose run directory already holds completed runs only trains what is missing (delete
 ``--out`` for a fresh measurement); its wall time then covers that part only. Report the machine's
@@ -63,6 +70,45 @@ def spent_flops(records: list[dict]) -> float:
     return total
 
 
+def efficiency(plan: dict, steps: int = 4) -> int:
+    """Each size's training FLOP/s on one thread as a fraction of the one-thread matmul peak."""
+    from flops_fit.data import build_data
+    from flops_fit.models import ModelSpec
+    from flops_fit.training.loop import Runtime, _prepare_model, train_step
+    from flops_fit.training.loss import resolve_loss
+    from flops_fit.training.optim import build_optimizer
+
+    torch.set_num_threads(1)
+    data = build_data(dict(plan["dataset"]))
+    spec = ModelSpec.from_config({**plan["model"], "_target_": plan["model"]["target"]})
+    x, y = data.train_batch(32, torch.Generator().manual_seed(0))
+    rt, loss_fn = Runtime(torch.device("cpu"), None), resolve_loss("cross_entropy")
+    by_size = {}
+    for e in plan["experiments"]:
+        by_size.setdefault(e["size"], []).append(e)
+    print(f"one thread; load average {os.getloadavg()}")
+    print(f"{'d_model':>7s} {'params':>8s} {'GFLOP/s':>8s} {'peak':>6s} {'% peak':>7s}  runs' FLOPs")
+    frac = {}
+    for size, runs in sorted(by_size.items()):
+        model = _prepare_model(spec.build(size), torch.device("cpu"), 0)
+        opt = build_optimizer(model, lr=1e-3, weight_decay=0.1)
+        params = list(model.parameters())
+        train_step(model, opt, None, loss_fn, x, y, rt, params, 1.0)
+        before = matmul_peak(reps=2)
+        t = time.perf_counter()
+        for _ in range(steps):
+            train_step(model, opt, None, loss_fn, x, y, rt, params, 1.0)
+        rate = steps * x.numel() * runs[0]["flops_per_token"] / (time.perf_counter() - t)
+        peak = max(before, matmul_peak(reps=2))
+        frac[size] = rate / peak
+        print(f"{size:7d} {runs[0]['params']:8d} {rate / 1e9:8.1f} {peak / 1e9:6.1f} {frac[size]:7.1%}  "
+              f"{sum(r['flops'] for r in runs):.3g}", flush=True)
+    total = sum(e["flops"] for e in plan["experiments"])
+    bound = total / sum(e["flops"] / frac[e["size"]] for e in plan["experiments"])
+    print(f"perfectly packed, the sweep's training steps run at {bound:.1%} of the peak end to end (an upper bound)")
+    return 0
+
+
 def exponents(analysis: dict) -> dict:
     out = {}
     for approach in ("envelope", "isoflop", "parametric"):
@@ -84,6 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", nargs="+", type=float, default=None, help="default: budgets=cpu_small")
     ap.add_argument("--points", type=int, default=5)
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--efficiency", action="store_true", help="per size on one thread against the matmul peak, only")
     args = ap.parse_args(argv)
 
     from flops_fit import stages
@@ -91,6 +138,11 @@ def main(argv=None) -> int:
     from flops_fit.config.compose import compose
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()}")
+    if args.efficiency:
+        overrides = [f"run_dir={os.path.join(args.out, 'efficiency')}", f"grid.points={args.points}", "quiet=true"]
+        if args.budgets:
+            overrides.append("budgets.values=[" + ",".join(f"{b:g}" for b in args.budgets) + "]")
+        return efficiency(stages.plan(compose("plan", overrides)))
     rows, fits, losses = [], {}, {}
     for name in args.variants:
         schedule, pack = VARIANTS[name]
