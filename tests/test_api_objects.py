@@ -84,6 +84,26 @@ def test_mock_mode_writes_the_clis_artifacts_and_a_table(tmp_path):
     assert flops_fit.load(run).predict(1e8)["params"] == pytest.approx(result.predict(1e8)["params"], rel=1e-9)
 
 
+def test_result_plot_returns_the_open_figures_it_wrote(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    result = _objects(tmp_path, mode="mock")
+    plt.close("all")
+    figures = result.plot()
+    written = sorted((tmp_path / "run" / "plots").glob("*.png"))
+    assert written and len(figures) == len(written)
+    assert all(isinstance(f, Figure) and f.axes for f in figures)
+    assert set(plt.get_fignums()) == {f.number for f in figures}  # left open for the notebook
+    assert (tmp_path / "run" / "report.html").exists()
+    plt.close("all")
+    from flops_fit import stages
+    from flops_fit.config.compose import compose
+
+    out = stages.plot(compose("plot", [f"run_dir={tmp_path / 'run'}"]))  # what ff-plot runs: closes them
+    assert "figures" not in out and len(out["plots"]) == len(written) and plt.get_fignums() == []
+
+
 def _uniform_guess():
     return math.log(N_CLASSES)
 

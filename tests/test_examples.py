@@ -31,3 +31,20 @@ def test_examples_export_what_users_copy_from():
     for name in ("GPT", "GPTConfig", "VisionTransformer", "ViTConfig", "gpt_loss_fn", "vit_loss_fn",
                  "TinyStoriesDataset", "CIFAR10Dataset"):
         assert getattr(ex, name) is not None
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs_as_written(tmp_path):
+    """The README's "From Python" block, pasted as written: real CPU training, a table, and an IsoFLOP
+    minimum inside every budget's grid that moves to larger models as the budget grows."""
+    text = (REPO / "README.md").read_text()
+    start = text.index("```python\n", text.index("## From Python")) + len("```python\n")
+    code = text[start:text.index("```", start)]
+    code += ("\nminima = result.analysis['fits']['isoflop']['budgets']\n"
+             "print('N_OPT', [m['params_opt'] for m in minima if m['interior']])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert any(line.startswith("| budget | N_opt") for line in proc.stdout.splitlines()), proc.stdout[-1500:]
+    n_opt = eval(next(l for l in proc.stdout.splitlines() if l.startswith("N_OPT"))[len("N_OPT"):])
+    assert len(n_opt) >= 3 and all(a < b for a, b in zip(n_opt, n_opt[1:])), n_opt
+    assert (tmp_path / "outputs" / "mlp" / "analysis.json").is_file()

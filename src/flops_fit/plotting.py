@@ -5,6 +5,8 @@ No torch here: plotting runs on a laptop next to a cluster's run directory.
 
 from __future__ import annotations
 
+import contextvars
+import sys
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -21,10 +23,15 @@ APPROACH_STYLE = {
 }
 
 
+# make_plots(..., figures=[...]) collects the drawn Figures here instead of closing them
+_KEEP: contextvars.ContextVar[list | None] = contextvars.ContextVar("flops_fit_keep_figures", default=None)
+
+
 def _plt():
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:  # a notebook keeps its own (inline) backend
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -35,7 +42,11 @@ def _save(fig, path: Path, dpi: int) -> Path:
 
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    kept = _KEEP.get()
+    if kept is None:
+        plt.close(fig)
+    else:
+        kept.append(fig)
     return path
 
 
@@ -278,8 +289,21 @@ def plot_bootstrap(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None
     return _save(fig, path, dpi)
 
 
-def make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: str = "png", dpi: int = 130) -> list[Path]:
-    """Draw every figure that the analysis supports; returns the files written."""
+def make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: str = "png", dpi: int = 130,
+               figures: list | None = None) -> list[Path]:
+    """Draw every figure that the analysis supports; returns the files written.
+
+    ``figures``: a list that receives the drawn matplotlib Figures, left open (for a notebook);
+    without it every figure is closed once written.
+    """
+    token = _KEEP.set(figures)
+    try:
+        return _make_plots(analysis, runs, out_dir, fmt, dpi)
+    finally:
+        _KEEP.reset(token)
+
+
+def _make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: str, dpi: int) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [

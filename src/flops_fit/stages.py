@@ -287,8 +287,11 @@ def plot(cfg: Mapping[str, Any], *, keep_figures: bool = False) -> dict:
     # loss curves, when the run records are there (runs trained elsewhere have none)
     runs = [] if analysis.get("input") or not rd.has_plan() else load_runs(rd)[0]
     _record_config(rd, "plot", cfg)
-    paths = make_plots(analysis, runs, rd.plots_dir, fmt=cfg["format"], dpi=int(cfg["dpi"]))
+    figures: list | None = [] if keep_figures else None
+    paths = make_plots(analysis, runs, rd.plots_dir, fmt=cfg["format"], dpi=int(cfg["dpi"]), figures=figures)
     out = {"plots": [str(p) for p in paths]}
+    if keep_figures:
+        out["figures"] = figures
     if cfg["report"]:
         out["report"] = str(write_report(analysis, paths, rd.report_path))
     return out
