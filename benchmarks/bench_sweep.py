@@ -17,7 +17,9 @@ variant's run losses are from the first variant's on the runs they share.
 thread against the one-thread matmul peak measured right before and after (so a neighbour that takes
 the core slows both alike), and prints the best end-to-end fraction of the peak a perfectly packed
 sweep could reach: the FLOPs-weighted harmonic mean of the sizes' fractions (no evaluation, no
-start-up, every core busy with runs as efficient as they are alone).
+start-up, every core busy with runs as efficient as they are alone), both per core and against the
+whole-machine peak that the end-to-end fractions use (one core's peak times the cores is more than
+the whole machine's: the cores share caches and memory bandwidth).
 
 A variant whose run directory already holds completed runs only trains what is missing (delete
 ``--out`` for a fresh measurement); its wall time then covers that part only. Report the machine's
@@ -78,6 +80,8 @@ def efficiency(plan: dict, steps: int = 4) -> int:
     from flops_fit.training.loss import resolve_loss
     from flops_fit.training.optim import build_optimizer
 
+    cores = torch.get_num_threads()
+    machine_peak = matmul_peak()  # every core, as the end-to-end fractions of make bench-sweep use
     torch.set_num_threads(1)
     data = build_data(dict(plan["dataset"]))
     spec = ModelSpec.from_config({**plan["model"], "_target_": plan["model"]["target"]})
@@ -88,7 +92,7 @@ def efficiency(plan: dict, steps: int = 4) -> int:
         by_size.setdefault(e["size"], []).append(e)
     print(f"one thread; load average {os.getloadavg()}")
     print(f"{'d_model':>7s} {'params':>8s} {'GFLOP/s':>8s} {'peak':>6s} {'% peak':>7s}  runs' FLOPs")
-    frac = {}
+    frac, rates = {}, {}
     for size, runs in sorted(by_size.items()):
         model = _prepare_model(spec.build(size), torch.device("cpu"), 0)
         opt = build_optimizer(model, lr=1e-3, weight_decay=0.1)
@@ -100,12 +104,18 @@ def efficiency(plan: dict, steps: int = 4) -> int:
             train_step(model, opt, None, loss_fn, x, y, rt, params, 1.0)
         rate = steps * x.numel() * runs[0]["flops_per_token"] / (time.perf_counter() - t)
         peak = max(before, matmul_peak(reps=2))
-        frac[size] = rate / peak
+        frac[size], rates[size] = rate / peak, rate
         print(f"{size:7d} {runs[0]['params']:8d} {rate / 1e9:8.1f} {peak / 1e9:6.1f} {frac[size]:7.1%}  "
               f"{sum(r['flops'] for r in runs):.3g}", flush=True)
     total = sum(e["flops"] for e in plan["experiments"])
     bound = total / sum(e["flops"] / frac[e["size"]] for e in plan["experiments"])
-    print(f"perfectly packed, the sweep's training steps run at {bound:.1%} of the peak end to end (an upper bound)")
+    per_core = total / sum(e["flops"] / rates[e["size"]] for e in plan["experiments"])
+    torch.set_num_threads(cores)
+    machine_peak = max(machine_peak, matmul_peak())
+    print(f"perfectly packed ({cores} one-thread runs at a time, no evaluation, no start-up), the sweep's "
+          f"training steps run at {bound:.1%} of the one-thread peak per core, i.e. {cores} x "
+          f"{per_core / 1e9:.1f} GFLOP/s = {cores * per_core / machine_peak:.1%} of the {machine_peak / 1e9:.0f} "
+          f"GFLOP/s whole-machine peak (the end-to-end measure's; upper bounds)")
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import resource
 import sys
 import time
 
@@ -63,14 +64,16 @@ def main(argv=None) -> int:
               trainer={**trainer, "progress": False}, progress=False)
 
     prof = cProfile.Profile(time.process_time)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0, faults0 = time.process_time(), time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     prof.enable()
     record = train_run(exp, model=spec.build(exp["size"]), data=data, trainer=trainer, progress=True, position=0)
     prof.disable()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
     stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
     print(f"{exp['id']}: {record['params']} params, {record['steps']} steps of {per_batch} tokens, "
-          f"{torch.get_num_threads()} thread(s); CPU time {cpu:.2f} s (wall {wall:.2f} s), loss {record['loss']:.4f}")
+          f"{torch.get_num_threads()} thread(s); CPU time {cpu:.2f} s (wall {wall:.2f} s), loss {record['loss']:.4f}; "
+          f"{faults / max(1, record['steps']):.0f} minor page faults per step (evaluation included)")
     print(f"{'phase':40s} {'CPU s':>8s} {'share':>7s}")
     for phase, funcs in PHASES.items():
         t = sum(v[3] for (f, _, name), v in stats.items() if any(f.endswith(s) and name == n for s, n in funcs))

@@ -193,3 +193,35 @@ def test_gpt_with_a_fixed_head_count():
     assert wide(torch.randint(64, (2, 16))).shape == (2, 16, 64)
     with pytest.raises(ValueError, match="multiple of 2 x n_heads=2"):
         GPT(d_model=30, n_layer=1, n_heads=2, vocab_size=64, seq_len=16)
+
+
+def test_gpt_readout_gradients_are_linears():
+    """The output head's own backward (a faster layout for the weight gradient on the CPU) computes
+    F.linear's gradients: checked exactly in float64 and, through a whole μP GPT, in float32."""
+    from flops_fit.examples.gpt import _Readout
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(7, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(_Readout.apply, (x, w))
+
+    def grads(monkey):
+        torch.manual_seed(0)
+        model = GPT(d_model=8, n_layer=1, n_heads=2, vocab_size=64, seq_len=16)
+        if monkey:  # the plain path: F.linear and autograd's own backward
+            import flops_fit.examples.gpt as gpt
+
+            orig, gpt.readout = gpt.readout, torch.nn.functional.linear
+        try:
+            idx = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(1))
+            logits = model(idx)
+            assert ("Readout" in type(logits.grad_fn).__name__) != monkey
+            torch.nn.functional.cross_entropy(logits.reshape(-1, 64), idx.reshape(-1)).backward()
+        finally:
+            if monkey:
+                gpt.readout = orig
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    ours, plain = grads(False), grads(True)
+    for name in plain:
+        assert torch.allclose(ours[name], plain[name], rtol=1e-5, atol=1e-7), name

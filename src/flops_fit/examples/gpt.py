@@ -172,6 +172,38 @@ def apply_rotary(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
 
 
+class _Readout(torch.autograd.Function):
+    """``x @ weight.T`` whose weight gradient is computed as ``(x.T @ grad).T``.
+
+    Autograd's linear backward asks for ``grad.T @ x``: for a narrow model (d_model 8) and a wide
+    vocabulary, a (vocab x tokens) @ (tokens x 8) product that MKL runs about 4x slower on this
+    project's CPUs than the same sum laid out as (8 x tokens) @ (tokens x vocab), and it is a large
+    share of a small model's step (docs/performance.md). Same products, same sums; float rounding
+    may differ from ``F.linear``'s in the last bits.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = torch.mm(grad2, weight).view(x.shape) if ctx.needs_input_grad[0] else None
+        grad_w = torch.mm(x.reshape(-1, x.shape[-1]).t(), grad2).t() if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w
+
+
+def readout(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The output head's ``F.linear(x, weight)``; float32 training on the CPU takes :class:`_Readout`."""
+    if (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+        return _Readout.apply(x, weight)
+    return F.linear(x, weight)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -323,11 +355,11 @@ class GPT(nn.Module):
             x = block(x, angles)
         x = self.norm(x)
         if self.output_scale == 1.0:
-            return self.head(x)
+            return readout(x, self.head.weight)
         # μP readout multiplier: scale whichever of the head's weight and its input is smaller
         if self.head.weight.numel() < x.numel():
-            return F.linear(x, self.head.weight * self.output_scale)
-        return self.head(x * self.output_scale)
+            return readout(x, self.head.weight * self.output_scale)
+        return readout(x * self.output_scale, self.head.weight)
 
     def extra_repr(self) -> str:
         c = self.config

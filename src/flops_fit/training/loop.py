@@ -62,6 +62,7 @@ from flops_fit.training import checkpoints
 from flops_fit.training.config import TrainerConfig
 from flops_fit.training.distributed import World
 from flops_fit.training.loss import resolve_loss, targets_in
+from flops_fit.training.memory import hold_freed_memory
 from flops_fit.training.optim import (SCHEDULES, build_optimizer, cooldown_start, lr_factor, set_lr,
                                       warmup_steps_for, wsd_lr_factor)
 from flops_fit.training.record import history_point, run_record
@@ -268,6 +269,7 @@ class Runtime:
 
     @classmethod
     def for_config(cls, cfg: TrainerConfig, world: World = World()) -> "Runtime":
+        hold_freed_memory()  # no page faults on every step's fresh tensors (training/memory.py)
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
         device = world.device(resolve_device(cfg.device))
