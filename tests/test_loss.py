@@ -117,4 +117,6 @@ def test_held_memory_spares_every_step_its_page_faults():
         return float(out.stdout.split()[-1])
 
     held, default = faults("hold"), faults("default")
-    assert default > 1000 and held < default / 4, (held, default)
+    if default < 200:  # e.g. transparent huge pages set to "always": few faults to spare in the first place
+        pytest.skip(f"{default:.0f} page faults per step without the thresholds: nothing to measure here")
+    assert held < default / 4, (held, default)
