@@ -195,6 +195,40 @@ def test_gpt_with_a_fixed_head_count():
         GPT(d_model=30, n_layer=1, n_heads=2, vocab_size=64, seq_len=16)
 
 
+@pytest.mark.parametrize("head_dim", [2, 4, 6, 16, 24])
+def test_gpt_attention_pads_narrow_cpu_heads_without_changing_the_result(head_dim, monkeypatch):
+    """Heads narrower than 16 go to the CPU kernel zero-padded to 16 (a faster shape there); the
+    output and the gradients are those of the unpadded call."""
+    import torch.nn.functional as F
+
+    from flops_fit.examples import gpt
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 17, head_dim, generator=g, requires_grad=True) for _ in range(3))
+    dy = torch.randn(3, 2, 17, head_dim, generator=g)
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.37)
+    want_grads = torch.autograd.grad(want, (q, k, v), dy)
+
+    seen, plain = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append(q.shape[-1])
+        return plain(q, k, v, **kw)
+
+    monkeypatch.setattr(gpt.F, "scaled_dot_product_attention", spy)
+    got = gpt.causal_attention(q, k, v, 0.37)
+    got_grads = torch.autograd.grad(got, (q, k, v), dy)
+    assert seen == [max(head_dim, gpt.CPU_MIN_HEAD_DIM)]
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got_grads, want_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    # on the meta device (the measured FLOPs convention) the model's own shapes are kept
+    seen.clear()
+    gpt.causal_attention(*(t.detach().to("meta") for t in (q, k, v)), 0.37)
+    assert seen == [head_dim]
+
+
 def test_gpt_readout_gradients_are_linears():
     """The output head's own backward (a faster layout for the weight gradient on the CPU) computes
     F.linear's gradients: checked exactly in float64 and, through a whole μP GPT, in float32."""

@@ -204,6 +204,27 @@ def readout(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.linear(x, weight)
 
 
+CPU_MIN_HEAD_DIM = 16
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Causal ``F.scaled_dot_product_attention`` of (B, H, T, D) heads, with an explicit ``scale``.
+
+    On the CPU, heads narrower than :data:`CPU_MIN_HEAD_DIM` are zero-padded to it and the output
+    cut back: torch's CPU flash attention runs head_dim 4-14 slower than 16 itself (forward and
+    backward of the demo's (32, 2, 128, D) heads: about 10 ms at D = 4-10 against 7.5 ms padded to
+    16, docs/performance.md). The zeros add nothing to the query-key products and give zero output
+    columns, so the result and its gradients are those of the unpadded call up to float rounding.
+    Not on the meta device (the measured FLOPs convention counts the model's own shapes).
+    """
+    D = q.shape[-1]
+    if q.device.type == "cpu" and D < CPU_MIN_HEAD_DIM and not torch.compiler.is_compiling():
+        pad = (0, CPU_MIN_HEAD_DIM - D)
+        y = F.scaled_dot_product_attention(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), is_causal=True, scale=scale)
+        return y[..., :D]
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -221,9 +242,7 @@ class CausalSelfAttention(nn.Module):
         qk = apply_rotary(qkv[:, :, :2].transpose(1, 2), angles)  # queries and keys in one pass: (B, 2, T, H, D)
         q, k = qk.unbind(dim=1)
         v = qkv[:, :, 2]
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True, scale=self.scale
-        )
+        y = causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.scale)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
