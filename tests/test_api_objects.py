@@ -84,6 +84,13 @@ def test_mock_mode_writes_the_clis_artifacts_and_a_table(tmp_path):
     assert flops_fit.load(run).predict(1e8)["params"] == pytest.approx(result.predict(1e8)["params"], rel=1e-9)
 
 
+def test_plan_warnings_reach_the_notebook_at_the_callers_line(tmp_path):
+    """What ff-plan prints under its table reaches a find_optimal caller as a UserWarning on its own line."""
+    with pytest.warns(UserWarning, match="3 or more model sizes") as caught:
+        _objects(tmp_path, mode="mock", points=2)
+    assert [w.filename for w in caught if "3 or more" in str(w.message)] == [__file__]
+
+
 def test_result_plot_returns_the_open_figures_it_wrote(tmp_path):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure

@@ -48,6 +48,16 @@ def test_runs_with_too_few_tokens_are_dropped_and_reported():
     assert "dropped" in format_plan(plan)
 
 
+@pytest.mark.parametrize("points", [1, 2, 3])
+def test_a_plan_no_approach_can_fit_per_budget_says_so(points):
+    """Under 3 sizes per budget the IsoFLOP approaches cannot work: ff-plan says so before any training."""
+    plan = make_plan(USER_MODEL, [1e11, 1e12], grid=Grid(points=points))
+    warned = [w for w in plan["warnings"] if "3 or more model sizes" in w]
+    assert bool(warned) == (points < 3)
+    if warned:
+        assert f"grid.points={points}" in warned[0] and f"warning: {warned[0]}" in format_plan(plan)
+
+
 def test_round_size_hook_is_honoured():
     spec = ModelSpec(target="flops_fit.examples.GPT", size_param="d_model",
                      kwargs={"n_layer": 2, "head_dim": 16, "vocab_size": 256, "seq_len": 64}, size_range=(16, 2048))

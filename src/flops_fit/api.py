@@ -236,7 +236,7 @@ def _find_optimal_configs(run_dir, *, model, dataset, budgets, trainer, plan_ove
         plan_ov.append(f"budgets={budgets}")
     elif budgets is not None:
         plan_nodes["budgets"] = {"name": "custom", "values": [float(b) for b in budgets]}
-    stages.plan(compose("plan", plan_ov, plan_nodes))
+    _warn_plan(stages.plan(compose("plan", plan_ov, plan_nodes)))
 
     if train:
         train_ov, train_nodes = [f"run_dir={run_dir}", *train_overrides], {}
@@ -244,6 +244,14 @@ def _find_optimal_configs(run_dir, *, model, dataset, budgets, trainer, plan_ove
         train_ov += _dotted("trainer", routed["trainer"])
         stages.train(compose("train", train_ov, train_nodes))
     return _analyze_and_plot(run_dir, [*_dotted("", routed["analyze"]), *analyze_overrides], plot)
+
+
+def _warn_plan(plan: Mapping[str, Any]) -> None:
+    """The plan's warnings (those ff-plan prints under its table), as Python warnings at the user's call."""
+    import warnings
+
+    for w in plan.get("warnings", []):
+        warnings.warn(f"flops-fit plan: {w}", UserWarning, stacklevel=4)  # _warn_plan < _find_optimal_* < find_optimal < caller
 
 
 def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool) -> Result:
@@ -295,7 +303,7 @@ def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budge
 
     plan_ov = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"])]
     plan_nodes = {"budgets": {"name": "custom", "values": [float(b) for b in compute_budgets]}}
-    stages.plan(compose("plan", plan_ov, plan_nodes), model=spec, data=data)
+    _warn_plan(stages.plan(compose("plan", plan_ov, plan_nodes), model=spec, data=data))
     if train:
         train_cfg = compose("train", [f"run_dir={run_dir}", f"trainer={mode}", *_dotted("trainer", routed["trainer"])])
         stages.train(train_cfg, model=spec, data=data, loss_fn=loss_fn)

@@ -224,6 +224,13 @@ def make_plan(
             "every planned run was dropped for having too few tokens: raise the budgets (budgets.values=...), "
             "lower grid.min_tokens_per_param, or shrink model.size_range"
         )
+    per_budget = [sum(e["budget"] == b for e in experiments) for b in budgets]
+    if max(per_budget) < 3:
+        warnings.insert(0, (
+            f"no budget has 3 or more model sizes (grid.points={grid.points}): approaches 2 and 2b need them to "
+            "locate each budget's minimum, and approaches 1 and 3 need runs that span several sizes and token "
+            "counts; for a scaling study plan grid.points=5 or more"
+        ))
     if schedule == "wsd":
         _branch_from_trunks(experiments, model.size_param, cooldown_frac)
     return {
