@@ -100,3 +100,32 @@ def test_packing_is_as_asked_and_off_for_python_objects(monkeypatch):
     assert forced.workers == 2 and forced.threads == 2 and len(forced.packed) == 4 and not forced.alone
     trainer, tasks = _fake(sizes, pack=2, packable=False)  # find_optimal's objects: workers cannot rebuild them
     assert packing.choose_packing(tasks, trainer, quiet=True) is None
+
+
+def test_the_expected_time_of_a_packing_deals_its_tasks_to_the_workers(monkeypatch):
+    """ff-train's estimate after choosing the packing: packed tasks at one thread's speed, dealt longest first
+    to the worker that frees first, then the rest one at a time with the whole machine."""
+    sizes = {8: 5_000, 16: 12_000, 32: 30_000, 64: 90_000}
+    trainer, tasks = _fake(sizes)
+    monkeypatch.setattr(packing, "probe", lambda trainer, size, threads: {2: 1.0, 1: 0.8 if size <= 32 else 0.5})
+    monkeypatch.setattr(packing, "available_cores", lambda: 2)
+    rate = 2.4e8 * 1_000 / 1.0  # FLOP/s (whole machine) at every size: a task takes (budget x params) / 1000 s
+    plan = packing.choose_packing(tasks, trainer, quiet=True, rates={5_000: rate, 90_000: rate})
+    assert {t.size for t in plan.packed} == {8, 16, 32} and {t.size for t in plan.alone} == {64}
+    # packed, whole-machine seconds 5, 10, 12, 24, 30, 60, each 1.25x slower on one thread; dealt longest first:
+    # 60 | 30, 24 -> 54 | 12 -> 66 | 10 -> 70 | 5 -> 71: the packed phase ends at 71 x 1.25; then 90 + 180 alone
+    assert plan.expected_s == pytest.approx(71 * 1.25 + 90 + 180)
+    assert "expected training time so packed about" in plan.describe()
+    assert packing.choose_packing(tasks, trainer, quiet=True).expected_s is None  # no probe rates, no estimate
+
+
+def test_the_expected_time_counts_a_wsd_trunk_once():
+    from flops_fit.planning import sweep_flops
+    from flops_fit.training import workload
+
+    plan = make_plan(TINY, [5e8, 1.2e9], grid=GRID, dataset=dict(SYNTHETIC), schedule="wsd")
+    runs = plan["experiments"]
+    rates = {float(min(e["params"] for e in runs)): 1e9, float(max(e["params"] for e in runs)): 1e9}
+    assert len(workload.work_units(runs)) == len({e["trunk"] for e in runs}) < len(runs)
+    assert workload.expected_seconds(runs, rates) == pytest.approx(sweep_flops(runs) / 1e9)
+    assert sweep_flops(runs) < 0.95 * sum(e["flops"] for e in runs)  # what counting each run alone would say

@@ -29,9 +29,10 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from flops_fit.errors import FlopsFitError
+from flops_fit.units import fmt_duration
 
 MARGIN = 1.15  # pack when `workers` one-core runs are this much faster than one run on every core
 MIN_PACKED_SECONDS = 30.0  # ... and the packed runs would take at least this long one at a time
@@ -50,11 +51,15 @@ class Packing:
     packed: list = field(default_factory=list)
     alone: list = field(default_factory=list)
     probes: dict = field(default_factory=dict)  # size -> {"whole": steps/s, "split": steps/s}
+    expected_s: float | None = None  # training time so packed (evaluations not included), when estimated
 
     def describe(self) -> str:
         probed = ", ".join(f"{s}: {p['split'] * self.workers / p['whole']:.2f}x" for s, p in sorted(self.probes.items()))
+        expected = "" if self.expected_s is None else \
+            f"; expected training time so packed about {fmt_duration(self.expected_s)} (evaluations not included)"
         return (f"packing {len(self.packed)} task(s) {self.workers} at a time ({self.threads} thread(s) each), "
-                f"{len(self.alone)} with the whole machine" + (f"; probed packed/whole speed-up {probed}" if probed else ""))
+                f"{len(self.alone)} with the whole machine" + (f"; probed packed/whole speed-up {probed}" if probed else "")
+                + expected)
 
 
 def available_cores() -> int:
@@ -64,8 +69,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[[str], None] = print) -> Packing | None:
-    """The packing of ``tasks`` (sweep.Task) for ``trainer`` (a sweep.RealTrainer), or None: one at a time."""
+def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[[str], None] = print,
+                   rates: Mapping[float, float] | None = None) -> Packing | None:
+    """The packing of ``tasks`` (sweep.Task) for ``trainer`` (a sweep.RealTrainer), or None: one at a time.
+
+    ``rates`` (``{params: FLOP/s}`` with the whole machine, the sweep's throughput probe) turn into the
+    expected training time of the packing chosen (:func:`packed_seconds`)."""
     from flops_fit.training.loop import resolve_device
 
     cfg = trainer.cfg
@@ -111,9 +120,30 @@ def choose_packing(tasks: list, trainer, *, quiet: bool = False, note: Callable[
             note(f"training one run at a time ({len(packed)} small task(s), ~{seconds:.0f} s of them: "
                  f"too little to pack)")
         return None
+    if rates:
+        if sizes[0] not in probes and packed:  # the smallest model gains the most: its one-thread speed too
+            probes[sizes[0]] = {"whole": first, "split": probe(trainer, sizes[0], [1])[1]}
+        plan.expected_s = packed_seconds(plan, rates, params)
     if not quiet:
         note(plan.describe())
     return plan
+
+
+def packed_seconds(plan: Packing, rates: Mapping[float, float], params: Mapping[Any, int]) -> float:
+    """The training time of ``plan``: each task's whole-machine time (workload.unit_seconds at ``rates``)
+    slowed by the per-run speed of one thread of the nearest probed size, the packed tasks dealt longest
+    first to whichever worker frees first, then the ``alone`` tasks one after another."""
+    from flops_fit.training.workload import unit_seconds
+
+    def one_thread_slowdown(task) -> float:  # a task on one of `workers` threads, against the whole machine
+        near = min(plan.probes, key=lambda s: abs(math.log(max(params[s], 1) / max(params[task.size], 1))))
+        return plan.probes[near]["whole"] / plan.probes[near]["split"]
+
+    free = [0.0] * plan.workers
+    for task in plan.packed:
+        i = free.index(min(free))
+        free[i] += unit_seconds(task.runs, rates) * one_thread_slowdown(task)
+    return max(free) + sum(unit_seconds(task.runs, rates) for task in plan.alone)
 
 
 def probe(trainer, size, threads: list[int]) -> dict:

@@ -103,12 +103,12 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
     if talk:
         print(workload.announce(plan, pending, shard, num_shards), flush=True)
 
-    train_one = None
+    train_one, rates = None, None
     if pending:
         train_one = MockTrainer(plan, cfg) if cfg.kind == "mock" else world.main_first(
             lambda: RealTrainer(plan, cfg, data_path, rd, spec=model, data=data, loss_fn=loss_fn, world=world))
         if cfg.kind != "mock" and not quiet:
-            _expect(train_one, pending, world, talk)
+            rates = _expect(train_one, pending, world, talk)
     if world.is_main:
         rd.runs_dir.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
@@ -122,7 +122,7 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
         if isinstance(train_one, RealTrainer) and train_one.packable:
             from flops_fit.training.packing import choose_packing
 
-            packing = choose_packing(tasks, train_one, quiet=quiet, note=bar.write)
+            packing = choose_packing(tasks, train_one, quiet=quiet, note=bar.write, rates=rates)
         if packing is not None and packing.workers > 1:
             from flops_fit.training.packing import run_packed
 
@@ -143,8 +143,9 @@ def _nothing_to_do() -> dict:
     return {**counts, "pending_before": 0, "shard_size": 0}
 
 
-def _expect(trainer: "RealTrainer", pending: list, world: distributed.World, talk: bool) -> None:
-    """Print the expected training time from a few measured steps (every rank probes; rank 0 prints)."""
+def _expect(trainer: "RealTrainer", pending: list, world: distributed.World, talk: bool) -> dict | None:
+    """Print the expected training time from a few measured steps (every rank probes; rank 0 prints);
+    returns the probed ``{params: FLOP/s}`` (None when the probe failed)."""
     try:
         rates = workload.probe(pending, trainer.throughput)
     except FlopsFitError:
@@ -155,10 +156,11 @@ def _expect(trainer: "RealTrainer", pending: list, world: distributed.World, tal
         if talk:
             print(f"throughput probe failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); no estimate",
                   flush=True)
-        return
+        return None
     if talk:
         where = f"{trainer.cfg.device} x {world.size}" if world.enabled else str(trainer.cfg.device)
         print(workload.expectation(pending, rates, where), flush=True)
+    return rates
 
 
 def shard_experiments(experiments: list[dict], shard: int, num_shards: int) -> list[dict]:

@@ -68,12 +68,37 @@ def rate_for(params: float, rates: Mapping[float, float]) -> float:
     return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
 
 
+def work_units(pending: Sequence[Mapping]) -> list[list[Mapping]]:
+    """The pending runs as units of work: each run alone, the runs of one WSD trunk together."""
+    units: list[list[Mapping]] = []
+    trunks: dict[str, list[Mapping]] = {}
+    for e in pending:
+        if e.get("schedule") == "wsd" and e.get("trunk"):
+            if e["trunk"] not in trunks:
+                trunks[e["trunk"]] = []
+                units.append(trunks[e["trunk"]])
+            trunks[e["trunk"]].append(e)
+        else:
+            units.append([e])
+    return units
+
+
+def unit_seconds(runs: Sequence[Mapping], rates: Mapping[float, float]) -> float:
+    """One unit's training time with the whole machine: its FLOPs (a WSD trunk counted once, as in
+    plan.json's ``sweep_flops``) at the FLOP rate probed for its model size."""
+    from flops_fit.planning import sweep_flops
+
+    flops = sweep_flops(list(runs)) if runs[0].get("schedule") == "wsd" else sum(run_flops(e) for e in runs)
+    return flops / rate_for(float(runs[0]["params"]), rates)
+
+
 def expected_seconds(pending: Sequence[Mapping], rates: Mapping[float, float]) -> float:
-    return sum(run_flops(e) / rate_for(float(e["params"]), rates) for e in pending)
+    """The pending runs' training time one at a time with the whole machine (evaluations not included)."""
+    return sum(unit_seconds(u, rates) for u in work_units(pending))
 
 
 def expectation(pending: Sequence[Mapping], rates: Mapping[float, float], where: str) -> str:
     """One line: what the probe measured and the expected training time of the pending runs."""
     measured = ", ".join(f"{si(r)}FLOP/s at {human(p)} params" for p, r in sorted(rates.items()))
     return (f"throughput probe ({PROBE_STEPS} steps per model, {where}): {measured}; expected training time "
-            f"about {fmt_duration(expected_seconds(pending, rates))} (evaluations not included)")
+            f"one run at a time about {fmt_duration(expected_seconds(pending, rates))} (evaluations not included)")
