@@ -251,7 +251,8 @@ def _warn_plan(plan: Mapping[str, Any]) -> None:
     import warnings
 
     for w in plan.get("warnings", []):
-        warnings.warn(f"flops-fit plan: {w}", UserWarning, stacklevel=4)  # _warn_plan < _find_optimal_* < find_optimal < caller
+        # stacklevel: _warn_plan < _find_optimal_objects or _configs < find_optimal < the user's line
+        warnings.warn(f"flops-fit plan: {w}", UserWarning, stacklevel=4)
 
 
 def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool) -> Result:

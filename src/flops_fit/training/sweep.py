@@ -191,17 +191,13 @@ class Task:
 def sweep_tasks(experiments: list[dict], pending: list[dict], real: bool) -> list[Task]:
     """The pending runs as tasks, in plan order: WSD runs grouped by trunk when trained for real (the mock
     needs no trunk), every other run alone."""
+    if not real:
+        return [Task([e]) for e in pending]
     tasks: list[Task] = []
-    by_trunk: dict[str, Task] = {}
-    for e in pending:
-        trunk = e.get("trunk") if real and e.get("schedule") == "wsd" else None
-        if trunk is None:
-            tasks.append(Task([e]))
-        elif trunk in by_trunk:
-            by_trunk[trunk].runs.append(e)
-        else:
-            by_trunk[trunk] = Task([e], trunk, [x for x in experiments if x.get("trunk") == trunk])
-            tasks.append(by_trunk[trunk])
+    for runs in workload.work_units(pending):
+        trunk = runs[0].get("trunk") if runs[0].get("schedule") == "wsd" else None
+        tasks.append(Task(list(runs), trunk, [x for x in experiments if x.get("trunk") == trunk]) if trunk
+                     else Task(list(runs)))
     return tasks
 
 
