@@ -122,6 +122,7 @@ def test_the_expected_time_of_a_packing_deals_its_tasks_to_the_workers(monkeypat
 def test_the_expected_time_counts_a_wsd_trunk_once():
     from flops_fit.planning import sweep_flops
     from flops_fit.training import workload
+    from flops_fit.units import sci
 
     plan = make_plan(TINY, [5e8, 1.2e9], grid=GRID, dataset=dict(SYNTHETIC), schedule="wsd")
     runs = plan["experiments"]
@@ -129,3 +130,6 @@ def test_the_expected_time_counts_a_wsd_trunk_once():
     assert len(workload.work_units(runs)) == len({e["trunk"] for e in runs}) < len(runs)
     assert workload.expected_seconds(runs, rates) == pytest.approx(sweep_flops(runs) / 1e9)
     assert sweep_flops(runs) < 0.95 * sum(e["flops"] for e in runs)  # what counting each run alone would say
+    line = workload.announce(plan, runs, 0, 1)  # the line ff-train starts with
+    assert line.startswith(f"plan: {len(runs)} runs, {sci(sweep_flops(runs))} FLOPs (WSD trunks counted once")
+    assert f"this job: {len(runs)} to train, {sci(sweep_flops(runs))} FLOPs" in line

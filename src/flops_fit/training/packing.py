@@ -190,9 +190,9 @@ def probe(trainer, size, threads: list[int]) -> dict:
 
 def _task_flops(task) -> float:
     """What a task trains, in FLOPs: its run, or its WSD trunk once plus each cooldown (planning's formula)."""
-    from flops_fit.planning import sweep_flops
+    from flops_fit.training.workload import unit_flops
 
-    return sweep_flops(task.runs)
+    return unit_flops(task.runs)
 
 
 def _task_seconds(task, trainer, probes: dict, params: dict) -> float:

@@ -43,11 +43,13 @@ def shard_runs(experiments: Sequence[Mapping], shard: int = 0, num_shards: int =
 
 def announce(plan: Mapping, pending: Sequence[Mapping], shard: int, num_shards: int) -> str:
     """One line: the plan's runs and FLOPs, and what this job has left to train."""
-    total = sum(run_flops(e) for e in plan["experiments"])
+    total = sum(unit_flops(u) for u in work_units(plan["experiments"]))
+    budgets = sum(run_flops(e) for e in plan["experiments"])
     job = f"shard {shard}/{num_shards}" if num_shards > 1 else "this job"
-    left = sum(run_flops(e) for e in pending)
+    left = sum(unit_flops(u) for u in work_units(pending))
     n = len(plan["experiments"])
-    head = f"plan: {n} run{'s' if n != 1 else ''}, {sci(total)} FLOPs; {job}: "
+    shared = f" (WSD trunks counted once; the runs' budgets add up to {sci(budgets)})" if total < 0.999 * budgets else ""
+    head = f"plan: {n} run{'s' if n != 1 else ''}, {sci(total)} FLOPs{shared}; {job}: "
     return head + (f"{len(pending)} to train, {sci(left)} FLOPs, largest first" if pending else "nothing left to train")
 
 
@@ -83,13 +85,17 @@ def work_units(pending: Sequence[Mapping]) -> list[list[Mapping]]:
     return units
 
 
-def unit_seconds(runs: Sequence[Mapping], rates: Mapping[float, float]) -> float:
-    """One unit's training time with the whole machine: its FLOPs (a WSD trunk counted once, as in
-    plan.json's ``sweep_flops``) at the FLOP rate probed for its model size."""
+def unit_flops(runs: Sequence[Mapping]) -> float:
+    """What one unit of work costs: a run's FLOPs, or a WSD trunk's once plus its runs' cooldowns (as in
+    plan.json's ``sweep_flops``)."""
     from flops_fit.planning import sweep_flops
 
-    flops = sweep_flops(list(runs)) if runs[0].get("schedule") == "wsd" else sum(run_flops(e) for e in runs)
-    return flops / rate_for(float(runs[0]["params"]), rates)
+    return sweep_flops(list(runs)) if runs[0].get("schedule") == "wsd" else sum(run_flops(e) for e in runs)
+
+
+def unit_seconds(runs: Sequence[Mapping], rates: Mapping[float, float]) -> float:
+    """One unit's training time with the whole machine, at the FLOP rate probed for its model size."""
+    return unit_flops(runs) / rate_for(float(runs[0]["params"]), rates)
 
 
 def expected_seconds(pending: Sequence[Mapping], rates: Mapping[float, float]) -> float:
