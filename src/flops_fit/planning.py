@@ -294,17 +294,30 @@ def _branch_from_trunks(experiments: list[dict], size_param: str, cooldown_frac:
                  warmup_basis_tokens=smallest[e["size"]])
 
 
-def sweep_flops(experiments: list[Mapping]) -> float:
-    """What training the plan's runs costs, in FLOPs: each run alone, except that the runs of one WSD trunk
-    share it (the trunk to the latest branch point once, then each run's own cooldown)."""
-    total = 0.0
+def work_units(experiments: Sequence[Mapping]) -> list[list[Mapping]]:
+    """The runs as units of work, in order of first appearance: each run alone, the runs of one WSD trunk
+    together (one trajectory, branched)."""
+    units: list[list[Mapping]] = []
     trunks: dict[str, list[Mapping]] = {}
     for e in experiments:
         if e.get("schedule") == "wsd":
-            trunks.setdefault(e["trunk"], []).append(e)
+            if e["trunk"] not in trunks:
+                trunks[e["trunk"]] = []
+                units.append(trunks[e["trunk"]])
+            trunks[e["trunk"]].append(e)
         else:
-            total += float(e["flops"])
-    for runs in trunks.values():
+            units.append([e])
+    return units
+
+
+def sweep_flops(experiments: Sequence[Mapping]) -> float:
+    """What training the plan's runs costs, in FLOPs: each run alone, except that the runs of one WSD trunk
+    share it (the trunk to the latest branch point once, then each run's own cooldown)."""
+    total = 0.0
+    for runs in work_units(experiments):
+        if runs[0].get("schedule") != "wsd":
+            total += float(runs[0]["flops"])
+            continue
         per_token = float(runs[0]["flops_per_token"])
         frac = float(runs[0]["cooldown_frac"])
         total += per_token * ((1 - frac) * max(r["tokens"] for r in runs) + frac * sum(r["tokens"] for r in runs))

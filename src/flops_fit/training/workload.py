@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
+from flops_fit.planning import sweep_flops, work_units
 from flops_fit.units import fmt_duration, human, sci, si
 
 PROBE_STEPS = 3  # timed steps per probed model (after one warm-up step)
@@ -70,27 +71,10 @@ def rate_for(params: float, rates: Mapping[float, float]) -> float:
     return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
 
 
-def work_units(pending: Sequence[Mapping]) -> list[list[Mapping]]:
-    """The pending runs as units of work: each run alone, the runs of one WSD trunk together."""
-    units: list[list[Mapping]] = []
-    trunks: dict[str, list[Mapping]] = {}
-    for e in pending:
-        if e.get("schedule") == "wsd" and e.get("trunk"):
-            if e["trunk"] not in trunks:
-                trunks[e["trunk"]] = []
-                units.append(trunks[e["trunk"]])
-            trunks[e["trunk"]].append(e)
-        else:
-            units.append([e])
-    return units
-
-
 def unit_flops(runs: Sequence[Mapping]) -> float:
-    """What one unit of work costs: a run's FLOPs, or a WSD trunk's once plus its runs' cooldowns (as in
-    plan.json's ``sweep_flops``)."""
-    from flops_fit.planning import sweep_flops
-
-    return sweep_flops(list(runs)) if runs[0].get("schedule") == "wsd" else sum(run_flops(e) for e in runs)
+    """What one unit of work (planning.work_units) costs: a run's FLOPs, or a WSD trunk's once plus its
+    runs' cooldowns (as in plan.json's ``sweep_flops``)."""
+    return sweep_flops(runs) if runs[0].get("schedule") == "wsd" else sum(run_flops(e) for e in runs)
 
 
 def unit_seconds(runs: Sequence[Mapping], rates: Mapping[float, float]) -> float:
