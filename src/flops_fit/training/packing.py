@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from flops_fit.errors import FlopsFitError
+from flops_fit.training.workload import unit_flops, unit_seconds
 from flops_fit.units import fmt_duration
 
 MARGIN = 1.15  # pack when `workers` one-core runs are this much faster than one run on every core
@@ -133,10 +134,8 @@ def packed_seconds(plan: Packing, rates: Mapping[float, float], params: Mapping[
     """The training time of ``plan``: each task's whole-machine time (workload.unit_seconds at ``rates``)
     slowed by the per-run speed of one thread of the nearest probed size, the packed tasks dealt longest
     first to whichever worker frees first, then the ``alone`` tasks one after another."""
-    from flops_fit.training.workload import unit_seconds
-
     def one_thread_slowdown(task) -> float:  # a task on one of `workers` threads, against the whole machine
-        near = min(plan.probes, key=lambda s: abs(math.log(max(params[s], 1) / max(params[task.size], 1))))
+        near = _nearest_probed(plan.probes, params, task.size)
         return plan.probes[near]["whole"] / plan.probes[near]["split"]
 
     free = [0.0] * plan.workers
@@ -188,11 +187,9 @@ def probe(trainer, size, threads: list[int]) -> dict:
     return rates
 
 
-def _task_flops(task) -> float:
-    """What a task trains, in FLOPs: its run, or its WSD trunk once plus each cooldown (planning's formula)."""
-    from flops_fit.training.workload import unit_flops
-
-    return unit_flops(task.runs)
+def _nearest_probed(probes: dict, params: Mapping[Any, int], size) -> Any:
+    """The probed size nearest ``size`` in log-parameters."""
+    return min(probes, key=lambda s: abs(math.log(max(params[s], 1) / max(params[size], 1))))
 
 
 def _task_seconds(task, trainer, probes: dict, params: dict) -> float:
@@ -200,14 +197,15 @@ def _task_seconds(task, trainer, probes: dict, params: dict) -> float:
     if not probes:
         return math.inf
     per_batch = trainer.data.examples_per_batch(trainer.cfg.batch_size)
-    near = min(probes, key=lambda s: abs(math.log(max(params[s], 1) / max(params[task.size], 1))))
+    near = _nearest_probed(probes, params, task.size)
     flops_per_step = per_batch * 6.0 * max(params[near], 1)  # 6N per data unit: the scale, not the count
-    return _task_flops(task) / (probes[near]["whole"] * flops_per_step)
+    return unit_flops(task.runs) / (probes[near]["whole"] * flops_per_step)
 
 
 def _longest_first(tasks: list) -> list:
-    """Longest tasks first (by FLOPs), so the last ones to finish are short and no worker idles long."""
-    return sorted(tasks, key=lambda t: -_task_flops(t))
+    """Longest tasks first (by FLOPs: a WSD trunk once plus its cooldowns), so the last ones to finish are
+    short and no worker idles long."""
+    return sorted(tasks, key=lambda t: -unit_flops(t.runs))
 
 
 # -------------------------------------------------------------------------------------------------
