@@ -120,3 +120,17 @@ def test_held_memory_spares_every_step_its_page_faults():
     if default < 200:  # e.g. transparent huge pages set to "always": few faults to spare in the first place
         pytest.skip(f"{default:.0f} page faults per step without the thresholds: nothing to measure here")
     assert held < default / 4, (held, default)
+
+
+def test_a_target_whose_probability_underflows_keeps_its_exact_loss():
+    # p[target] = exp(-200) is 0 in float32: the loss is still the logit gap, the gradient still softmax - onehot
+    logits = torch.tensor([[0.0, 200.0, 1.0], [2.0, 0.5, -1.0], [150.0, -150.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([0, 1, 1])
+    ours = cross_entropy_loss(logits, targets)
+    ref = F.cross_entropy(logits, targets)
+    assert torch.isfinite(ours) and torch.allclose(ours, ref, rtol=1e-6), (ours.item(), ref.item())
+    (g_ours,) = torch.autograd.grad(cross_entropy_loss(logits, targets), logits)
+    (g_ref,) = torch.autograd.grad(F.cross_entropy(logits, targets), logits)
+    assert torch.allclose(g_ours, g_ref, atol=1e-7)
+    with torch.no_grad():
+        assert torch.allclose(cross_entropy_loss(logits, targets), ref, rtol=1e-6)

@@ -59,11 +59,15 @@ def chunked_cross_entropy():
     """The autograd Function (built on first use: importing this module loads no torch)."""
     import torch
 
+    softmax_out = torch.ops.aten._softmax.out  # softmax written into a given chunk (torch.softmax has no out=)
+    TINY = torch.finfo(torch.float32).tiny
+
     class ChunkedCrossEntropy(torch.autograd.Function):
         """Mean cross-entropy of (N, C) logits against (N,) class ids, and its gradient, in one pass
-        over row chunks: per chunk ``lse = max + log(sum(exp(z - max)))``, loss ``lse - z[target]``
-        and gradient ``(softmax(z) - onehot(target)) / N``, written straight into the gradient
-        buffer for float32 logits and through a float32 chunk for half precisions."""
+        over row chunks: per chunk torch's fused softmax ``p`` (one kernel), the loss ``-log p[target]``
+        and the gradient ``(p - onehot(target)) / N``, written straight into the gradient buffer for
+        float32 logits and through a float32 chunk for half precisions. A row whose target probability
+        underflows in float32 (a logit gap above about 87) takes ``logsumexp(z) - z[target]``."""
 
         @staticmethod
         def forward(ctx, logits, targets):
@@ -77,13 +81,15 @@ def chunked_cross_entropy():
                 z = logits[start:start + rows].float()
                 t = targets[start:start + rows, None]
                 e = grad[start:start + rows] if direct else work[: z.shape[0]]
-                torch.sub(z, z.amax(-1, keepdim=True), out=e)  # z - max
+                softmax_out(z, -1, False, out=e)
                 picked = e.gather(1, t)
-                e.exp_()
-                s = e.sum(-1, keepdim=True)
-                total += (s.log() - picked).sum()
+                if bool((picked < TINY).any()):  # p[target] 0 or subnormal in float32: the exact form
+                    nll = torch.logsumexp(z, -1, keepdim=True) - z.gather(1, t)
+                else:
+                    nll = picked.log_().neg_()
+                total += nll.sum()
                 if grad is not None:
-                    e.div_(s * n)
+                    e.mul_(1.0 / n)
                     e.scatter_add_(1, t, e.new_full(t.shape, -1.0 / n))
                     if not direct:
                         grad[start:start + rows] = e
