@@ -152,3 +152,43 @@ def test_truth_outside_the_family_is_caught_by_the_model_test():
     # a small penalty, hidden by the noise, is not rejected: one surface is then the better bet
     quiet = run_analysis(sweep(truth, points=9, noise=0.002, seed=5, penalty=0.02), n_bootstrap=0)
     assert quiet["model_selection"]["chosen"] == "parametric"
+
+
+class _FakeFit:
+    """What compare_approaches reads of a fit: a, its interval, bootstrap replicates, N_opt(C) = k C^a."""
+
+    def __init__(self, a, k, replicates):
+        self.ok, self.a, self.a_ci, self.k = True, a, (a - 0.1, a + 0.1), k
+        self.replicates = {"a": np.asarray(replicates)}
+
+    def allocation(self, C):
+        C = np.asarray(C, dtype=float)
+        return self.k * C ** self.a, C / (6 * self.k * C ** self.a)
+
+
+def test_approaches_that_differ_without_disagreeing_give_one_warning_naming_each():
+    """Three approaches whose a agree within resampling noise but whose N_opt at the table's budget are
+    far apart: one approaches_differ warning lists every N_opt smallest first; a pair whose exponents
+    significantly differ keeps its own approaches_disagree warning."""
+    from flops_fit.analysis.agreement import compare_approaches
+    from flops_fit.analysis.diagnostics import Diagnostics
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0.5, 0.05, 200)
+    fits = {"envelope": _FakeFit(0.5, 0.4, shared + rng.normal(0, 0.01, 200)),
+            "isoflop": _FakeFit(0.5, 0.2, shared + rng.normal(0, 0.01, 200)),
+            "parametric": _FakeFit(0.5, 0.1, shared + rng.normal(0, 0.01, 200))}
+    diags = Diagnostics()
+    pairs = compare_approaches(fits, 0.95, diags, budget=1e16)
+    assert len(pairs) == 3 and all(p["agree"] and p["material"] for p in pairs)
+    assert [d["code"] for d in diags] == ["approaches_differ"]
+    msg = diags[0]["message"]
+    assert msg.index("parametric 10M params") < msg.index("isoflop 20M params") < msg.index("envelope 40M params"), msg
+    assert "(4.00x from smallest to largest)" in msg and "within resampling noise" in msg
+
+    fits["parametric"] = _FakeFit(0.6, 0.1e-1, shared + 0.1)  # a significantly larger: its own warning
+    diags = Diagnostics()
+    compare_approaches(fits, 0.95, diags, budget=1e16)
+    codes = [d["code"] for d in diags]
+    assert codes.count("approaches_disagree") == 2 and codes.count("approaches_differ") == 1
+    assert "parametric" not in next(d["message"] for d in diags if d["code"] == "approaches_differ")

@@ -42,8 +42,8 @@ def _replicate_a(fit):
 def compare_approaches(fits: dict, ci: float, diags: Diagnostics, budget: float | None = None) -> list[dict]:
     """``[{approaches, a, a_ci, difference, difference_ci, agree, test, budget, params, ratio, material}]``
     for each pair of successful approaches: the test on a, and how far apart their N_opt is at
-    ``budget`` (material when more than 1.2x). A warning for each pair that disagrees or differs
-    materially."""
+    ``budget`` (material when more than 1.2x). A warning for each pair that disagrees, and one for
+    all the pairs that differ materially without disagreeing."""
     out = []
     ok_names = [k for k in APPROACHES if k in fits and fits[k].ok]
     for i in range(len(ok_names)):
@@ -76,14 +76,42 @@ def compare_approaches(fits: dict, ci: float, diags: Diagnostics, budget: float 
                           f"{fmt_interval(cq, missing=NO_CI)} differ by {aq - ap:+.3f} "
                           f"({ci:.0%} paired-bootstrap interval {fmt_interval(dci)}, which excludes 0); "
                           f"see 'explanation' for the likely cause")
-            elif material:
-                diags.add("warning", "approaches_differ",
-                          f"{p} and {q} put N_opt at {fmt_flops(budget)} at {fmt_params(entry['params'][0])} and "
-                          f"{fmt_params(entry['params'][1])} ({entry['ratio']:.2f}x); "
-                          + ("the difference in a is within resampling noise, but " if agree else "")
-                          + "the choice of model moves the answer: see 'explanation' and the table's "
-                            "params_ci_with_model")
+    _warn_material(out, diags)
     return out
+
+
+def material_spread(pairs: list[dict]) -> dict | None:
+    """The pairs (``compare_approaches`` entries) whose N_opt differ materially although their exponents
+    do not significantly disagree (those that do are reported pair by pair), as one statement:
+    ``{budget, params: [(approach, N_opt or None), ...] smallest first, spread, agree}``; None if none."""
+    pairs = [e for e in pairs if e.get("material") and e.get("agree") is not False]
+    if not pairs:
+        return None
+    params: dict[str, float | None] = {}
+    for e in pairs:
+        params.update(zip(e["approaches"], e["params"]))
+    finite = sorted(((k, v) for k, v in params.items() if v), key=lambda kv: kv[1])
+    spread = finite[-1][1] / finite[0][1] if len(finite) > 1 else None
+    return {"budget": pairs[0]["budget"], "params": finite + [(k, None) for k, v in params.items() if not v],
+            "spread": spread, "agree": all(e["agree"] for e in pairs)}
+
+
+def format_spread(spread: dict) -> str:
+    """``N_opt at C depends on the approach: parametric 1.2M params, ... (8.61x from smallest to largest)``"""
+    where = ", ".join(f"{k} {fmt_params(v)}" if v else f"{k} not finite" for k, v in spread["params"])
+    ratio = f" ({spread['spread']:.2f}x from smallest to largest)" if spread["spread"] else ""
+    return f"N_opt at {fmt_flops(spread['budget'])} depends on the approach: {where}{ratio}"
+
+
+def _warn_material(pairs: list[dict], diags: Diagnostics) -> None:
+    """One ``approaches_differ`` warning for all the pairs of :func:`material_spread`."""
+    spread = material_spread(pairs)
+    if spread is None:
+        return
+    noise = "the differences in a are within resampling noise, but " if spread["agree"] else ""
+    diags.add("warning", "approaches_differ",
+              f"{format_spread(spread)}; {noise}the choice of model moves the answer: see 'explanation' and "
+              "the table's params_ci_with_model")
 
 
 def explain(sweep, fits: dict, selection=None) -> dict | None:

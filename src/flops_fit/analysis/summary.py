@@ -127,18 +127,18 @@ def summary_lines(analysis: dict) -> list[str]:
     if _ok(lv):
         lines.append(f"  loss frontier L*(C) = {lv['E']:.4g} + {lv['A']:.4g} C^-{lv['gamma']:.4f}"
                      f"  (gamma{_iv(lv.get('gamma_ci'), 4)}; from {lv.get('source')})")
+    from flops_fit.analysis.agreement import explanation_lines, format_spread, material_spread
+
     for ag in analysis.get("agreement") or []:
         if ag.get("agree") is False:
             lines.append(f"  ! {ag['approaches'][0]} and {ag['approaches'][1]} disagree on a "
                          f"({ag['a'][0]:.3f} vs {ag['a'][1]:.3f}; paired bootstrap)")
-        elif ag.get("material"):
-            lines.append(f"  ! {ag['approaches'][0]} and {ag['approaches'][1]} put N_opt at {fmt_flops(ag['budget'])} "
-                         f"{ag['ratio']:.2f}x apart")
+    spread = material_spread(analysis.get("agreement") or [])
+    if spread is not None:
+        lines.append(f"  ! {format_spread(spread)}")
     ms = analysis.get("model_selection")
     if ms:
         lines.append(f"  model test: {ms.get('reason')}")
-    from flops_fit.analysis.agreement import explanation_lines
-
     if any(ag.get("agree") is False or ag.get("material") for ag in analysis.get("agreement") or []):
         for text in explanation_lines(analysis.get("explanation")):
             lines.append(f"  why: {text}")
