@@ -88,7 +88,18 @@ def test_plan_warnings_reach_the_notebook_at_the_callers_line(tmp_path):
     """What ff-plan prints under its table reaches a find_optimal caller as a UserWarning on its own line."""
     with pytest.warns(UserWarning, match="3 or more model sizes") as caught:
         _objects(tmp_path, mode="mock", points=2)
-    assert [w.filename for w in caught if "3 or more" in str(w.message)] == [__file__]
+    assert [w.filename for w in caught if "3 or more model sizes" in str(w.message)] == [__file__]
+
+
+def test_a_sweep_too_thin_to_fit_warns_and_its_table_says_why(tmp_path):
+    """Two runs at one budget: find_optimal still returns the Result (its diagnostics say why), warns at the
+    caller's line, and asking it for the table raises the CLI's message instead of printing an empty one."""
+    with pytest.warns(UserWarning, match="no compute-optimal table") as caught:
+        result = _objects(tmp_path, mode="mock", points=2, compute_budgets=BUDGETS[:1])
+    assert [w.filename for w in caught if "no compute-optimal" in str(w.message)] == [__file__]
+    assert any(d["code"] == "no_table" for d in result.analysis["diagnostics"])
+    with pytest.raises(FlopsFitError, match="grid.points=5 or more"):
+        result.chinchilla_table()
 
 
 def test_result_plot_returns_the_open_figures_it_wrote(tmp_path):

@@ -58,6 +58,21 @@ def test_whole_pipeline_mock(tmp_path):
     assert json.loads((run / "analysis.json").read_text())["fits"]["isoflop"]["status"] == "ok"
 
 
+def test_analyze_without_a_table_says_why_and_exits_non_zero(tmp_path):
+    """Two runs at one budget fit nothing: ff-analyze writes analysis.json with the reasons, then fails
+    with one line saying what to plan; ff-plot still draws the runs."""
+    run = tmp_path / "thin"
+    run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS[:2], "budgets.values=[1e17]", "grid.points=2", cwd=tmp_path)
+    run_cli("ff-train", f"run_dir={run}", "trainer=mock", cwd=tmp_path)
+    proc = run_cli("ff-analyze", f"run_dir={run}", "bootstrap=0", cwd=tmp_path, check=False)
+    _one_line_error(proc, "no compute-optimal table", "analysis.json", "grid.points=5 or more")
+    assert "skipped" in proc.stdout
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert not analysis["table"] and any(d["code"] == "no_table" for d in analysis["diagnostics"])
+    run_cli("ff-plot", f"run_dir={run}", cwd=tmp_path)
+    assert (run / "report.html").is_file()
+
+
 def test_user_model_class_through_the_cli(tmp_path):
     """A user's own class, from the user's own config folder on Hydra's search path."""
     conf = tmp_path / "my_conf" / "model"

@@ -68,8 +68,10 @@ class Result:
         ``budgets``: the FLOP budgets to show (default: the analysis's table rows); budgets not in
         the table are predicted from the table's fit, without intervals.
         """
-        from flops_fit.analysis.summary import markdown_table
+        from flops_fit.analysis.summary import markdown_table, no_table_message
 
+        if not self.analysis.get("table"):
+            raise FlopsFitError(no_table_message("result.analysis['diagnostics'] says why"))
         return markdown_table(self.analysis, budgets)
 
     def table(self) -> str:
@@ -260,6 +262,14 @@ def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool
     from flops_fit.config.compose import compose
 
     analysis = stages.analyze(compose("analyze", [f"run_dir={run_dir}", *analyze_overrides]))
+    if not analysis.get("table"):
+        import warnings
+
+        from flops_fit.analysis.summary import no_table_message
+
+        # stacklevel: _analyze_and_plot < _find_optimal_objects or _configs < find_optimal < the user's line
+        message = no_table_message("result.analysis['diagnostics'] says why")
+        warnings.warn(f"flops-fit: {message}", UserWarning, stacklevel=4)
     if plot:
         stages.plot(compose("plot", [f"run_dir={run_dir}"]))
     return Result(run_dir=str(run_dir), analysis=analysis)

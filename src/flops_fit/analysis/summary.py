@@ -183,6 +183,14 @@ def summary_lines(analysis: dict) -> list[str]:
 __all__ = ["interval_level", "refine_centres", "summary_lines"]
 
 
+def no_table_message(why: str) -> str:
+    """What to say when no approach fitted, so there is no compute-optimal table (``why``: where the
+    reasons are)."""
+    return (f"no compute-optimal table: no approach could fit these runs ({why}); approaches 2 and 2b need 2 or "
+            "more budgets with runs at 3 or more model sizes each, approach 3 at least 6 runs over several sizes "
+            "and token counts: plan grid.points=5 or more and train them")
+
+
 def markdown_table(analysis: Mapping, budgets=None) -> str:
     """The compute-optimal table in Markdown: budget, N_opt, D_opt, data per parameter, loss, with intervals.
 

@@ -10,6 +10,11 @@ def _task(cfg: dict) -> None:
     analysis = stages.analyze(cfg)
     if not cfg.get("quiet"):
         print("\n".join(summary_lines(analysis)))
+    if not analysis.get("table"):
+        from flops_fit.analysis.summary import no_table_message
+        from flops_fit.errors import FlopsFitError
+
+        raise FlopsFitError(no_table_message(f"why: the lines above, and {cfg['run_dir']}/analysis.json, which was written"))
     print(f"wrote {cfg['run_dir']}/analysis.json; next: ff-plot run_dir={cfg['run_dir']}")
 
 
