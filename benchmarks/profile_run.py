@@ -31,7 +31,7 @@ PHASES = {  # phase: functions (file suffix, name) whose cumulative time it is
     "step: lr schedule": [("optim.py", "set_lr")],
     "step: divergence watch": [("loop.py", "add")],
     "logging: progress bar": [("loop.py", "advance")],
-    "evaluation (history + final)": [("loop.py", "evaluate")],
+    "evaluation (history + final)": [("loop.py", "evaluate_split")],
     "checkpoints": [("loop.py", "_save")],
     "record": [("loop.py", "_record")],
 }

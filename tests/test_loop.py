@@ -106,6 +106,31 @@ def test_record_shape_and_learning():
     assert r["tokens_per_s"] > 0 and r["achieved_flops_per_s"] > 0
 
 
+def test_capped_history_evaluations_keep_each_curve_on_one_set_of_data(monkeypatch):
+    """trainer.eval_max_batches: every history point, the last included, is the loss on the first batches of
+    the held-out split; the run's loss is still the whole split's, from the same final pass."""
+    calls = []
+    real = loop_mod.evaluate_split
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((kwargs.get("stop"), out))
+        return out
+
+    monkeypatch.setattr(loop_mod, "evaluate_split", spy)
+    data, cfg = ToyText(), {**TRAINER, "eval_batch_size": 8}  # 64 held-out sequences: 8 batches
+    full = train_run(experiment(8 * T * 40), model=gpt(), data=data, trainer=cfg, progress=False)
+    calls.clear()
+    capped = train_run(experiment(8 * T * 40), model=gpt(), data=data, trainer={**cfg, "eval_max_batches": 2},
+                       progress=False)
+    assert capped["loss"] == full["loss"]  # the whole split either way
+    (last_stop, (whole, head)), history_calls = calls[-1], calls[:-1]
+    assert last_stop is None and capped["loss"] == whole and capped["history"][-1]["loss"] == head != whole
+    assert [stop for stop, _ in history_calls] == [2, 2, 2]
+    assert [p["loss"] for p in capped["history"][:-1]] == [out[0] for _, out in history_calls]
+    assert full["history"][-1]["loss"] == full["loss"]
+
+
 def test_same_seed_same_losses_different_seed_different():
     data = ToyText()
     runs = [train_run(experiment(8 * T * 12), model=gpt(), data=data, trainer=dict(TRAINER, seed=s), progress=False)

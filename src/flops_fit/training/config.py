@@ -66,7 +66,8 @@ class TrainerConfig:
     # -- evaluation and divergence ----------------------------------------------------------------
     eval_every_frac: float = 0.1  # held-out loss every 10% of the run (the history curve; 0: at the end only)
     eval_batch_size: int = 64
-    # cap on batches for the intermediate evaluations; the final loss always uses the whole held-out split
+    # cap on batches for the history (loss curve) evaluations, its last point included; the final loss always
+    # uses the whole held-out split (one pass gives both)
     eval_max_batches: Optional[int] = None
     diverge_factor: float = 3.0  # loss above this x the first loss (or NaN) stops the run as "diverged"
 

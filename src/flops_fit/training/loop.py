@@ -221,12 +221,21 @@ def evaluate(model, data, batch_size: int, loss_fn, rt: "Runtime", max_batches: 
              world: World = World()) -> float:
     """Mean held-out loss over ``data.eval_batches`` (the first ``max_batches`` when given), each
     batch weighted by its number of targets. Several ranks share the batches out and add up."""
+    return evaluate_split(model, data, batch_size, loss_fn, rt, None, world, stop=max_batches)[0]
+
+
+@torch.no_grad()
+def evaluate_split(model, data, batch_size: int, loss_fn, rt: "Runtime", head: int | None = None,
+                   world: World = World(), stop: int | None = None) -> tuple[float, float | None]:
+    """``(mean held-out loss over the first stop batches (all when None), the same over the first
+    head batches (None when head is None))`` from one pass: the whole split's final loss and the
+    history's capped one (``trainer.eval_max_batches``) come from the same forward passes."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=rt.device)  # loss x targets, targets
+    sums = torch.zeros(4, dtype=torch.float64, device=rt.device)  # loss x targets, targets; the same for head
     try:
         for i, (x, y) in enumerate(data.eval_batches(batch_size)):
-            if max_batches and i >= max_batches:
+            if stop and i >= stop:
                 break
             if not world.owns(i):
                 continue
@@ -234,25 +243,34 @@ def evaluate(model, data, batch_size: int, loss_fn, rt: "Runtime", max_batches: 
             with rt.autocast():
                 output = model(x)
             n = targets_in(y)
-            sums[0] += loss_fn(output, y).double() * n
+            weighted = loss_fn(output, y).double() * n
+            sums[0] += weighted
             sums[1] += n
+            if head and i < head:
+                sums[2] += weighted
+                sums[3] += n
     finally:
         model.train(was_training)
-    total, count = world.sum(sums).tolist()
+    total, count, head_total, head_count = world.sum(sums).tolist()
     if count == 0:
         raise FlopsFitError("the dataset's held-out split is empty (eval_batches yielded nothing)")
-    return float(total / count)
+    return float(total / count), (float(head_total / head_count) if head and head_count else None)
 
 
 def final_evaluation(run: "Setup", state: "RunState") -> float | None:
-    """The held-out loss over the whole held-out split, the run's result (None unless completed)."""
+    """The held-out loss over the whole held-out split, the run's result (None unless completed).
+
+    Its history point is measured like the others: on the first ``trainer.eval_max_batches`` batches
+    when that is set (from the same pass), so that a loss curve is on one set of data throughout."""
     if state.status != "completed":
         return None
-    loss = evaluate(run.eval_model, run.data, run.sched.eval_batch_size, run.loss_fn, run.rt, None, run.world)
+    loss, capped = evaluate_split(run.eval_model, run.data, run.sched.eval_batch_size, run.loss_fn, run.rt,
+                                  run.cfg.eval_max_batches, run.world)
     if not math.isfinite(loss):
         state.stop("diverged", "non-finite final held-out loss")
         return None
-    state.history.append(history_point(state.step * run.sched.per_batch, run.fpt.run, loss))
+    state.history.append(history_point(state.step * run.sched.per_batch, run.fpt.run,
+                                       loss if capped is None else capped))
     return loss
 
 
