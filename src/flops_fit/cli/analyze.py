@@ -14,7 +14,9 @@ def _task(cfg: dict) -> None:
         from flops_fit.analysis.summary import no_table_message
         from flops_fit.errors import FlopsFitError
 
-        raise FlopsFitError(no_table_message(f"why: the lines above, and {cfg['run_dir']}/analysis.json, which was written"))
+        where = f"{cfg['run_dir']}/analysis.json, which was written"
+        raise FlopsFitError(no_table_message(f"why: the diagnostics in {where}" if cfg.get("quiet")
+                                             else f"why: the lines above, and {where}"))
     print(f"wrote {cfg['run_dir']}/analysis.json; next: ff-plot run_dir={cfg['run_dir']}")
 
 
