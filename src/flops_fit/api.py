@@ -38,6 +38,7 @@ from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
 
 MODES = ("mock", "local", "gpu")
+NO_TABLE_WHY = "result.analysis['diagnostics'] says why"  # where a Result without a table keeps the reasons
 _OBJECT_KEYS = ("model_cls", "model_size_param", "model_kwargs", "loss_fn", "compute_budgets", "mode",
                 "output_dir", "eval_dataset", "size_range", "data_unit")
 _CONFIG_KEYS = ("run_dir", "model", "budgets", "trainer", "plan_overrides", "train_overrides", "analyze_overrides")
@@ -71,7 +72,7 @@ class Result:
         from flops_fit.analysis.summary import markdown_table, no_table_message
 
         if not self.analysis.get("table"):
-            raise FlopsFitError(no_table_message("result.analysis['diagnostics'] says why"))
+            raise FlopsFitError(no_table_message(NO_TABLE_WHY))
         return markdown_table(self.analysis, budgets)
 
     def table(self) -> str:
@@ -248,13 +249,19 @@ def _find_optimal_configs(run_dir, *, model, dataset, budgets, trainer, plan_ove
     return _analyze_and_plot(run_dir, [*_dotted("", routed["analyze"]), *analyze_overrides], plot)
 
 
-def _warn_plan(plan: Mapping[str, Any]) -> None:
-    """The plan's warnings (those ff-plan prints under its table), as Python warnings at the user's call."""
+def _warn_user(message: str) -> None:
+    """A UserWarning at the line of the user's find_optimal call: called from a helper of
+    _find_optimal_objects or _find_optimal_configs, each called by find_optimal."""
     import warnings
 
+    # stacklevel: _warn_user < helper < _find_optimal_objects or _configs < find_optimal < the user's line
+    warnings.warn(message, UserWarning, stacklevel=5)
+
+
+def _warn_plan(plan: Mapping[str, Any]) -> None:
+    """The plan's warnings (those ff-plan prints under its table), as Python warnings at the user's call."""
     for w in plan.get("warnings", []):
-        # stacklevel: _warn_plan < _find_optimal_objects or _configs < find_optimal < the user's line
-        warnings.warn(f"flops-fit plan: {w}", UserWarning, stacklevel=4)
+        _warn_user(f"flops-fit plan: {w}")
 
 
 def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool) -> Result:
@@ -263,13 +270,9 @@ def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool
 
     analysis = stages.analyze(compose("analyze", [f"run_dir={run_dir}", *analyze_overrides]))
     if not analysis.get("table"):
-        import warnings
-
         from flops_fit.analysis.summary import no_table_message
 
-        # stacklevel: _analyze_and_plot < _find_optimal_objects or _configs < find_optimal < the user's line
-        message = no_table_message("result.analysis['diagnostics'] says why")
-        warnings.warn(f"flops-fit: {message}", UserWarning, stacklevel=4)
+        _warn_user(f"flops-fit: {no_table_message(NO_TABLE_WHY)}")
     if plot:
         stages.plot(compose("plot", [f"run_dir={run_dir}"]))
     return Result(run_dir=str(run_dir), analysis=analysis)

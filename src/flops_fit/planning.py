@@ -310,18 +310,28 @@ def work_units(experiments: Sequence[Mapping]) -> list[list[Mapping]]:
     return units
 
 
+def run_flops(exp: Mapping) -> float:
+    """A planned run's training FLOPs under the plan's convention."""
+    if exp.get("flops"):
+        return float(exp["flops"])
+    fpt = exp.get("flops_per_token") or 6.0 * float(exp["params"])
+    return float(fpt) * float(exp["tokens"])
+
+
+def unit_flops(runs: Sequence[Mapping]) -> float:
+    """What one unit of work (:func:`work_units`) costs, in FLOPs: a run's own, or a WSD trunk's to its latest
+    branch point once plus each of its runs' cooldowns."""
+    if runs[0].get("schedule") != "wsd":
+        return sum(run_flops(e) for e in runs)
+    per_token = float(runs[0]["flops_per_token"])
+    frac = float(runs[0]["cooldown_frac"])
+    return per_token * ((1 - frac) * max(r["tokens"] for r in runs) + frac * sum(r["tokens"] for r in runs))
+
+
 def sweep_flops(experiments: Sequence[Mapping]) -> float:
     """What training the plan's runs costs, in FLOPs: each run alone, except that the runs of one WSD trunk
     share it (the trunk to the latest branch point once, then each run's own cooldown)."""
-    total = 0.0
-    for runs in work_units(experiments):
-        if runs[0].get("schedule") != "wsd":
-            total += float(runs[0]["flops"])
-            continue
-        per_token = float(runs[0]["flops_per_token"])
-        frac = float(runs[0]["cooldown_frac"])
-        total += per_token * ((1 - frac) * max(r["tokens"] for r in runs) + frac * sum(r["tokens"] for r in runs))
-    return total
+    return sum(unit_flops(u) for u in work_units(experiments))
 
 
 def _match_centre(centres: Mapping[float, float], budget: float) -> float | None:

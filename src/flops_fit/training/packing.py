@@ -32,7 +32,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from flops_fit.errors import FlopsFitError
-from flops_fit.training.workload import unit_flops, unit_seconds
+from flops_fit.planning import unit_flops
+from flops_fit.training.workload import unit_seconds
 from flops_fit.units import fmt_duration
 
 MARGIN = 1.15  # pack when `workers` one-core runs are this much faster than one run on every core

@@ -13,20 +13,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from flops_fit.planning import sweep_flops, work_units
+from flops_fit.planning import run_flops, unit_flops, work_units
 from flops_fit.units import fmt_duration, human, sci, si
 
 PROBE_STEPS = 3  # timed steps per probed model (after one warm-up step)
-
-
-def run_flops(exp: Mapping[str, Any]) -> float:
-    """A planned run's training FLOPs under the plan's convention."""
-    if exp.get("flops"):
-        return float(exp["flops"])
-    fpt = exp.get("flops_per_token") or 6.0 * float(exp["params"])
-    return float(fpt) * float(exp["tokens"])
 
 
 def shard_runs(experiments: Sequence[Mapping], shard: int = 0, num_shards: int = 1) -> list:
@@ -71,14 +63,9 @@ def rate_for(params: float, rates: Mapping[float, float]) -> float:
     return math.exp(math.log(r0) + t * (math.log(r1) - math.log(r0)))
 
 
-def unit_flops(runs: Sequence[Mapping]) -> float:
-    """What one unit of work (planning.work_units) costs: a run's FLOPs, or a WSD trunk's once plus its
-    runs' cooldowns (as in plan.json's ``sweep_flops``)."""
-    return sweep_flops(runs) if runs[0].get("schedule") == "wsd" else sum(run_flops(e) for e in runs)
-
-
 def unit_seconds(runs: Sequence[Mapping], rates: Mapping[float, float]) -> float:
-    """One unit's training time with the whole machine, at the FLOP rate probed for its model size."""
+    """One unit's (planning.work_units) training time with the whole machine, at the FLOP rate probed for its
+    model size."""
     return unit_flops(runs) / rate_for(float(runs[0]["params"]), rates)
 
 
