@@ -124,11 +124,47 @@ def test_capped_history_evaluations_keep_each_curve_on_one_set_of_data(monkeypat
     capped = train_run(experiment(8 * T * 40), model=gpt(), data=data, trainer={**cfg, "eval_max_batches": 2},
                        progress=False)
     assert capped["loss"] == full["loss"]  # the whole split either way
-    (last_stop, (whole, head)), history_calls = calls[-1], calls[:-1]
+    (last_stop, (whole, head, batches)), history_calls = calls[-1], calls[:-1]
     assert last_stop is None and capped["loss"] == whole and capped["history"][-1]["loss"] == head != whole
+    assert batches == 8 and capped["history_batches"] == 2 and "history_batches" not in full
     assert [stop for stop, _ in history_calls] == [2, 2, 2]
     assert [p["loss"] for p in capped["history"][:-1]] == [out[0] for _, out in history_calls]
     assert full["history"][-1]["loss"] == full["loss"]
+
+
+def test_the_eval_budget_puts_every_run_of_a_sweep_on_the_same_held_out_batches(monkeypatch):
+    """trainer.eval_budget (default 0.05): the history points of every run evaluate as many held-out batches
+    as fit in 5% of the sweep's shortest run's training compute (plan.json's eval_basis_tokens), a forward pass
+    costing a third of a step; a longer run uses the same batches, and the final loss the whole split."""
+    stops = []
+    real = loop_mod.evaluate_split
+
+    def spy(*args, **kwargs):
+        stops.append(kwargs.get("stop"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_mod, "evaluate_split", spy)
+    data, cfg = ToyText(), {**TRAINER, "eval_batch_size": 8}  # 8 held-out batches of 128 tokens
+    # 3 x 0.05 x 6000 tokens over the 3 history points before the final pass: 2.3 batches of 128 tokens -> 2
+    basis = 6000
+
+    def run(steps, trainer=cfg, **exp):
+        stops.clear()
+        r = train_run({**experiment(8 * T * steps), **exp}, model=gpt(), data=data, trainer=trainer, progress=False)
+        return r, stops[:-1], stops[-1]
+
+    for steps in (40, 80):  # the shortest run and one twice as long
+        r, history_stops, final_stop = run(steps, eval_basis_tokens=basis)
+        assert r["history_batches"] == 2 and history_stops == [2, 2, 2] and final_stop is None
+    whole, history_stops, _ = run(40)  # a plan from before eval_basis_tokens: the whole split, as before
+    assert "history_batches" not in whole and history_stops == [None] * 3
+    r, history_stops, _ = run(40, {**cfg, "eval_budget": None}, eval_basis_tokens=basis)
+    assert "history_batches" not in r and history_stops == [None] * 3 and r["loss"] == whole["loss"]
+    r, history_stops, _ = run(40, {**cfg, "eval_max_batches": 3}, eval_basis_tokens=basis)  # a fixed cap wins
+    assert r["history_batches"] == 3 and history_stops == [3, 3, 3]
+    r, _, _ = run(40, {**cfg, "eval_budget": 10.0}, eval_basis_tokens=basis)  # more than the split: all of it
+    assert stops[0] == 468 and "history_batches" not in r  # (the record: the whole split)
+    assert r["history"][-1]["loss"] == r["loss"] == whole["loss"]
 
 
 def test_same_seed_same_losses_different_seed_different():
@@ -246,7 +282,8 @@ def test_defaults_are_the_dataclass_and_local_yaml_only_repeats_them():
 
 @pytest.mark.parametrize("key, value", [("lr", -1), ("lr", 0), ("batch_size", 0), ("batch_size", -3),
                                         ("warmup_frac", 1.0), ("warmup_frac", 2), ("warmup_frac", -0.1),
-                                        ("dtype", "float8"), ("kind", "tpu"), ("loss", "mse")])
+                                        ("dtype", "float8"), ("kind", "tpu"), ("loss", "mse"), ("eval_budget", 0),
+                                        ("eval_budget", "abc"), ("eval_max_batches", 0)])
 def test_bad_trainer_settings_name_the_key(key, value):
     from flops_fit.errors import FlopsFitError
     from flops_fit.training.config import TrainerConfig

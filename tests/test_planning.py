@@ -37,6 +37,8 @@ def test_grid_is_log_spaced_around_the_20_tokens_per_param_prior():
     for e in exps:
         assert e["tokens"] == int(1e12 // (6 * e["params"]))
         assert e["flops"] <= 1e12 and e["flops"] > 0.999 * 1e12
+    # every run's loss curve is evaluated on what fits the shortest run's evaluation budget (trainer.eval_budget)
+    assert {e["eval_basis_tokens"] for e in exps} == {exps[-1]["tokens"]} == {min(e["tokens"] for e in exps)}
 
 
 def test_runs_with_too_few_tokens_are_dropped_and_reported():

@@ -111,13 +111,14 @@ def test_a_branch_record_is_the_standalone_wsd_run_of_its_size_and_budget(tmp_pa
     rd = _plan(tmp_path / "wsd", budgets=(1e9, 2.5e9), grid=Grid(points=1))  # one trunk, two branches
     plan = rd.read_plan()
     assert len({e["trunk"] for e in plan["experiments"]}) == 1
-    counts = train_plan(str(rd.root), {**LOCAL, "checkpoint_every": 25}, quiet=True)
+    trainer = {**LOCAL, "eval_batch_size": 4}
+    counts = train_plan(str(rd.root), {**trainer, "checkpoint_every": 25}, quiet=True)
     assert counts["completed"] == 2
     assert not list((rd.root / "checkpoints").glob("*.pt"))  # branches' and trunks' checkpoints cleaned up
     data = build_data(SYNTHETIC)
     for exp in plan["experiments"]:
         rec = rd.read_run(exp["id"])
-        alone = train_run(exp, model=TINY.build(exp["size"]), data=data, trainer=LOCAL, progress=False)
+        alone = train_run(exp, model=TINY.build(exp["size"]), data=data, trainer=trainer, progress=False)
         assert rec["status"] == alone["status"] == "completed"
         assert rec["tokens"] == alone["tokens"] and rec["steps"] == alone["steps"]
         assert rec["loss"] == pytest.approx(alone["loss"], rel=1e-6)
@@ -125,6 +126,10 @@ def test_a_branch_record_is_the_standalone_wsd_run_of_its_size_and_budget(tmp_pa
         for a, b in zip(rec["history"], alone["history"]):
             assert a["tokens"] == b["tokens"] and a["loss"] == pytest.approx(b["loss"], rel=1e-6)
         assert rec["trunk"] == exp["trunk"] and rec["schedule"] == "wsd"
+        # trainer.eval_budget's cap, on the trunk's evaluations too: of the 8 held-out batches of 4 x 32 tokens, what
+        # fits 9 history points in 5% of the shortest run's training (a forward pass a third of a step)
+        fits = int(3 * 0.05 * exp["eval_basis_tokens"] / (9 * 4 * 32))
+        assert rec["history_batches"] == alone["history_batches"] == fits and 1 <= fits < 8
         assert rec["resumed_from_step"] * 256 == rec["branched_at"]
         assert 0.75 * rec["tokens"] < rec["branched_at"] < 0.85 * rec["tokens"]
         assert any(s.get("trunk") == exp["trunk"] for s in rec["segments"])

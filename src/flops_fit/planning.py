@@ -231,6 +231,9 @@ def make_plan(
             "locate each budget's minimum, and approaches 1 and 3 need runs that span several sizes and token "
             "counts; for a scaling study plan grid.points=5 or more"
         ))
+    shortest = min(e["tokens"] for e in experiments)
+    for e in experiments:  # trainer.eval_budget's basis: every run's loss curve on the same held-out batches
+        e["eval_basis_tokens"] = shortest
     if schedule == "wsd":
         _branch_from_trunks(experiments, model.size_param, cooldown_frac)
     return {

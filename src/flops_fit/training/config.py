@@ -66,9 +66,12 @@ class TrainerConfig:
     # -- evaluation and divergence ----------------------------------------------------------------
     eval_every_frac: float = 0.1  # held-out loss every 10% of the run (the history curve; 0: at the end only)
     eval_batch_size: int = 64
-    # cap on batches for the history (loss curve) evaluations, its last point included; the final loss always
-    # uses the whole held-out split (one pass gives both)
-    eval_max_batches: Optional[int] = None
+    # the loss curve's evaluations (every point, the last included) on the first batches of the held-out split
+    # that fit in eval_budget x the sweep's shortest run's training compute (a forward pass costing a third of
+    # a training step), the same batches for every run of the sweep; the final loss always uses the whole
+    # split (one pass gives both). null: every point on the whole split (docs/performance.md)
+    eval_budget: Optional[float] = 0.05
+    eval_max_batches: Optional[int] = None  # a fixed number of batches instead (overrides eval_budget)
     diverge_factor: float = 3.0  # loss above this x the first loss (or NaN) stops the run as "diverged"
 
     # -- checkpoints (see docs/checkpoints.md) ----------------------------------------------------
@@ -113,6 +116,10 @@ class TrainerConfig:
         _number("eval_every_frac", self.eval_every_frac or 0, "a fraction in [0, 1] (0: at the end only)",
                 lambda v: 0 <= v <= 1)
         _integer("eval_batch_size", self.eval_batch_size, "a positive batch size", 1, optional=True)
+        if self.eval_budget is not None:
+            _number("eval_budget", self.eval_budget, "a positive fraction of the shortest run's training compute "
+                    "(e.g. 0.05), or null to evaluate every history point on the whole held-out split",
+                    lambda v: v > 0)
         _integer("eval_max_batches", self.eval_max_batches, "a positive number of batches, or null", 1, optional=True)
         _number("diverge_factor", self.diverge_factor, "a factor > 1 (e.g. 3), or .inf to never stop",
                 lambda v: v > 1)
@@ -142,6 +149,20 @@ class TrainerConfig:
         if str(self.device).lower() not in ("auto", "cpu", "mps") and not str(self.device).lower().startswith("cuda"):
             _bad("device", self.device, "use auto, cpu or cuda")
         self.ground_truth.validate()
+
+    def history_batches(self, basis: float | None, units_per_eval_batch: float) -> int | None:
+        """How many held-out batches each history point evaluates (None: the whole split).
+
+        ``trainer.eval_max_batches`` when given; else as many batches as let the history points of a run of
+        ``basis`` data units (the sweep's shortest, plan.json's ``eval_basis_tokens``) cost ``eval_budget`` of
+        its training compute, a forward pass costing a third of a training step; at least one. Without a
+        basis (a plan from before this setting) or a budget, or without history points: the whole split."""
+        if self.eval_max_batches is not None:
+            return int(self.eval_max_batches)
+        if not basis or self.eval_budget is None or not self.eval_every_frac:
+            return None
+        points = max(1, round(1 / self.eval_every_frac) - 1)  # history evaluations before the final pass
+        return max(1, int(3 * float(self.eval_budget) * float(basis) / (points * float(units_per_eval_batch))))
 
     @property
     def amp_dtype(self) -> str:

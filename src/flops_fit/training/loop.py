@@ -172,7 +172,7 @@ def train_steps(run: "Setup", state: "RunState", segment: "Segment", bar: "_Bar"
             if eval_now:
                 with off_the_clock(state, run.rt):
                     held_out = evaluate(run.eval_model, run.data, sched.eval_batch_size, run.loss_fn, run.rt,
-                                        cfg.eval_max_batches, run.world)
+                                        sched.history_batches, run.world)
                 state.history.append(history_point(state.step * sched.per_batch, run.fpt.run, held_out))
                 if not math.isfinite(held_out) or held_out > cfg.diverge_factor * state.first_loss:
                     state.stop("diverged", f"held-out loss {held_out:.4g} at step {state.step}")
@@ -226,13 +226,13 @@ def evaluate(model, data, batch_size: int, loss_fn, rt: "Runtime", max_batches: 
 
 @torch.no_grad()
 def evaluate_split(model, data, batch_size: int, loss_fn, rt: "Runtime", head: int | None = None,
-                   world: World = World(), stop: int | None = None) -> tuple[float, float | None]:
+                   world: World = World(), stop: int | None = None) -> tuple[float, float | None, int]:
     """``(mean held-out loss over the first stop batches (all when None), the same over the first
-    head batches (None when head is None))`` from one pass: the whole split's final loss and the
-    history's capped one (``trainer.eval_max_batches``) come from the same forward passes."""
+    head batches (None when head is None), the number of batches evaluated)`` from one pass: the whole
+    split's final loss and the history's (``Schedule.history_batches``) come from the same forward passes."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=rt.device)  # loss x targets, targets; the same for head
+    sums = torch.zeros(5, dtype=torch.float64, device=rt.device)  # loss x targets, targets; the same for head; batches
     try:
         for i, (x, y) in enumerate(data.eval_batches(batch_size)):
             if stop and i >= stop:
@@ -246,26 +246,28 @@ def evaluate_split(model, data, batch_size: int, loss_fn, rt: "Runtime", head: i
             weighted = loss_fn(output, y).double() * n
             sums[0] += weighted
             sums[1] += n
+            sums[4] += 1
             if head and i < head:
                 sums[2] += weighted
                 sums[3] += n
     finally:
         model.train(was_training)
-    total, count, head_total, head_count = world.sum(sums).tolist()
+    total, count, head_total, head_count, batches = world.sum(sums).tolist()
     if count == 0:
         raise FlopsFitError("the dataset's held-out split is empty (eval_batches yielded nothing)")
-    return float(total / count), (float(head_total / head_count) if head and head_count else None)
+    return float(total / count), (float(head_total / head_count) if head and head_count else None), int(batches)
 
 
 def final_evaluation(run: "Setup", state: "RunState") -> float | None:
     """The held-out loss over the whole held-out split, the run's result (None unless completed).
 
-    Its history point is measured like the others: on the first ``trainer.eval_max_batches`` batches
-    when that is set (from the same pass), so that a loss curve is on one set of data throughout."""
+    Its history point is measured like the others: on the first ``Schedule.history_batches`` batches
+    when those are not the whole split (from the same pass), so that a loss curve is on one set of data
+    throughout."""
     if state.status != "completed":
         return None
-    loss, capped = evaluate_split(run.eval_model, run.data, run.sched.eval_batch_size, run.loss_fn, run.rt,
-                                  run.cfg.eval_max_batches, run.world)
+    loss, capped, state.held_out_batches = evaluate_split(run.eval_model, run.data, run.sched.eval_batch_size,
+                                                          run.loss_fn, run.rt, run.sched.history_batches, run.world)
     if not math.isfinite(loss):
         state.stop("diverged", "non-finite final held-out loss")
         return None
@@ -407,6 +409,7 @@ class Schedule:
     check_every: int  # read the training loss every this many steps (a GPU sync)
     kind: str = "cosine"  # the learning-rate schedule: cosine | wsd | constant (a WSD trunk)
     decay_start: int | None = None  # wsd: the first cooldown step; constant: steps (never)
+    history_batches: int | None = None  # held-out batches per history point (None: the whole split)
 
     @classmethod
     def for_run(cls, planned: float, data, cfg: TrainerConfig, data_unit: str, device: torch.device,
@@ -419,8 +422,11 @@ class Schedule:
         steps = max(1, math.ceil(planned / per_batch))
         eval_every = max(1, int(round(cfg.eval_every_frac * steps))) if cfg.eval_every_frac else steps
         check_every = 1 if device.type == "cpu" else 10
-        common = dict(steps=steps, per_batch=per_batch, eval_every=eval_every,
-                      eval_batch_size=int(cfg.eval_batch_size or cfg.batch_size), check_every=check_every)
+        eval_batch_size = int(cfg.eval_batch_size or cfg.batch_size)
+        history_batches = cfg.history_batches((experiment or {}).get("eval_basis_tokens"),
+                                              data.examples_per_batch(eval_batch_size))
+        common = dict(steps=steps, per_batch=per_batch, eval_every=eval_every, eval_batch_size=eval_batch_size,
+                      check_every=check_every, history_batches=history_batches)
         kind = str((experiment or {}).get("schedule") or "cosine")
         if kind == "cosine":
             return cls(warmup=warmup_steps_for(steps, cfg.warmup_frac), **common)
@@ -508,6 +514,7 @@ class RunState:
     resumed_from_step: int = 0
     segments: list = field(default_factory=list)  # the earlier processes' segments
     clock: float = 0.0  # perf_counter when training time last resumed
+    held_out_batches: int | None = None  # the held-out split's batches, counted by the final evaluation
 
     def stop(self, status: str, reason: str) -> None:
         self.status, self.reason = status, reason
@@ -574,6 +581,8 @@ def _fingerprint(experiment, cfg: TrainerConfig, sched: Schedule, model, loss_fn
     }
     if sched.kind != "cosine":  # (cosine checkpoints keep the fingerprint they always had)
         fingerprint.update(schedule=sched.kind, decay_start=sched.decay_start)
+    if sched.history_batches is not None:  # (as do those whose history is on the whole split)
+        fingerprint["history_batches"] = sched.history_batches
     return fingerprint
 
 
@@ -670,6 +679,7 @@ def _record(experiment, run: Setup, state: RunState, segment: Segment, final_los
         device=str(run.rt.device),
         threads=torch.get_num_threads() if run.rt.device.type == "cpu" else None,
         schedule=run.sched.kind,
+        history_batches=_history_batches(run.sched, state),
         dtype=cfg.amp_dtype,
         seed=cfg.seed,
         lr=cfg.lr,
@@ -686,6 +696,12 @@ def _record(experiment, run: Setup, state: RunState, segment: Segment, final_los
         achieved_flops_per_s_per_device=rate * run.fpt.hardware / devices,
         **dict(provenance or {}),
     )
+
+
+def _history_batches(sched: Schedule, state: RunState) -> int | None:
+    """The held-out batches each history point evaluated; None when that was the whole split."""
+    k, whole = sched.history_batches, state.held_out_batches
+    return None if k is None or (whole is not None and k >= whole) else k
 
 
 class _Bar:

@@ -99,7 +99,7 @@ def trunk_experiment(trunk: str, branches: list[Branch]) -> dict:
     per_batch = branches[0].sched.per_batch
     return {"id": trunk, "size": first.get("size"), "params": first.get("params"), "schedule": "constant",
             "tokens": max(b.decay_start for b in branches) * per_batch,
-            "warmup_basis_tokens": first.get("warmup_basis_tokens")}
+            "warmup_basis_tokens": first.get("warmup_basis_tokens"), "eval_basis_tokens": first.get("eval_basis_tokens")}
 
 
 def train_trunk(
@@ -180,7 +180,7 @@ def _trunk_steps(run: Setup, state: RunState, segment: Segment, bar: _Bar, serve
             if eval_now:
                 with off_the_clock(state, run.rt):
                     held_out = evaluate(run.step_model, run.data, sched.eval_batch_size, run.loss_fn, run.rt,
-                                        cfg.eval_max_batches)
+                                        sched.history_batches)
                 state.history.append(history_point(state.step * sched.per_batch, run.fpt.run, held_out))
                 if not math.isfinite(held_out) or held_out > cfg.diverge_factor * state.first_loss:
                     state.stop("diverged", f"held-out loss {held_out:.4g} at step {state.step}")
