@@ -32,6 +32,22 @@ def run_cli(name: str, *args: str, cwd=None, check=True, env=None, timeout=600) 
     return proc
 
 
+def held_out(data, batch_size: int):
+    """``data``'s held-out split ``(x, y)`` in the split's own order, from ``eval_batches(batch_size)``, whose
+    batches are each spread over the split (:func:`flops_fit.data.base.spread_batches`)."""
+    import torch
+
+    from flops_fit.data.base import spread_batches
+
+    batches = list(data.eval_batches(batch_size))
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    n = len(x)
+    order = torch.tensor([i for rows in spread_batches(n, batch_size) for i in range(n)[rows]])
+    assert sorted(order.tolist()) == list(range(n)) and [len(b[0]) for b in batches] == \
+        [len(range(n)[rows]) for rows in spread_batches(n, batch_size)]
+    return x[order.argsort()], y[order.argsort()]
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny models: one thread is as fast, and immune to a co-tenant stalling OpenMP's second."""

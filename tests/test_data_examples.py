@@ -11,6 +11,7 @@ import torch
 
 from flops_fit.errors import FlopsFitError
 from flops_fit.examples.datasets import CIFAR10Dataset, TinyStoriesDataset
+from tests.conftest import held_out
 
 
 def test_tinystories_dataset_is_lazy_and_streams_windows(tmp_path):
@@ -37,7 +38,7 @@ def test_tinystories_dataset_is_lazy_and_streams_windows(tmp_path):
     held = list(TinyStoriesDataset(str(saved), tokenizer="bytes", vocab_size=256, seq_len=16, eval_size=256,
                                    split="eval", cache_dir=str(tmp_path / "cache")))
     assert len(held) == 256 // 16
-    assert torch.equal(torch.stack([h[0] for h in held]), torch.cat([b[0] for b in ds.eval_batches(5)]))
+    assert torch.equal(torch.stack([h[0] for h in held]), held_out(ds, 5)[0])
     loader = torch.utils.data.DataLoader(ds, batch_size=8)
     lx, _ = next(iter(loader))
     assert lx.shape == (8, 16)

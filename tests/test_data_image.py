@@ -15,6 +15,7 @@ import torch
 from flops_fit.data import build_data
 from flops_fit.data.image import read_idx
 from flops_fit.errors import FlopsFitError
+from tests.conftest import held_out
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -107,10 +108,9 @@ def test_cifar10_held_out_subset_is_fixed(tmp_path):
     folder = write_cifar(tmp_path / "c")
     a = build_data(cifar_cfg(folder, eval_size=12))
     b = build_data(cifar_cfg(folder, eval_size=12))
-    xa = torch.cat([x for x, _ in a.eval_batches(5)])
-    xb = torch.cat([x for x, _ in b.eval_batches(7)])
+    (xa, ya), (xb, _) = held_out(a, 5), held_out(b, 7)
     assert xa.shape == (12, 3, 32, 32) and torch.equal(xa, xb)
-    assert torch.equal(torch.cat([y for _, y in a.eval_batches(5)]), b.eval_y)
+    assert torch.equal(ya, b.eval_y)
     with pytest.raises(FlopsFitError, match=r"dataset\.eval_size=31 exceeds the 30 test images"):
         build_data(cifar_cfg(folder, eval_size=31))
 
@@ -206,8 +206,8 @@ def test_synthetic_images_are_learnable_and_fixed():
     data = build_data(cfg)
     x, y = data.train_batch(64, torch.Generator().manual_seed(0))
     assert x.shape == (64, 3, 16, 16) and y.shape == (64,) and data.num_train is None
-    ex = torch.cat([b[0] for b in data.eval_batches(128)])
-    assert torch.equal(ex, torch.cat([b[0] for b in build_data(cfg).eval_batches(100)]))
+    ex = held_out(data, 128)[0]
+    assert torch.equal(ex, held_out(build_data(cfg), 100)[0])
     assert abs(float(ex.mean())) < 0.2 and 0.8 < float(ex.std()) < 1.2  # normalised
     # nearest-prototype classification is far above chance: the labels are in the pixels
     protos = data.normalize(data.prototypes)

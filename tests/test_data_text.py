@@ -18,6 +18,7 @@ import torch
 
 from flops_fit.data import build_data
 from flops_fit.data.text import TextData
+from tests.conftest import held_out
 from flops_fit.errors import FlopsFitError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -82,8 +83,7 @@ def test_synthetic_contract_and_determinism():
     assert torch.equal(x, x2)  # same seed, same data and the same batch
     ev = list(data.eval_batches(10))
     assert sum(len(b[0]) for b in ev) == 512 // 16
-    ev2 = list(build_data(cfg).eval_batches(7))
-    assert torch.equal(torch.cat([b[0] for b in ev]), torch.cat([b[0] for b in ev2]))
+    assert all(torch.equal(a, b) for a, b in zip(held_out(data, 10), held_out(build_data(cfg), 7)))
     assert 0 < data.info()["entropy_floor"] < np.log(128)
 
 
@@ -100,8 +100,7 @@ def test_windows_are_contiguous_and_held_out_is_disjoint(corpus, cache):
         assert x[i].tolist() == stream[s : s + T].tolist()
         assert y[i].tolist() == stream[s + 1 : s + T + 1].tolist()
     # the held-out windows tile the tail, in order, identically on every call
-    ex = torch.cat([b[0] for b in data.eval_batches(5)])
-    ey = torch.cat([b[1] for b in data.eval_batches(5)])
+    ex, ey = held_out(data, 5)
     assert ex.shape == (1024 // T, T)
     assert ex.reshape(-1).tolist() == stream[e0 : e0 + ex.numel()].tolist()
     assert ey.reshape(-1).tolist() == stream[e0 + 1 : e0 + 1 + ex.numel()].tolist()
@@ -394,3 +393,15 @@ def test_hub_dataset_through_load_dataset(tmp_path, cache, monkeypatch):
     assert raw[e0 - 2 : e0] == "\n\n" and data.train_range[1] == e0  # no validation split: a tail of whole stories
     calls.clear()
     assert build_data(cfg, cache_dir=cache).info()["cache_hit"] and not calls  # a hit never loads the dataset
+
+
+def test_each_held_out_batch_samples_the_whole_split():
+    """eval_batches spreads every batch over the split (batch j of k: windows j, j + k, ...), so the first
+    batches that the loss curve evaluates (trainer.eval_budget) are not just the split's first documents."""
+    from flops_fit.data.base import spread_batches
+
+    for n, b in [(512, 64), (100, 64), (10, 3), (7, 7), (5, 10)]:
+        batches = [list(range(n)[rows]) for rows in spread_batches(n, b)]
+        assert sorted(i for batch in batches for i in batch) == list(range(n))  # the split, once
+        assert len(batches) == -(-n // b) and all(0 < len(batch) <= b for batch in batches)
+        assert all(batch[0] == j and batch[-1] >= n - len(batches) for j, batch in enumerate(batches))

@@ -11,7 +11,9 @@ A :class:`DataSource` has
     of ``T + 1`` tokens from the training split); image: ``x`` float ``(B, C, H, W)`` normalised
     (augmented when enabled), ``y`` LongTensor ``(B,)``.
 ``eval_batches(batch_size)``
-    iterates the fixed held-out split (``eval_size`` tokens or images), the same for every run.
+    iterates the fixed held-out split (``eval_size`` tokens or images), the same for every run, each
+    batch a sample spread over the whole split (:func:`spread_batches`): the loss curve's evaluations
+    use its first batches (``trainer.eval_budget``).
 ``examples_per_batch(batch_size)``
     tokens (``B * T``) or images (``B``) one training batch holds.
 ``info()``
@@ -21,6 +23,16 @@ A :class:`DataSource` has
 from __future__ import annotations
 
 from typing import Any, Iterator
+
+
+def spread_batches(n: int, batch_size: int) -> Iterator[slice]:
+    """The ``n`` examples of a held-out split as batches of at most ``batch_size``, each spread evenly over
+    the whole split (of ``k`` batches, batch ``j`` holds examples ``j, j + k, j + 2k, ...``): the first batches,
+    which the loss curve's evaluations use (``trainer.eval_budget``), sample all of the split rather than its
+    beginning (the first articles of a corpus), and all of them together are the split."""
+    k = -(-int(n) // int(batch_size))
+    for j in range(k):
+        yield slice(j, int(n), k)
 
 
 class DataSource:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from flops_fit.data import cache
-from flops_fit.data.base import DataSource
+from flops_fit.data.base import DataSource, spread_batches
 from flops_fit.errors import FlopsFitError
 
 IDX_DEFAULT_DIRS = {
@@ -123,8 +123,8 @@ class ImageData(DataSource):
         return x.sub_(self.mean).div_(self.std), y
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for i in range(0, self.eval_x.shape[0], int(batch_size)):
-            yield self.normalize(self.eval_x[i : i + int(batch_size)]), self.eval_y[i : i + int(batch_size)]
+        for rows in spread_batches(self.eval_x.shape[0], batch_size):
+            yield self.normalize(self.eval_x[rows]), self.eval_y[rows]
 
     def info(self) -> dict[str, Any]:
         out = super().info()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from flops_fit.data import cache
-from flops_fit.data.base import DataSource
+from flops_fit.data.base import DataSource, spread_batches
 from flops_fit.data.corpora import Corpus, Piece, text_corpus
 from flops_fit.data.tokenization import Encoder, TokenizerSpec
 from flops_fit.errors import FlopsFitError
@@ -145,8 +145,8 @@ class TextData(DataSource):
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         W = self._eval_windows
-        for i in range(0, W.shape[0], int(batch_size)):
-            w = W[i : i + int(batch_size)]
+        for rows in spread_batches(W.shape[0], batch_size):
+            w = W[rows]
             yield w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
     def decode(self, ids) -> str:

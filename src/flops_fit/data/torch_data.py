@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, default_collate
 
-from flops_fit.data.base import DataSource
+from flops_fit.data.base import DataSource, spread_batches
 from flops_fit.errors import FlopsFitError
 
 DATA_UNITS = ("tokens", "samples", "images")
@@ -223,9 +223,8 @@ class TorchData(DataSource):
         elif isinstance(data, IterableDataset):
             yield from _collated(iter(data), batch_size, "eval_dataset")
         else:
-            n = len(data)
-            for start in range(0, n, int(batch_size)):
-                yield default_collate([_pair(data[i], "eval_dataset") for i in range(start, min(n, start + int(batch_size)))])
+            for rows in spread_batches(len(data), batch_size):
+                yield default_collate([_pair(data[i], "eval_dataset") for i in range(len(data))[rows]])
 
 
 def _collated(items: Iterator, batch_size: int, where: str) -> Iterator[tuple[Any, Any]]:
