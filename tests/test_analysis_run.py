@@ -192,6 +192,21 @@ def test_failed_and_diverged_runs_are_excluded_and_listed():
     assert "c1e+18_n3" in d["message"] and "c3e+17_n0" in d["message"]
 
 
+def test_loss_curves_on_different_held_out_batches_are_flagged():
+    """Approach 1 compares curves across runs: runs whose history used other held-out batches (history_batches,
+    from trainer.eval_budget) than the rest are named in one warning; one setting throughout gives none."""
+    runs = mock_runs(7, fail=("c1e+17_n0",))
+    for r in runs:
+        r["history_batches"] = 2
+    runs[0]["history_batches"] = 8  # a failed run: not compared
+    codes = lambda rs: [d["code"] for d in run_analysis(rs, n_bootstrap=0)["diagnostics"]]
+    assert "curves_on_different_data" not in codes(runs)
+    del runs[5]["history_batches"]  # a run evaluated on the whole split
+    d = next(d for d in run_analysis(runs, n_bootstrap=0)["diagnostics"] if d["code"] == "curves_on_different_data")
+    assert d["level"] == "warning" and "(2 batches, the whole split)" in d["message"]
+    assert "trainer.eval_budget" in d["message"]
+
+
 def test_all_runs_failed_is_a_user_error():
     runs = mock_runs(0, budgets=(1e17,), points=3, fail=("c1e+17_n0", "c1e+17_n1", "c1e+17_n2"))
     with pytest.raises(FlopsFitError, match="no completed runs"):

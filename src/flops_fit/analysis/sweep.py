@@ -148,6 +148,7 @@ def load_sweep(runs, params_kind: str, plan=None, diags: Diagnostics | None = No
             by.setdefault(e["status"], []).append(e["id"])
         parts = "; ".join(f"{st}: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}" for st, ids in by.items())
         diags.add("warning", "excluded_runs", f"{len(excluded)} run(s) excluded from every fit ({parts})")
+    _curves_on_one_set(runs, diags)
     if not rows:
         raise FlopsFitError(f"no completed runs with a finite loss among {len(runs)} run(s) "
                             f"({len(excluded)} failed/diverged/invalid); fix or re-run them with ff-train retry_failed=true")
@@ -190,6 +191,20 @@ def _float_or(v, default):
         return float(v) if v is not None else default
     except (TypeError, ValueError):
         return default
+
+
+def _curves_on_one_set(runs, diags: Diagnostics) -> None:
+    """Approach 1 compares the runs' loss curves with each other: warn when completed runs measured theirs on
+    different parts of the held-out split (``history_batches``: trainer.eval_budget or eval_max_batches)."""
+    seen = {r.get("history_batches") for r in runs
+            if isinstance(r, dict) and r.get("status", "completed") == "completed" and r.get("history")}
+    if len(seen) > 1:
+        names = ", ".join("the whole split" if k is None else f"{k} batch{'es' if k != 1 else ''}"
+                          for k in sorted(seen, key=lambda k: math.inf if k is None else k))
+        diags.add("warning", "curves_on_different_data",
+                  f"the runs' loss curves were evaluated on different held-out batches ({names}): approach 1 "
+                  f"compares curves offset from each other; train every run with the same trainer.eval_budget "
+                  f"(or eval_max_batches) and plan (its eval_basis_tokens), e.g. in a new run_dir")
 
 
 def _collect(runs, params_kind):
