@@ -148,10 +148,10 @@ def load_sweep(runs, params_kind: str, plan=None, diags: Diagnostics | None = No
             by.setdefault(e["status"], []).append(e["id"])
         parts = "; ".join(f"{st}: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}" for st, ids in by.items())
         diags.add("warning", "excluded_runs", f"{len(excluded)} run(s) excluded from every fit ({parts})")
-    _curves_on_one_set(runs, diags)
     if not rows:
         raise FlopsFitError(f"no completed runs with a finite loss among {len(runs)} run(s) "
                             f"({len(excluded)} failed/diverged/invalid); fix or re-run them with ff-train retry_failed=true")
+    _curves_on_one_set(rows, diags)
     N = np.array([r["N"] for r in rows])
     D = np.array([r["D"] for r in rows])
     L = np.array([r["L"] for r in rows])
@@ -193,11 +193,11 @@ def _float_or(v, default):
         return default
 
 
-def _curves_on_one_set(runs, diags: Diagnostics) -> None:
-    """Approach 1 compares the runs' loss curves with each other: warn when completed runs measured theirs on
-    different parts of the held-out split (``history_batches``: trainer.eval_budget or eval_max_batches)."""
-    seen = {r.get("history_batches") for r in runs
-            if isinstance(r, dict) and r.get("status", "completed") == "completed" and r.get("history")}
+def _curves_on_one_set(rows, diags: Diagnostics) -> None:
+    """Approach 1 compares the runs' loss curves with each other: warn when the usable runs (``_collect``'s
+    rows) with a curve measured theirs on different parts of the held-out split (``history_batches``:
+    trainer.eval_budget or eval_max_batches)."""
+    seen = {r["history_batches"] for r in rows if r["hist"][0].size}
     if len(seen) > 1:
         names = ", ".join("the whole split" if k is None else f"{k} batch{'es' if k != 1 else ''}"
                           for k in sorted(seen, key=lambda k: math.inf if k is None else k))
@@ -259,5 +259,5 @@ def _collect(runs, params_kind):
                 hl.append(lv)
         rows.append({"id": rid, "N": vals["N"], "D": vals["tokens"], "L": vals["loss"], "C": flops,
                      "budget": budget, "hist": (np.array(ht), np.array(hf), np.array(hl)),
-                     "data_unit": r.get("data_unit")})
+                     "data_unit": r.get("data_unit"), "history_batches": r.get("history_batches")})
     return rows, excluded
