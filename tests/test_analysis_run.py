@@ -341,6 +341,16 @@ def test_summary_and_refine_centres(base):
     assert any("M params" in ln for ln in lines) and any("B tokens" in ln for ln in lines)
     iso = out["fits"]["isoflop"]
     assert f"{iso['a']:.3f} [{iso['a_ci'][0]:.3f}, {iso['a_ci'][1]:.3f}]" in text
+    # the table's columns line up whatever the widths of the numbers (e.g. "11B" beside "4.9B")
+    rows = [ln for ln in lines if " FLOPs " in ln and " params " in ln and " tokens " in ln]
+    assert len(rows) == len(out["table"]) >= 3
+
+    def column_starts(ln):  # budget | params [ci] | tokens [ci] | tokens/param | loss [ci]
+        after = [k + 1 for k, ch in enumerate(ln) if ch == "]"][:2]
+        return (ln.index(" params ") - len(ln[:ln.index(" params ")].split()[-1]),
+                *(k + len(ln[k:]) - len(ln[k:].lstrip()) for k in after), ln.index("loss "))
+
+    assert len({column_starts(ln) for ln in rows}) == 1, [column_starts(ln) for ln in rows]
     centres = refine_centres(out)
     for b in out["fits"]["isoflop_vp"]["budgets"]:  # re-centred on each budget's Chinchilla-shaped minimum
         c = next(v for k, v in centres.items() if abs(k - b["budget"]) < 1e-6 * b["budget"])

@@ -147,15 +147,17 @@ def summary_lines(analysis: dict) -> list[str]:
         lines.append("")
         lines.append(f"compute-optimal table (allocation: {analysis.get('table_source')}, "
                      f"loss: {analysis.get('table_loss_source') or 'n/a'})")
+        cells = []
         for row in table:
-            mark = "*" if row.get("planned") else " "
             ps = fmt_params(row["params"]) if row.get("params") else "-"
             ts = fmt_tokens(row["tokens"], unit) if row.get("tokens") else "-"
-            pci = _iv(row.get("params_ci"), fmt=human)
-            tci = _iv(row.get("tokens_ci"), fmt=human)
-            loss = f"loss {row['loss']:.3f}{_iv(row.get('loss_ci'))}" if row.get("loss") is not None else ""
-            tpp = f"{row['tokens_per_param']:.1f} {unit}/param" if row.get("tokens_per_param") else ""
-            lines.append(f" {mark}{fmt_flops(row['budget']):<14} {ps}{pci:<18} {ts}{tci:<18} {tpp:<18} {loss}")
+            cells.append(("*" if row.get("planned") else " ", fmt_flops(row["budget"]),
+                          ps + _iv(row.get("params_ci"), fmt=human), ts + _iv(row.get("tokens_ci"), fmt=human),
+                          f"{row['tokens_per_param']:.1f} {unit}/param" if row.get("tokens_per_param") else "",
+                          f"loss {row['loss']:.3f}{_iv(row.get('loss_ci'))}" if row.get("loss") is not None else ""))
+        widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]  # columns aligned whatever the units
+        for c in cells:
+            lines.append(" " + c[0] + "   ".join(v.ljust(w) for v, w in zip(c[1:], widths[1:])).rstrip())
         if any(r.get("planned") for r in table):
             lines.append("  (* = a budget of the sweep)")
     hold = analysis.get("holdout")
