@@ -126,6 +126,23 @@ def test_artifacts_honour_the_umask(tmp_path):
     assert (tmp_path / "u" / "plan.json").stat().st_mode & 0o777 == 0o644
 
 
+def test_a_new_cooldown_over_completed_wsd_runs_is_refused_by_both_stages(tmp_path):
+    run = tmp_path / "w"
+    run_cli("ff-plan", f"run_dir={run}", "budgets=tiny", "schedule=wsd", "quiet=true", cwd=tmp_path)
+    run_cli("ff-train", f"run_dir={run}", "quiet=true", cwd=tmp_path)
+    before = _snapshot(run)
+    proc = run_cli("ff-plan", f"run_dir={run}", "budgets=tiny", "schedule=wsd", "cooldown_frac=0.18", cwd=tmp_path,
+                   check=False)  # same run ids, each now another experiment
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and "cooldown_frac=0.2, now cooldown_frac=0.18" in line and "force=true" in line
+    assert _snapshot(run) == before
+    run_cli("ff-plan", f"run_dir={run}", "budgets=tiny", "schedule=wsd", "cooldown_frac=0.18", "force=true",
+            "quiet=true", cwd=tmp_path)
+    proc = run_cli("ff-train", f"run_dir={run}", cwd=tmp_path, check=False)
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and "was trained with cooldown_frac=0.2 but" in line and "allow_mismatch=true" in line
+
+
 def test_replanning_over_completed_runs_of_another_plan_needs_force(study):
     run = study / "r"
     before = _snapshot(run)

@@ -77,6 +77,36 @@ def test_a_plan_unlike_the_completed_runs_is_refused(tmp_path, change, was, now)
     assert counts["completed"] > 0
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_completed_real_runs_refuse_other_trainer_settings_but_not_other_machinery(tmp_path):
+    rd = _plan(tmp_path / "run", budgets=(3e9, 6e9))
+    train_plan(str(rd.root), LOCAL, quiet=True, limit=1)
+    (done,) = list(rd.iter_runs())
+    assert done["trainer_settings"]["lr"] == 8e-3
+    before = {p.name: p.read_bytes() for p in rd.runs_dir.glob("*.json")}
+    for key, value in [("lr", 4e-3), ("warmup_frac", 0.1), ("dtype", "bfloat16"), ("seed", 1)]:
+        with pytest.raises(FlopsFitError) as e:
+            train_plan(str(rd.root), {**LOCAL, key: value}, quiet=True, limit=1)
+        msg = str(e.value)
+        shown = "bfloat16" if key == "dtype" else value
+        assert "\n" not in msg and f"trainer.{key}=" in msg and f"has trainer.{key}={shown}" in msg, msg
+        assert before == {p.name: p.read_bytes() for p in rd.runs_dir.glob("*.json")}  # nothing trained
+    # where and how fast runs train is not a mismatch; allow_mismatch mixes on purpose
+    counts = train_plan(str(rd.root), {**LOCAL, "threads": 2, "checkpoint_every": 7, "pack": 1}, quiet=True, limit=1)
+    assert counts["completed"] == 1
+    assert train_plan(str(rd.root), {**LOCAL, "lr": 4e-3}, quiet=True, allow_mismatch=True)["completed"] > 0
+
+
+def test_a_wsd_plan_with_another_cooldown_is_refused(tmp_path):
+    rd = _plan(tmp_path / "run", spec=GPT, budgets=[1e19, 3e19], points=3, schedule="wsd", cooldown_frac=0.2)
+    train_plan(str(rd.root), MOCK, quiet=True)
+    _plan(rd.root, GPT, [1e19, 3e19], points=3, schedule="wsd", cooldown_frac=0.1)
+    with pytest.raises(FlopsFitError, match=r"was trained with cooldown_frac=0.2 but .* plans cooldown_frac=0.1"):
+        train_plan(str(rd.root), MOCK, quiet=True)
+    _plan(rd.root, GPT, [1e19, 3e19], points=3, schedule="wsd", cooldown_frac=0.2)  # back as it was
+    assert train_plan(str(rd.root), MOCK, quiet=True)["skipped_completed"] == len(rd.read_plan()["experiments"])
+
+
 def test_the_same_plan_again_and_a_relocated_dataset_are_not_mismatches(tmp_path):
     rd = _plan(tmp_path / "run", spec=GPT, budgets=[1e19], points=3)
     train_plan(str(rd.root), MOCK, quiet=True)

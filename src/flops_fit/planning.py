@@ -263,6 +263,22 @@ def check_schedule(schedule: str, cooldown_frac: float) -> None:
         raise FlopsFitError(f"cooldown_frac={cooldown_frac!r} must be a fraction of each run's steps in (0, 1), e.g. 0.2")
 
 
+# What a run's plan entry decides of its training, and the key of its record that keeps it: a completed run
+# whose record says otherwise was trained for another plan (ff-plan and ff-train refuse to mix them)
+RUN_PLAN_KEYS = {"tokens": "planned_tokens", "cooldown_frac": "cooldown_frac", "warmup_basis_tokens": "warmup_basis_tokens"}
+
+
+def plan_differences(experiment: Mapping, record: Mapping) -> list[tuple[str, object, object]]:
+    """``[(key, the record's value, the plan entry's)]`` for each of :data:`RUN_PLAN_KEYS` on which a run's
+    record and its plan entry disagree (a key either lacks is not compared: records written before it)."""
+    out = []
+    for key, rec_key in RUN_PLAN_KEYS.items():
+        old, new = record.get(rec_key), experiment.get(key)
+        if old is not None and new is not None and not math.isclose(float(old), float(new), rel_tol=1e-9):
+            out.append((key, old, new))
+    return out
+
+
 class _Ladder:
     """The shared sizes of a WSD sweep: parameter targets ``anchor x step^k`` (``step`` is the grid's own
     spacing, ``span^(2 / (points - 1))``), anchored at the first budget's optimum. Each budget takes the

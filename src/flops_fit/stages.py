@@ -167,9 +167,21 @@ def _refine(source: str, cfg: Mapping) -> tuple[dict, dict, list[float]]:
 
 
 def _refuse_orphaning_completed_runs(rd: RunDir, new: dict, force: bool) -> None:
-    """A new plan over completed runs of another plan would silently drop them from the study."""
-    done = {r["id"] for r in rd.iter_runs() if r.get("status") == "completed"}
-    orphaned = done - {e["id"] for e in new["experiments"]}
+    """A new plan over completed runs of another plan would silently drop them from the study, or, where it
+    keeps a run's id for another entry (other tokens, a WSD cooldown or warmup), pass them off as its own."""
+    from flops_fit.planning import plan_differences
+
+    completed = {r["id"]: r for r in rd.iter_runs() if r.get("status") == "completed"}
+    entries = {e["id"]: e for e in new["experiments"]}
+    changed = [(i, d) for i, r in sorted(completed.items()) if i in entries for d in plan_differences(entries[i], r)[:1]]
+    if changed and not force:
+        run_id, (key, old, now) = changed[0]
+        raise FlopsFitError(
+            f"{rd.root} holds {len(changed)} completed run(s) trained for other plan entries than the new plan's "
+            f"(e.g. {run_id}: {key}={old}, now {key}={now}); plan into a new run_dir=..., or pass force=true to "
+            f"replace the plan (ff-train will then refuse to mix them unless allow_mismatch=true)"
+        )
+    orphaned = set(completed) - set(entries)
     if not orphaned:
         return
     if not force:

@@ -164,10 +164,22 @@ class TrainerConfig:
         points = max(1, round(1 / self.eval_every_frac) - 1)  # history evaluations before the final pass
         return max(1, int(3 * float(self.eval_budget) * float(basis) / (points * float(units_per_eval_batch))))
 
+    def run_settings(self) -> dict:
+        """The settings that decide what a run computes (its checkpoints' fingerprint holds them, and its
+        record as ``trainer_settings``): a completed run trained with other values is another experiment.
+        Where and how fast it runs (device, threads, packing, checkpoints, progress) is not among them."""
+        return {k: getattr(self, k) for k in RUN_SETTINGS}
+
     @property
     def amp_dtype(self) -> str:
         """float32, bfloat16 or float16, whatever alias was given."""
         return DTYPES[str(self.dtype).lower()]
+
+
+# TrainerConfig.run_settings; warmup_frac and eval_every_frac reach checkpoints' fingerprints as the steps they give
+RUN_SETTINGS = ("seed", "batch_size", "lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip", "amp_dtype",
+                "diverge_factor", "warmup_frac", "eval_every_frac")
+FINGERPRINT_SETTINGS = RUN_SETTINGS[:10]  # (the checkpoint format's keys since version 1)
 
 
 def _ground_truth(gt: Mapping) -> GroundTruth:

@@ -59,7 +59,7 @@ from flops_fit.artifacts import now_iso
 from flops_fit.errors import FlopsFitError
 from flops_fit.flops import count_params, flops_by_convention
 from flops_fit.training import checkpoints
-from flops_fit.training.config import TrainerConfig
+from flops_fit.training.config import FINGERPRINT_SETTINGS, TrainerConfig
 from flops_fit.training.distributed import World
 from flops_fit.training.loss import resolve_loss, targets_in
 from flops_fit.training.memory import hold_freed_memory
@@ -576,8 +576,7 @@ def _fingerprint(experiment, cfg: TrainerConfig, sched: Schedule, model, loss_fn
         "warmup": sched.warmup,
         "eval_every": sched.eval_every,
         "loss": _describe(loss_fn),
-        **{k: getattr(cfg, k) for k in ("seed", "batch_size", "lr", "min_lr_ratio", "weight_decay", "beta1",
-                                        "beta2", "grad_clip", "amp_dtype", "diverge_factor")},
+        **{k: getattr(cfg, k) for k in FINGERPRINT_SETTINGS},
     }
     if sched.kind != "cosine":  # (cosine checkpoints keep the fingerprint they always had)
         fingerprint.update(schedule=sched.kind, decay_start=sched.decay_start)
@@ -684,6 +683,7 @@ def _record(experiment, run: Setup, state: RunState, segment: Segment, final_los
         seed=cfg.seed,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
+        trainer_settings=cfg.run_settings(),
         steps=state.step,
         resumed_from_step=state.resumed_from_step,
         segments=segments,

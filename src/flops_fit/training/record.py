@@ -11,7 +11,9 @@ fixed for scripts and users):
 ``flops_by_convention``         the same total under every convention the model gives
 ``loss``                        the final held-out loss (None unless completed)
 ``history``                     [{tokens, flops, loss}] evaluation points along the run
-``trainer, data_unit, finished`` and what the trainer adds (steps, seed, device, timings, error, ...)
+``cooldown_frac, warmup_basis_tokens``  a WSD run's plan entry's (what ff-plan and ff-train compare)
+``trainer, data_unit, finished`` and what the trainer adds (steps, seed, ``trainer_settings``, device,
+                                timings, error, ...)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Mapping
 
 from flops_fit.artifacts import now_iso
 from flops_fit.flops import flops_per_token_6n
+from flops_fit.planning import RUN_PLAN_KEYS
 
 
 def history_point(tokens: int, flops_per_token: float, loss: float) -> dict:
@@ -71,6 +74,8 @@ def run_record(
         "trainer": trainer,
         "data_unit": data_unit,
     }
+    record.update((rec_key, experiment[key]) for key, rec_key in RUN_PLAN_KEYS.items()
+                  if key != "tokens" and experiment.get(key) is not None)
     record.update((k, v) for k, v in details.items() if v is not None)
     record["finished"] = now_iso()
     return record

@@ -33,6 +33,7 @@ except ImportError:  # Windows
 from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
 from flops_fit.models import ModelSpec
+from flops_fit.planning import plan_differences
 from flops_fit.training import checkpoints, distributed, workload
 from flops_fit.training.config import TrainerConfig
 from flops_fit.training.mock import train_mock
@@ -87,7 +88,7 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
             raise FlopsFitError(f"shard={shard} must be in 0..{num_shards - 1} (num_shards={num_shards})")
         records = {r["id"]: r for r in rd.iter_runs()}
         if not allow_mismatch:
-            refuse_mismatch(plan, records.values(), rd)
+            refuse_mismatch(plan, records.values(), rd, cfg)
         if any(e.get("trunk") for e in plan["experiments"]):  # a WSD trunk and its branches stay together
             mine = shard_experiments(plan["experiments"], shard, num_shards)
         else:
@@ -495,26 +496,40 @@ class _BranchSink:
 _IGNORED = {"model": ("name", "size_range"), "dataset": ("name",)}
 
 
-def refuse_mismatch(plan: Mapping, records: Iterable[Mapping], rd: RunDir) -> None:
+def refuse_mismatch(plan: Mapping, records: Iterable[Mapping], rd: RunDir, cfg: TrainerConfig | None = None) -> None:
     """Stop with one line when a completed run (of ``records``, those in ``rd``) was trained with another
-    model, dataset, FLOPs convention or learning-rate schedule (cosine | wsd) than ``plan`` has (records
-    that do not say are not compared; mock records carry no schedule)."""
+    model, dataset, FLOPs convention or learning-rate schedule (cosine | wsd) than ``plan`` has, for
+    another entry of the plan (its tokens, a WSD cooldown or warmup: ``planning.plan_differences``), or,
+    when ``cfg`` is a real trainer's, with other ``trainer`` settings that decide what a run computes
+    (``TrainerConfig.run_settings``). Records that do not say are not compared (mock records carry no
+    schedule and no trainer settings; records from before a key was written lack it)."""
     planned = {"model": plan.get("model"), "dataset": plan.get("dataset"),
                "flops_convention": plan.get("flops_convention", "6nd"),
                "schedule": (plan.get("schedule") or {}).get("name", "cosine")}
+    entries = {e["id"]: e for e in plan.get("experiments") or []}
+    settings = cfg.run_settings() if cfg is not None and cfg.kind != "mock" else None
     for rec in records:
         if rec.get("status") != "completed":
             continue
-        for key, new in planned.items():
-            if key not in rec:
-                continue
-            old = rec[key]
-            diff = _differences(key, old, new)
-            if diff:
-                was, now = diff[0]
+        diff = [d for key, new in planned.items() if key in rec for d in _differences(key, rec[key], new)]
+        if rec["id"] in entries:
+            diff += [(f"{k}={old}", f"{k}={new}") for k, old, new in plan_differences(entries[rec["id"]], rec)]
+        if diff:
+            was, now = diff[0]
+            raise FlopsFitError(
+                f"{rd.run_path(rec['id'])} was trained with {was} but {rd.plan_path} plans {now}; "
+                f"train this plan in a new run_dir, or pass allow_mismatch=true to mix them"
+            )
+        old = rec.get("trainer_settings")
+        if settings is not None and isinstance(old, Mapping):
+            changed = [k for k in settings if k in old and old[k] != settings[k]]
+            if changed:
+                k = changed[0]
+                key = "trainer.dtype" if k == "amp_dtype" else f"trainer.{k}"
                 raise FlopsFitError(
-                    f"{rd.run_path(rec['id'])} was trained with {was} but {rd.plan_path} plans {now}; "
-                    f"train this plan in a new run_dir, or pass allow_mismatch=true to mix them"
+                    f"{rd.run_path(rec['id'])} was trained with {key}={old[k]} but this ff-train has {key}="
+                    f"{settings[k]}; train with the same setting, use a new run_dir, or pass allow_mismatch=true "
+                    f"to mix them"
                 )
 
 
