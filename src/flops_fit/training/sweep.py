@@ -514,23 +514,18 @@ def refuse_mismatch(plan: Mapping, records: Iterable[Mapping], rd: RunDir, cfg: 
         diff = [d for key, new in planned.items() if key in rec for d in _differences(key, rec[key], new)]
         if rec["id"] in entries:
             diff += [(f"{k}={old}", f"{k}={new}") for k, old, new in plan_differences(entries[rec["id"]], rec)]
+        diff = [(was, f"{rd.plan_path} plans {now}") for was, now in diff]
+        old = rec.get("trainer_settings")
+        if settings is not None and isinstance(old, Mapping):
+            names = {k: "trainer.dtype" if k == "amp_dtype" else f"trainer.{k}" for k in settings}
+            diff += [(f"{names[k]}={old[k]}", f"this ff-train has {names[k]}={settings[k]}")
+                     for k in settings if k in old and old[k] != settings[k]]
         if diff:
             was, now = diff[0]
             raise FlopsFitError(
-                f"{rd.run_path(rec['id'])} was trained with {was} but {rd.plan_path} plans {now}; "
-                f"train this plan in a new run_dir, or pass allow_mismatch=true to mix them"
+                f"{rd.run_path(rec['id'])} was trained with {was} but {now}; train in a new run_dir (or with "
+                f"what it was trained with), or pass allow_mismatch=true to mix them"
             )
-        old = rec.get("trainer_settings")
-        if settings is not None and isinstance(old, Mapping):
-            changed = [k for k in settings if k in old and old[k] != settings[k]]
-            if changed:
-                k = changed[0]
-                key = "trainer.dtype" if k == "amp_dtype" else f"trainer.{k}"
-                raise FlopsFitError(
-                    f"{rd.run_path(rec['id'])} was trained with {key}={old[k]} but this ff-train has {key}="
-                    f"{settings[k]}; train with the same setting, use a new run_dir, or pass allow_mismatch=true "
-                    f"to mix them"
-                )
 
 
 def _differences(key: str, old: Any, new: Any) -> list[tuple[str, str]]:
