@@ -379,8 +379,12 @@ def test_predict_reads_the_table_source_back(base):
         assert p["tokens"] == pytest.approx(row["tokens"], rel=1e-9)
         assert p["loss"] == pytest.approx(row["loss"], rel=1e-9)
         assert p["tokens_per_param"] == pytest.approx(row["tokens_per_param"], rel=1e-9)
-    # the table's source gone: the first successful approach of the table's order answers
-    other = {**out, "table_source": "envelope", "fits": {**out["fits"], "envelope": {"status": "skipped"}}}
+        for k in ("params_ci", "tokens_ci", "loss_ci", "params_ci_with_model", "loss_ci_with_model"):
+            assert p[k] == row[k], k  # one computation: the intervals too
+    # an analysis.json from before table_model, its table's source gone: the first successful approach of the
+    # table's order answers
+    other = {**out, "table_model": None, "table_source": "envelope",
+             "fits": {**out["fits"], "envelope": {"status": "skipped"}}}
     first = out["fits"]["isoflop_vp"]
     assert predict(other, 1e20)["params"] == pytest.approx(first["k_N"] * 1e20 ** first["a"])
     with pytest.raises(FlopsFitError, match="no successful fit"):

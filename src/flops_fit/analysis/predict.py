@@ -1,22 +1,35 @@
 """``predict(analysis, budget)``: the compute-optimal allocation and loss at any budget, read
-back from an analysis.json body (what ``Result.predict`` and ``ff-plan refine_from`` use)."""
+back from an analysis.json body (what ``Result.predict``, ``ff-plan refine_from`` and the forecast
+check use). It is the table's own computation (:meth:`TableModel.rows`), so a budget on the table's
+rows and the same budget asked for here give the same numbers, intervals included."""
 
 from __future__ import annotations
 
 from typing import Mapping
 
 from flops_fit.analysis.table import AUTO_ORDER as FALLBACK_ORDER  # the table's own order
+from flops_fit.analysis.table import TableModel
 from flops_fit.errors import FlopsFitError
 from flops_fit.law import ChinchillaLaw
 
 
 def predict(analysis: Mapping, budget: float) -> dict:
-    """Compute-optimal params/tokens at ``budget`` FLOPs from the fit the table uses (else the
-    first successful one), and the loss there (parametric surface, else the loss frontier).
-
-    Returns ``{budget, params, tokens, tokens_per_param, loss}``; raises :class:`FlopsFitError`
-    when the analysis has no successful fit."""
+    """The table's row at ``budget`` FLOPs: ``{budget, params, tokens, tokens_per_param, loss}`` and, when
+    the analysis was bootstrapped, ``params_ci``, ``tokens_ci``, ``loss_ci`` and the intervals widened by
+    the competitive approaches (``params_ci_with_model``, ...). Raises :class:`FlopsFitError` when the
+    analysis has no successful fit."""
     budget = float(budget)
+    tm = analysis.get("table_model")
+    if tm:
+        row = TableModel.from_json(tm).rows([budget])[0]
+        row["source"] = tm.get("source")
+        return row
+    return _predict_without_model(analysis, budget)
+
+
+def _predict_without_model(analysis: Mapping, budget: float) -> dict:
+    """An analysis.json written before ``table_model`` existed: the power law of its table's approach and
+    the loss of its surface (else frontier), without intervals."""
     fits = analysis.get("fits", {})
     fit = fits.get(analysis.get("table_source") or "", {})
     if fit.get("status") != "ok" or fit.get("k_N") is None:

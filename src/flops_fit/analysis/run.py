@@ -12,6 +12,7 @@ Each step lives in its own module and returns a typed result with ``to_json()``:
     table.build_table           the compute-optimal table                        (Table)
     agreement.compare_approaches    the approaches side by side
     holdout.holdout_check       refit without the largest budgets, predict them  (Holdout)
+    backtest.backtest           rolling-origin forecasts of the larger budgets: chooses the table's model (Backtest)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from flops_fit.analysis.agreement import compare_approaches, explain
+from flops_fit.analysis.backtest import Backtest, backtest
 from flops_fit.analysis.common import resample_counts
 from flops_fit.analysis.diagnostics import Diagnostics
 from flops_fit.analysis.envelope import EnvelopeFit, envelope_approach
@@ -30,7 +32,8 @@ from flops_fit.analysis.isoflop_vp import IsoflopVPFit, isoflop_vp_approach
 from flops_fit.analysis.parametric import ENGINES, ParametricFit, parametric_approach
 from flops_fit.analysis.selection import ModelSelection, select_model
 from flops_fit.analysis.sweep import Sweep, load_sweep
-from flops_fit.analysis.table import SOURCES, Table, build_table
+from flops_fit.analysis.table import AUTO_ORDER, LOSS_ORDER, SOURCES, Table, build_table, table_model
+from flops_fit.analysis.table import table_source as source_of_table
 from flops_fit.analysis.varpro import check_objective
 from flops_fit.analysis.table import table_budgets as budgets_of_table
 from flops_fit.errors import FlopsFitError
@@ -55,6 +58,7 @@ class Analysis:
     agreement: list
     diagnostics: Diagnostics
     holdout: Holdout | None = None
+    backtest: Backtest | None = None
     selection: ModelSelection | None = None
     explanation: dict | None = None
 
@@ -80,6 +84,8 @@ class Analysis:
             "table": self.table.to_json(),
             "table_source": self.table.source,
             "table_loss_source": self.table.loss_source,
+            "table_model": self.table.model.to_json() if self.table.model is not None else None,
+            "backtest": self.backtest.to_json() if self.backtest is not None else None,
             "model_selection": self.selection.to_json() if self.selection is not None else None,
             "agreement": self.agreement,
             "explanation": self.explanation,
@@ -138,7 +144,21 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
     tb = budgets_of_table([float(b) for b in sweep.budgets], planned, table_budgets, table_max_budget,
                        float(sweep.C.min()))
     selection = select_model(sweep, isovp) if (isovp.ok and par.ok) else None
-    table = build_table(tb, planned, fits, ci, table_source, selection.chosen if selection else None)
+    available = [k for k in AUTO_ORDER if fits[k].ok and fits[k].k_N is not None]
+    loss_available = [k for k in LOSS_ORDER if fits[k].ok]
+    bt = backtest(sweep, iso, isovp, huber_delta=huber_delta, objective=objective, engine=engine,
+                  available=available, loss_available=loss_available, progress=progress,
+                  default=selection.chosen if selection else None, loss_default=LOSS_ORDER[0])
+    if bt.ok and bt.chosen is not None:  # chosen for how it forecasts the sweep's own larger budgets
+        chosen, competitive = bt.chosen, bt.competitive
+        loss_chosen, loss_competitive = bt.loss_chosen, bt.loss_competitive
+    else:  # too few budgets to backtest: the model test, and every approach's answer as model uncertainty
+        chosen, competitive = (selection.chosen if selection else None), available
+        loss_chosen, loss_competitive = None, ()
+    span = sweep.budgets[groups] if groups.size else sweep.C
+    model = table_model(fits, ci, planned, span, table_source, chosen, loss_chosen, competitive, loss_competitive,
+                        forecast_error=bt.forecast_error(source_of_table(fits, table_source, chosen)))
+    table = build_table(tb, model)
     if table.source is None:
         diags.add("error", "no_table", "no approach produced a fit, so there is no compute-optimal table")
     agreement = compare_approaches(fits, ci, diags, budget=max(tb) if tb else None)
@@ -147,7 +167,8 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
                           isovp=isovp) if int(holdout) > 0 else None)
     return Analysis(sweep=sweep, n_bootstrap=B, seed=seed, ci=ci, isoflop=iso, isoflop_vp=isovp, parametric=par,
                     envelope=env, selection=selection, explanation=explanation,
-                    loss_vs_compute=lvc, table=table, agreement=agreement, diagnostics=diags, holdout=hold)
+                    loss_vs_compute=lvc, table=table, agreement=agreement, diagnostics=diags, holdout=hold,
+                    backtest=bt)
 
 
 def run_analysis(runs, **options) -> dict:

@@ -14,6 +14,12 @@ _BOOT = {"a": None, "b": None}  # replicate exponents
 _POWER_LAW = {"status": None, "reason": None, "a": None, "b": None, "k_N": None, "k_D": None,
               "a_ci": _CI, "b_ci": _CI, "bootstrap": _BOOT}
 
+_APPROACHES = ("envelope", "isoflop", "isoflop_vp", "parametric")
+_LOSS_MODELS = ("loss_vs_compute", "parametric")
+_ALLOC = {"k_N": None, "a": None, "k_D": None, "b": None}
+_FRONTIER = {"kind": None, "E": None, "A0": None, "C0": None, "gamma": None}  # L*(C) = E + A0 (C/C0)^-gamma
+_SURFACE = {"kind": None, "E": None, "A": None, "B": None, "alpha": None, "beta": None}  # L(N, D)
+
 SCHEMA: dict = {
     "schema_version": None,
     "created": None,
@@ -49,9 +55,21 @@ SCHEMA: dict = {
     },
     "table": [{"budget": None, "params": None, "tokens": None, "tokens_per_param": None, "loss": None,
                "params_ci": _CI, "tokens_ci": _CI, "loss_ci": _CI, "planned": None, "params_model_range": _CI,
-               "params_ci_with_model": _CI}],
+               "params_ci_with_model": _CI, "tokens_ci_with_model": _CI, "loss_ci_with_model": _CI}],
     "table_source": None,
     "table_loss_source": None,
+    "table_model": {"source": None, "k_N": None, "a": None, "k_D": None, "b": None, "ci": None, "loss_source": None,
+                    "candidates": [{"approach": None, **_ALLOC}],
+                    "loss_models": {"loss_vs_compute": _FRONTIER, "parametric": _SURFACE}, "loss_competitive": None,
+                    "planned": None,
+                    "forecast_error": {"params": None, "loss": None, "ahead": None}, "sweep_max": None,
+                    "replicates": {**_ALLOC, "loss": {**_FRONTIER, **_SURFACE}}},
+    "backtest": {"status": None, "reason": None, "method": None, "chosen": None, "loss_chosen": None,
+                 "competitive": None, "loss_competitive": None, "switch": None, "competitive_factor": None,
+                 "params_score": {k: None for k in _APPROACHES}, "loss_score": {k: None for k in _LOSS_MODELS},
+                 "pairs": [{"fit_up_to": None, "budget": None, "ahead": None, "params_observed": None,
+                            "loss_observed": None, "params": [{"approach": None, "forecast": None, "error": None}],
+                            "loss": [{"model": None, "forecast": None, "error": None}]}]},
     "model_selection": {"test": None, "level": None, "chosen": None, "F": None, "p_value": None, "df": None,
                         "rss_surface": None, "rss_curves": None, "reason": None},
     "agreement": [{"approaches": None, "a": None, "a_ci": None, "difference": None, "difference_ci": _CI,

@@ -137,6 +137,19 @@ class Sweep:
         """Indices of the budgets with runs at 3 or more sizes (the IsoFLOP profiles)."""
         return np.flatnonzero(self.sizes_per_budget >= 3)
 
+    def below(self, budget: float) -> "Sweep":
+        """The runs of the budgets up to ``budget`` (within 1%), as a sweep of their own: what a study
+        that stopped there would have had (the FLOPs-per-token accounting is kept)."""
+        keep_groups = np.flatnonzero(self.budgets <= budget * (1 + BUDGET_RTOL))
+        keep = np.isin(self.labels, keep_groups)
+        remap = np.full(self.budgets.size, -1)
+        remap[keep_groups] = np.arange(keep_groups.size)
+        idx = np.flatnonzero(keep)
+        return Sweep(ids=[self.ids[i] for i in idx], N=self.N[idx], D=self.D[idx], L=self.L[idx], C=self.C[idx],
+                     curves=[self.curves[i] for i in idx], labels=remap[self.labels[idx]],
+                     budgets=self.budgets[keep_groups], n_inferred=self.n_inferred, data_unit=self.data_unit,
+                     fpt=self.fpt, n_runs=int(idx.size), params_kind=self.params_kind)
+
 
 def load_sweep(runs, params_kind: str, plan=None, diags: Diagnostics | None = None) -> Sweep:
     """Collect ``runs`` into a :class:`Sweep`; raises :class:`FlopsFitError` when none is usable."""

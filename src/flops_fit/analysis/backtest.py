@@ -1,0 +1,209 @@
+"""How well does each approach forecast budgets it never saw? A rolling-origin backtest of the sweep.
+
+A user bets on the table *beyond* the sweep, so the table's model is chosen by how well each
+candidate forecasts, on the user's own runs, the budgets just beyond the ones it was fitted on:
+
+    for each origin k (the last ``MAX_ORIGINS`` cut points, fitting on at least ``MIN_FIT_BUDGETS``
+    IsoFLOP budgets): fit every approach on the runs of the budgets up to the k-th, forecast the
+    compute-optimal N and the loss at every larger IsoFLOP budget, and compare with what those
+    budgets' own runs show.
+
+What a budget "shows" is its own minimum: the Chinchilla-shaped curve of approach 2b through its
+runs (exact on a noise-free Chinchilla surface), only where the minimum lies inside the sampled
+sizes; without approach 2b there is no backtest. The fits of the past are the same functions as the full
+analysis (no bootstrap), run on :meth:`Sweep.below`.
+
+Each candidate's score is the root-mean-square log error of its forecasts (of N_opt for the
+allocation, of the loss for the loss models). The table follows its default (the model test's
+choice: one surface or a curve per budget, see selection.py) unless another candidate forecast
+clearly better (``SWITCH``): on a noise-free Chinchilla surface the default forecasts exactly and
+stays; where one surface misfits the budgets, its forecasts show it. Candidates whose score is
+within ``COMPETITIVE`` of the best are "competitive": where they disagree, the table's interval is
+widened to contain their forecasts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flops_fit.analysis.common import jfloat
+from flops_fit.analysis.diagnostics import Diagnostics
+from flops_fit.analysis.envelope import envelope_approach
+from flops_fit.analysis.frontier import frontier_approach
+from flops_fit.analysis.isoflop import isoflop_approach
+from flops_fit.analysis.isoflop_vp import isoflop_vp_approach
+from flops_fit.analysis.parametric import parametric_approach
+
+ALLOCATION_MODELS = ("isoflop_vp", "parametric", "isoflop", "envelope")  # table.AUTO_ORDER
+LOSS_MODELS = ("loss_vs_compute", "parametric")
+MIN_FIT_BUDGETS = 3  # an origin fits on at least this many IsoFLOP budgets
+MAX_ORIGINS = 3  # the last cut points of the sweep (the forecasts that reach furthest)
+SWITCH = 1.5  # leave the default candidate only for one whose RMS log error is this many times smaller
+# ... and smaller by more than this: below it forecasts are equally good (each budget's own minimum, the
+# "observed" value, is itself measured only to a few % in N; the loss far more precisely)
+# (on a mock sweep with 0.5% loss noise and 7 sizes per budget, the candidates' errors differ by up to 7%
+# with every approach unbiased: tests/test_analysis_run.py's base sweep)
+EPS = {"params": 0.10, "loss": 2e-3}
+COMPETITIVE = 2.0  # within this factor of the best score (plus 2%): competitive (interval widened)
+COMPETITIVE_ABS = 0.02
+LOSS_COMPETITIVE_ABS = 0.002
+
+
+@dataclass
+class Backtest:
+    status: str
+    reason: str | None = None
+    pairs: list = field(default_factory=list)  # one per (origin, target budget)
+    params_score: dict = field(default_factory=dict)  # candidate -> RMS log error of N_opt (None: no forecast)
+    loss_score: dict = field(default_factory=dict)  # loss model -> RMS log error of the loss
+    chosen: str | None = None
+    loss_chosen: str | None = None
+    competitive: list = field(default_factory=list)
+    loss_competitive: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict:
+        out = {"status": self.status, "method": ("rolling origin: fit on the budgets up to each origin, forecast "
+                                                 "every larger IsoFLOP budget's own minimum (N_opt and loss)")}
+        if not self.ok:
+            out["reason"] = self.reason
+            return out
+        out.update(params_score=self.params_score, loss_score=self.loss_score, chosen=self.chosen,
+                   loss_chosen=self.loss_chosen, competitive=self.competitive,
+                   loss_competitive=self.loss_competitive, pairs=self.pairs,
+                   switch=SWITCH, competitive_factor=COMPETITIVE)
+        return out
+
+    def forecast_error(self, source: str | None = None) -> dict:
+        """The RMS log errors of the table's allocation (``source``, default the chosen one) and loss models,
+        and the median ratio of target to fitted budgets (TableModel widens its intervals by them)."""
+        if not self.ok:
+            return {}
+        return {"params": self.params_score.get(source or self.chosen), "loss": self.loss_score.get(self.loss_chosen),
+                "ahead": float(np.median([p["ahead"] for p in self.pairs]))}
+
+    def errors(self, name: str, kind: str = "params") -> list:
+        """The candidate's forecast errors (forecast / observed - 1) over every pair (``kind``: params | loss)."""
+        who = "approach" if kind == "params" else "model"
+        return [f["error"] for p in self.pairs for f in p[kind] if f[who] == name and f["error"] is not None]
+
+
+def observed_optima(iso, isovp) -> dict:
+    """{budget index in the sweep: (N_opt, loss)} for the IsoFLOP budgets whose Chinchilla-shaped curve
+    (approach 2b, fitted to every budget) has its minimum inside the sampled sizes. Empty without approach
+    2b: a parabola's vertex would carry approach 2's own bias (grid width, offset, asymmetry) into the
+    comparison and favour approach 2."""
+    out = {}
+    if iso.budgets is None or isovp is None or isovp.full is None or not isovp.budgets:
+        return out
+    vp = {b["budget"]: b for b in isovp.budgets}
+    for g, entry in zip(list(iso.groups), iso.budgets):
+        b = vp.get(entry["budget"])
+        if b is not None and b["interior"] and b["params_opt"] and b["loss_opt"]:
+            out[int(g)] = (float(b["params_opt"]), float(b["loss_opt"]))
+    return out
+
+
+def _past_forecasts(past, targets, *, huber_delta, objective, engine) -> dict:
+    """{candidate: (N (T,), L (T,) or None)} forecast at ``targets`` by each approach fitted on ``past``."""
+    d = Diagnostics()
+    iso = isoflop_approach(past, None, 0.95, d)
+    isovp = isoflop_vp_approach(past, iso, None, 0.95, d)
+    par = parametric_approach(past, None, 0.95, d, huber_delta=huber_delta, objective=objective, engine=engine)
+    env = envelope_approach(past, None, 0.95, d)
+    lvc = frontier_approach(iso, env, 0.95, bootstrap=False)
+    out = {}
+    C = np.asarray(targets, dtype=float)
+    for name, fit in (("isoflop_vp", isovp), ("parametric", par), ("isoflop", iso), ("envelope", env)):
+        if fit.ok and fit.k_N is not None and fit.a is not None:
+            out[name] = fit.k_N * C ** fit.a
+    loss = {}
+    if par.ok:
+        Np = par.k_N * C ** par.a
+        Dp = par.k_D * C ** par.b
+        loss["parametric"] = np.asarray(par.law.loss(Np, Dp), dtype=float)
+    if lvc.ok:
+        loss["loss_vs_compute"] = np.asarray(lvc.predict(C), dtype=float)
+    return {"params": out, "loss": loss}
+
+
+def _rms(errors) -> float | None:
+    e = np.asarray([x for x in errors if x is not None and np.isfinite(x)], dtype=float)
+    if e.size == 0:
+        return None
+    return float(np.sqrt(np.mean(np.log1p(e) ** 2)))
+
+
+def _pick(scores: dict, order, available, default: str | None = None, eps: float = 0.0) -> str | None:
+    """The candidate to follow: ``default`` (the model test's choice, else the first of ``order``) unless
+    another forecast clearly better, its score below the default's by more than a factor ``SWITCH`` (plus
+    ``eps``); then the best. Forecast errors on real sweeps are dominated by the scatter of each budget's
+    own minimum, shared by every candidate, so small differences in score are noise."""
+    cand = [k for k in order if k in available and scores.get(k) is not None]
+    if not cand:
+        return None
+    best = min(cand, key=lambda k: scores[k])
+    if default not in cand:
+        default = cand[0]
+    return best if scores[default] > SWITCH * scores[best] + eps else default
+
+
+def backtest(sweep, iso, isovp, *, huber_delta=1e-3, objective="sse", engine="vp", available=(),
+             loss_available=(), default=None, loss_default=None, progress=False) -> Backtest:
+    """Run the rolling-origin backtest; ``available``/``loss_available``: the candidates that fitted the
+    whole sweep (only those can be chosen); ``default``/``loss_default``: what to follow unless another
+    candidate forecasts clearly better (see :func:`_pick`)."""
+    groups = np.asarray(iso.groups if iso.groups is not None else [], dtype=int)
+    obs = observed_optima(iso, isovp)
+    if groups.size < MIN_FIT_BUDGETS + 1:
+        return Backtest("skipped", f"needs {MIN_FIT_BUDGETS + 1}+ IsoFLOP budgets (fit on {MIN_FIT_BUDGETS}, "
+                                   f"forecast the next); have {groups.size}")
+    order = groups[np.argsort(sweep.budgets[groups])]
+    first = max(MIN_FIT_BUDGETS, order.size - MAX_ORIGINS)
+    pairs = []
+    origins = list(range(first, order.size))
+    it = origins
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(origins, desc="backtest", unit="origin", leave=False, disable=None)
+    for k in it:
+        cut = float(sweep.budgets[order[k - 1]])
+        tgt = [int(g) for g in order[k:] if int(g) in obs]
+        if not tgt:
+            continue
+        Ct = np.array([float(sweep.budgets[g]) for g in tgt])
+        fc = _past_forecasts(sweep.below(cut), Ct, huber_delta=huber_delta, objective=objective, engine=engine)
+        for j, g in enumerate(tgt):
+            No, Lo = obs[g]
+            pairs.append({"fit_up_to": cut, "budget": float(Ct[j]), "ahead": float(Ct[j] / cut),
+                          "params_observed": No, "loss_observed": Lo,
+                          "params": [{"approach": name, "forecast": jfloat(Nf[j]), "error": jfloat(Nf[j] / No - 1.0)}
+                                     for name, Nf in fc["params"].items()],
+                          "loss": [{"model": name, "forecast": jfloat(Lf[j]), "error": jfloat(Lf[j] / Lo - 1.0)}
+                                   for name, Lf in fc["loss"].items()]})
+    if not pairs:
+        why = ("approach 2b did not fit, and only its per-budget curves measure a budget's own minimum without "
+               "bias" if not obs else "no budget beyond an origin has an interior minimum to compare with")
+        return Backtest("skipped", why)
+    bt = Backtest("ok", pairs=pairs)
+    for name in ALLOCATION_MODELS:
+        bt.params_score[name] = _rms(bt.errors(name, "params"))
+    for name in LOSS_MODELS:
+        bt.loss_score[name] = _rms(bt.errors(name, "loss"))
+    bt.chosen = _pick(bt.params_score, ALLOCATION_MODELS, available, default, EPS["params"])
+    bt.loss_chosen = _pick(bt.loss_score, LOSS_MODELS, loss_available, loss_default, EPS["loss"])
+    if bt.chosen is not None:
+        best = bt.params_score[bt.chosen]
+        bt.competitive = [k for k in ALLOCATION_MODELS if k in available and bt.params_score.get(k) is not None
+                          and bt.params_score[k] <= COMPETITIVE * best + COMPETITIVE_ABS]
+    if bt.loss_chosen is not None:
+        best = bt.loss_score[bt.loss_chosen]
+        bt.loss_competitive = [k for k in LOSS_MODELS if k in loss_available and bt.loss_score.get(k) is not None
+                               and bt.loss_score[k] <= COMPETITIVE * best + LOSS_COMPETITIVE_ABS]
+    return bt
