@@ -13,18 +13,35 @@ from flops_fit.errors import FlopsFitError
 from flops_fit.law import ChinchillaLaw
 
 
-def predict(analysis: Mapping, budget: float) -> dict:
+def predict(analysis: Mapping, budget: float, approach: str | None = None) -> dict:
     """The table's row at ``budget`` FLOPs: ``{budget, params, tokens, tokens_per_param, loss}`` and, when
     the analysis was bootstrapped, ``params_ci``, ``tokens_ci``, ``loss_ci`` and the intervals widened by
-    the competitive approaches (``params_ci_with_model``, ...). Raises :class:`FlopsFitError` when the
-    analysis has no successful fit."""
+    the competitive approaches and the backtest's forecast error (``params_ci_with_model``, ...).
+    ``approach``: one approach's own row instead of the table's (``isoflop``, ``isoflop_vp``, ...).
+    Raises :class:`FlopsFitError` when the analysis has no successful fit."""
     budget = float(budget)
     tm = analysis.get("table_model")
     if tm:
-        row = TableModel.from_json(tm).rows([budget])[0]
-        row["source"] = tm.get("source")
+        model = TableModel.from_json(tm)
+        row = model.rows([budget], approach)[0]
+        row["source"] = approach or model.source
         return row
+    if approach is not None:
+        raise FlopsFitError("this analysis.json predates per-approach forecasts: re-run ff-analyze on its run_dir")
     return _predict_without_model(analysis, budget)
+
+
+def forecast(analysis: Mapping, budget: float) -> dict:
+    """Every forecast at ``budget``: the table's row and each approach's own row (with intervals), what a
+    forecast check pre-registers before it trains anything."""
+    tm = analysis.get("table_model")
+    if not tm:
+        raise FlopsFitError("this analysis.json has no table model to forecast from (no approach fitted, or it "
+                            "predates flops-fit's forecasts): re-run ff-analyze on its run_dir")
+    model = TableModel.from_json(tm)
+    return {"budget": float(budget), "table": {**model.rows([budget])[0], "source": model.source,
+                                               "loss_source": model.loss_source},
+            "approaches": {a["approach"]: model.rows([budget], a["approach"])[0] for a in model.approaches}}
 
 
 def _predict_without_model(analysis: Mapping, budget: float) -> dict:

@@ -35,6 +35,7 @@ from flops_fit.analysis.sweep import Sweep, load_sweep
 from flops_fit.analysis.table import AUTO_ORDER, LOSS_ORDER, SOURCES, Table, build_table, table_model
 from flops_fit.analysis.table import table_source as source_of_table
 from flops_fit.analysis.varpro import check_objective
+from flops_fit.analysis.verdict import verdict
 from flops_fit.analysis.table import table_budgets as budgets_of_table
 from flops_fit.errors import FlopsFitError
 
@@ -94,6 +95,7 @@ class Analysis:
         }
         if self.holdout is not None:
             out["holdout"] = self.holdout.to_json()
+        out["verdict"] = verdict(out)
         return out
 
 

@@ -17,8 +17,8 @@ _POWER_LAW = {"status": None, "reason": None, "a": None, "b": None, "k_N": None,
 _APPROACHES = ("envelope", "isoflop", "isoflop_vp", "parametric")
 _LOSS_MODELS = ("loss_vs_compute", "parametric")
 _ALLOC = {"k_N": None, "a": None, "k_D": None, "b": None}
-_FRONTIER = {"kind": None, "E": None, "A0": None, "C0": None, "gamma": None}  # L*(C) = E + A0 (C/C0)^-gamma
-_SURFACE = {"kind": None, "E": None, "A": None, "B": None, "alpha": None, "beta": None}  # L(N, D)
+_FRONTIER = {"E": None, "A0": None, "C0": None, "gamma": None}  # L*(C) = E + A0 (C/C0)^-gamma
+_SURFACE = {"E": None, "A": None, "B": None, "alpha": None, "beta": None}  # L(N, D)
 
 SCHEMA: dict = {
     "schema_version": None,
@@ -58,12 +58,15 @@ SCHEMA: dict = {
                "params_ci_with_model": _CI, "tokens_ci_with_model": _CI, "loss_ci_with_model": _CI}],
     "table_source": None,
     "table_loss_source": None,
-    "table_model": {"source": None, "k_N": None, "a": None, "k_D": None, "b": None, "ci": None, "loss_source": None,
-                    "candidates": [{"approach": None, **_ALLOC}],
-                    "loss_models": {"loss_vs_compute": _FRONTIER, "parametric": _SURFACE}, "loss_competitive": None,
-                    "planned": None,
-                    "forecast_error": {"params": None, "loss": None, "ahead": None}, "sweep_max": None,
-                    "replicates": {**_ALLOC, "loss": {**_FRONTIER, **_SURFACE}}},
+    "table_model": {"source": None, "ci": None, "competitive": None, "loss_source": None, "loss_competitive": None,
+                    "approaches": [{"approach": None, **_ALLOC, "replicates": _ALLOC}],
+                    "loss_models": {"loss_vs_compute": {"kind": None, **_FRONTIER, "replicates": _FRONTIER},
+                                    "parametric": {"kind": None, **_SURFACE, "replicates": _SURFACE}},
+                    "planned": None, "forecast_error": {"params": None, "loss": None, "ahead": None},
+                    "sweep_max": None},
+    "verdict": {"budget": None, "factor": None, "params": None, "tokens": None, "loss": None, "params_interval": _CI,
+                "tokens_interval": _CI, "loss_interval": _CI, "source": None, "loss_source": None, "trust": None,
+                "reasons": None},
     "backtest": {"status": None, "reason": None, "method": None, "chosen": None, "loss_chosen": None,
                  "competitive": None, "loss_competitive": None, "switch": None, "competitive_factor": None,
                  "params_score": {k: None for k in _APPROACHES}, "loss_score": {k: None for k in _LOSS_MODELS},

@@ -89,6 +89,25 @@ def _iv(ci, digits=3, fmt=None):
     return f" {text}" if text else ""
 
 
+def _wide(row, key):
+    """A row's interval as the table prints it: with model uncertainty where it has one, else the bootstrap's."""
+    return row.get(f"{key}_ci_with_model") or row.get(f"{key}_ci")
+
+
+def backtest_lines(analysis: Mapping) -> list[str]:
+    """How each approach forecast the sweep's own larger budgets, and what the table follows."""
+    bt = analysis.get("backtest") or {}
+    if bt.get("status") != "ok":
+        return [f"  backtest: skipped ({bt.get('reason')})"] if bt.get("reason") else []
+    n = len(bt.get("pairs") or [])
+    scores = ", ".join(f"{k} {fmt_percent(v, 0, signed=False)}" for k, v in (bt.get("params_score") or {}).items()
+                       if v is not None)
+    loss = ", ".join(f"{k} {fmt_percent(v, 2, signed=False)}" for k, v in (bt.get("loss_score") or {}).items()
+                     if v is not None)
+    return [f"  backtest ({n} forecasts of larger budgets, RMS error): N_opt {scores}; loss {loss}",
+            f"  the table follows {bt.get('chosen')} (allocation) and {bt.get('loss_chosen')} (loss)"]
+
+
 def summary_lines(analysis: dict) -> list[str]:
     """A human-readable summary: the approaches side by side, the table, the diagnostics."""
     fits = analysis.get("fits", {})
@@ -103,6 +122,9 @@ def summary_lines(analysis: dict) -> list[str]:
         + f"; params={analysis.get('params_kind')}; "
         + (f"{bs.get('n')} bootstrap resamples, {level:.0%} intervals" if bs.get("n") else "no bootstrap")
     )
+    from flops_fit.analysis.verdict import verdict_lines
+
+    lines += verdict_lines(analysis)
     lines.append("")
     lines.append(f"{'approach':<22}{'a  (N_opt ~ C^a)':<28}{'b  (D_opt ~ C^b)':<28}")
     names = [("envelope", "1 envelope"), ("isoflop", "2 IsoFLOP"), ("isoflop_vp", "2b IsoFLOP curves"),
@@ -139,6 +161,7 @@ def summary_lines(analysis: dict) -> list[str]:
     ms = analysis.get("model_selection")
     if ms:
         lines.append(f"  model test: {ms.get('reason')}")
+    lines += backtest_lines(analysis)
     if any(ag.get("agree") is False or ag.get("material") for ag in analysis.get("agreement") or []):
         for text in explanation_lines(analysis.get("explanation")):
             lines.append(f"  why: {text}")
@@ -146,15 +169,16 @@ def summary_lines(analysis: dict) -> list[str]:
     if table:
         lines.append("")
         lines.append(f"compute-optimal table (allocation: {analysis.get('table_source')}, "
-                     f"loss: {analysis.get('table_loss_source') or 'n/a'})")
+                     f"loss: {analysis.get('table_loss_source') or 'n/a'}; {level:.0%} intervals with model "
+                     f"uncertainty and, beyond the sweep, the backtest's forecast error)")
         cells = []
         for row in table:
             ps = fmt_params(row["params"]) if row.get("params") else "-"
             ts = fmt_tokens(row["tokens"], unit) if row.get("tokens") else "-"
             cells.append(("*" if row.get("planned") else " ", fmt_flops(row["budget"]),
-                          ps + _iv(row.get("params_ci"), fmt=human), ts + _iv(row.get("tokens_ci"), fmt=human),
+                          ps + _iv(_wide(row, "params"), fmt=human), ts + _iv(_wide(row, "tokens"), fmt=human),
                           f"{row['tokens_per_param']:.1f} {unit}/param" if row.get("tokens_per_param") else "",
-                          f"loss {row['loss']:.3f}{_iv(row.get('loss_ci'))}" if row.get("loss") is not None else ""))
+                          f"loss {row['loss']:.3f}{_iv(_wide(row, 'loss'))}" if row.get("loss") is not None else ""))
         widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]  # columns aligned whatever the units
         for c in cells:
             lines.append(" " + c[0] + "   ".join(v.ljust(w) for v, w in zip(c[1:], widths[1:])).rstrip())

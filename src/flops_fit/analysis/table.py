@@ -18,6 +18,7 @@ import numpy as np
 
 from flops_fit.analysis.common import column_intervals, jfloat
 from flops_fit.analysis.sweep import BUDGET_RTOL
+from flops_fit.errors import FlopsFitError
 
 
 def table_budgets(sweep_budgets, planned, extra, max_budget, min_flops) -> list[float]:
@@ -72,6 +73,8 @@ def table_source(fits: dict, preferred: str = "auto", selected: str | None = Non
 def _power_law_replicates(fit, span):
     """Per-replicate (k_N, a, k_D, b) of a fit's allocation, read off at the two ends of ``span`` (exact for
     every power-law allocation; for approach 3 under another FLOPs rule than 6ND, the chord over the sweep)."""
+    if getattr(fit, "replicates", None) is None:
+        return None
     lo, hi = float(min(span)), float(max(span))
     if hi <= lo * 1.01:
         lo, hi = lo / 10.0, lo * 10.0
@@ -95,67 +98,99 @@ def _arr(v):
     return np.array([np.nan if x is None else x for x in v], dtype=float)
 
 
+def _rep_to_json(rep):
+    if rep is None:
+        return None
+    return {k: (_r(v) if isinstance(v, (list, np.ndarray)) else v) for k, v in rep.items()}
+
+
+def _rep_from_json(rep):
+    if rep is None:
+        return None
+    return {k: (_arr(v) if isinstance(v, list) else v) for k, v in rep.items()}
+
+
+def _loss_of(p: dict, C, N, D):
+    """A loss model's L at budgets C and allocations N, D: the frontier L*(C) = E + A0 (C/C0)^-gamma, or the
+    surface L(N, D) = E + A/N^alpha + B/D^beta (fields scalars, or (R, 1) columns for replicates)."""
+    with np.errstate(all="ignore"):
+        if p.get("kind") == "frontier":
+            return np.asarray(p["E"] + p["A0"] * (C / p["C0"]) ** (-p["gamma"]) + 0.0 * N, dtype=float)
+        return np.asarray(p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"], dtype=float)
+
+
+def _col(rep: dict, k: str):
+    v = rep[k]
+    return v[:, None] if isinstance(v, np.ndarray) else v
+
+
 @dataclass
 class TableModel:
-    """What every row of the table is computed from, at any budget: N_opt = k_N C^a, D_opt = k_D C^b from
-    the table's approach, the loss from the loss model (the frontier L*(C) = E + A0 (C/C0)^-gamma, or the
-    surface L(N, D) at the table's allocation), the same quantities per bootstrap replicate (paired: one
-    set of resample counts drives every approach), and the competitive candidates' allocations.
+    """What every row of the table is computed from, at any budget: each approach's allocation N_opt = k_N C^a,
+    D_opt = k_D C^b, each loss model (the frontier L*(C), or the surface L(N, D) at the allocation), the same
+    per bootstrap replicate (paired: one set of resample counts drives every approach), which ones the table
+    follows (``source``, ``loss_source``) and which the backtest could not tell apart from them.
 
-    Serialised as analysis.json's ``table_model``; the table's rows and ``predict`` at any budget are
-    both :meth:`rows`, so they cannot disagree."""
+    Serialised as analysis.json's ``table_model``; the table's rows, ``predict`` at any budget and the
+    pre-registered forecast of a forecast check are all :meth:`rows`, so they cannot disagree."""
 
     source: str
-    k_N: float
-    a: float
-    k_D: float
-    b: float
     ci: float = 0.95
+    approaches: list = field(default_factory=list)  # [{approach, k_N, a, k_D, b, replicates}] every one that fitted
+    competitive: list = field(default_factory=list)  # approaches the backtest could not tell apart from the source
     loss_source: str | None = None
-    loss_models: dict = field(default_factory=dict)  # every loss model that fitted: name -> its parameters
-    replicates: dict | None = None  # k_N, a, k_D, b and the loss model's parameters, (R,) arrays
-    candidates: list = field(default_factory=list)  # [{approach, k_N, a, k_D, b}] (model uncertainty)
-    loss_competitive: list = field(default_factory=list)  # loss models the backtest could not tell apart
+    loss_models: dict = field(default_factory=dict)  # name -> {kind, parameters..., replicates}
+    loss_competitive: list = field(default_factory=list)
     planned: list = field(default_factory=list)
-    # the backtest's forecast errors (RMS log error of the chosen allocation and loss models, at the median
-    # ratio ``ahead`` beyond the data they were fitted on): beyond the sweep's largest budget ``sweep_max``
-    # the *_ci_with_model intervals widen by z x error x log(C / sweep_max) / log(ahead)
+    # the backtest's forecast errors (RMS log error of the source and the loss model, at the median ratio
+    # ``ahead`` beyond the budgets they were fitted on): beyond the sweep's largest budget ``sweep_max`` the
+    # *_ci_with_model intervals widen (in quadrature, in log space) by z x error x log(C / sweep_max) / log(ahead)
     forecast_error: dict = field(default_factory=dict)  # {"params": s, "loss": s, "ahead": ratio}
     sweep_max: float | None = None
 
-    # -- the computation ----------------------------------------------------------------------
-    @staticmethod
-    def _loss_of(kind_params: dict, C, N, D):
-        p = kind_params
-        with np.errstate(all="ignore"):
-            if p.get("kind") == "frontier":
-                return p["E"] + p["A0"] * (C / p["C0"]) ** (-p["gamma"])
-            if p.get("kind") == "surface":
-                return p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"]
-        return np.full(np.broadcast(C, N).shape, np.nan)
+    def approach(self, name: str | None = None) -> dict:
+        name = name or self.source
+        found = next((a for a in self.approaches if a["approach"] == name), None)
+        if found is None:
+            raise FlopsFitError(f"the analysis has no successful {name!r} fit; it has: "
+                                f"{', '.join(a['approach'] for a in self.approaches) or 'none'}")
+        return found
 
-    def rows(self, budgets) -> list[dict]:
-        """The table's rows at ``budgets`` (FLOPs): point values, ``ci`` intervals from the replicates,
-        and the intervals widened to contain every competitive candidate's value (``*_ci_with_model``)."""
+    @property
+    def k_N(self):
+        return self.approach()["k_N"]
+
+    @property
+    def a(self):
+        return self.approach()["a"]
+
+    # -- the computation ----------------------------------------------------------------------
+    def rows(self, budgets, approach: str | None = None) -> list[dict]:
+        """Rows at ``budgets`` (FLOPs) for ``approach`` (default: the table's source): point values, ``ci``
+        intervals from the replicates and, for the source, the intervals widened to contain every
+        competitive approach's and loss model's value and the backtest's forecast error (``*_ci_with_model``)."""
         C = np.atleast_1d(np.asarray(budgets, dtype=float))
-        N, D = self.k_N * C ** self.a, self.k_D * C ** self.b
+        ap = self.approach(approach)
+        N, D = ap["k_N"] * C ** ap["a"], ap["k_D"] * C ** ap["b"]
         loss = self.loss_models.get(self.loss_source or "")
-        L = np.asarray(self._loss_of(loss, C, N, D), dtype=float) if loss else np.full(C.shape, np.nan)
+        L = _loss_of(loss, C, N, D) if loss else np.full(C.shape, np.nan)
         pci = tci = lci = None
-        if self.replicates is not None:
-            r = {k: (np.asarray(v, dtype=float) if not isinstance(v, dict) else v) for k, v in self.replicates.items()}
+        r = ap.get("replicates")
+        if r is not None:
             with np.errstate(all="ignore"):
-                Nr = r["k_N"][:, None] * C[None, :] ** r["a"][:, None]
-                Dr = r["k_D"][:, None] * C[None, :] ** r["b"][:, None]
+                Nr = _col(r, "k_N") * C[None, :] ** _col(r, "a")
+                Dr = _col(r, "k_D") * C[None, :] ** _col(r, "b")
             pci, tci = column_intervals(Nr, self.ci), column_intervals(Dr, self.ci)
-            if r.get("loss"):
-                lp = {k: (np.asarray(v, dtype=float)[:, None] if isinstance(v, (list, np.ndarray)) else v)
-                      for k, v in r["loss"].items()}
-                lci = column_intervals(np.asarray(self._loss_of(lp, C[None, :], Nr, Dr), dtype=float), self.ci)
-        cand_N = [c["k_N"] * C ** c["a"] for c in self.candidates]
-        cand_D = [c["k_D"] * C ** c["b"] for c in self.candidates]
-        cand_L = [np.asarray(self._loss_of(self.loss_models[k], C, N, D), dtype=float) for k in self.loss_competitive
-                  if k != self.loss_source and k in self.loss_models]
+            lr = (loss or {}).get("replicates")
+            if lr is not None:
+                lp = {**{k: _col(lr, k) for k in lr}, "kind": loss["kind"]}
+                lci = column_intervals(_loss_of(lp, C[None, :], Nr, Dr), self.ci)
+        own = ap["approach"] == self.source
+        others = [a for a in self.approaches if own and a["approach"] != self.source and a["approach"] in self.competitive]
+        cand_N = [a["k_N"] * C ** a["a"] for a in others]
+        cand_D = [a["k_D"] * C ** a["b"] for a in others]
+        cand_L = [_loss_of(self.loss_models[k], C, N, D) for k in self.loss_competitive
+                  if own and k != self.loss_source and k in self.loss_models]
         widen = self._widening(C)
         out = []
         for j, c in enumerate(C):
@@ -170,79 +205,71 @@ class TableModel:
                 "loss_ci": lci[j] if lci else None,
                 "planned": any(abs(c - p) <= BUDGET_RTOL * p for p in self.planned),
             }
-            for key, ci_, vals, point in (("params", row["params_ci"], cand_N, N[j]),
-                                          ("tokens", row["tokens_ci"], cand_D, D[j]),
-                                          ("loss", row["loss_ci"], cand_L, L[j])):
-                pts = [float(v[j]) for v in vals if np.isfinite(v[j])] + ([float(point)] if np.isfinite(point) else [])
-                rng = [min(pts), max(pts)] if len(pts) >= 2 else None
-                if key == "params":
-                    row["params_model_range"] = rng
-                base = ci_ or ([float(point)] * 2 if np.isfinite(point) else None)
-                iv = [min(base[0], rng[0]), max(base[1], rng[1])] if (base and rng) else (ci_ if ci_ else None)
-                f = widen["loss" if key == "loss" else "params"][j]
-                if iv is not None and f > 1.0:
-                    iv = [iv[0] / f, iv[1] * f]
-                row[f"{key}_ci_with_model"] = iv
+            if own:
+                for key, ci_, vals, point in (("params", row["params_ci"], cand_N, N[j]),
+                                              ("tokens", row["tokens_ci"], cand_D, D[j]),
+                                              ("loss", row["loss_ci"], cand_L, L[j])):
+                    pts = [float(v[j]) for v in vals if np.isfinite(v[j])] + ([float(point)] if np.isfinite(point) else [])
+                    rng = [min(pts), max(pts)] if len(pts) >= 2 else None
+                    if key == "params":
+                        row["params_model_range"] = rng
+                    base = ci_ or ([float(point)] * 2 if np.isfinite(point) else None)
+                    iv = [min(base[0], rng[0]), max(base[1], rng[1])] if (base and rng) else (ci_ if ci_ else None)
+                    w = widen["loss" if key == "loss" else "params"][j]
+                    if iv is not None and w > 0.0 and np.isfinite(point):  # in quadrature, in log space
+                        lo, hi = np.log(point / iv[0]), np.log(iv[1] / point)
+                        iv = [float(point * np.exp(-np.hypot(lo, w))), float(point * np.exp(np.hypot(hi, w)))]
+                    row[f"{key}_ci_with_model"] = [float(v) for v in iv] if iv is not None else None
             out.append(row)
         return out
 
     def _widening(self, C) -> dict:
-        """Multiplicative widening per budget from the backtest's forecast errors (1 inside the sweep)."""
-        ones = np.ones(C.shape)
+        """Per budget, the log half-width the backtest's forecast error adds (0 inside the sweep):
+        z x error x log(C / sweep_max) / log(ahead), the error growing with the distance of the forecast."""
+        zeros = np.zeros(C.shape)
         fe = self.forecast_error or {}
         ahead = fe.get("ahead")
         if not self.sweep_max or not ahead or ahead <= 1.0:
-            return {"params": ones, "loss": ones}
+            return {"params": zeros, "loss": zeros}
         from statistics import NormalDist
 
         z = NormalDist().inv_cdf(0.5 + self.ci / 2.0)
         reach = np.maximum(np.log(C / self.sweep_max), 0.0) / np.log(ahead)
-        return {k: (np.exp(z * float(fe[k]) * reach) if fe.get(k) else ones) for k in ("params", "loss")}
+        return {k: (z * float(fe[k]) * reach if fe.get(k) else zeros) for k in ("params", "loss")}
 
     # -- JSON -----------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        rep = None
-        if self.replicates is not None:
-            rep = {k: _r(v) for k, v in self.replicates.items() if k != "loss"}
-            if self.replicates.get("loss"):
-                rep["loss"] = {k: (_r(v) if isinstance(v, (list, np.ndarray)) else v)
-                               for k, v in self.replicates["loss"].items()}
-        return {"source": self.source, "k_N": self.k_N, "a": self.a, "k_D": self.k_D, "b": self.b, "ci": self.ci,
-                "loss_source": self.loss_source, "loss_models": self.loss_models, "candidates": self.candidates,
-                "loss_competitive": self.loss_competitive, "planned": self.planned, "forecast_error": self.forecast_error,
-                "sweep_max": self.sweep_max, "replicates": rep}
+        return {"source": self.source, "ci": self.ci,
+                "approaches": [{**a, "replicates": _rep_to_json(a.get("replicates"))} for a in self.approaches],
+                "competitive": self.competitive, "loss_source": self.loss_source,
+                "loss_models": {k: {**m, "replicates": _rep_to_json(m.get("replicates"))}
+                                for k, m in self.loss_models.items()},
+                "loss_competitive": self.loss_competitive, "planned": self.planned,
+                "forecast_error": self.forecast_error, "sweep_max": self.sweep_max}
 
     @classmethod
     def from_json(cls, d: dict) -> "TableModel":
-        rep = d.get("replicates")
-        if rep is not None:
-            rep = {k: (_arr(v) if k != "loss" else {q: (_arr(w) if isinstance(w, list) else w) for q, w in v.items()})
-                   for k, v in rep.items()}
-        return cls(source=d["source"], k_N=d["k_N"], a=d["a"], k_D=d["k_D"], b=d["b"], ci=d.get("ci", 0.95),
-                   loss_source=d.get("loss_source"), loss_models=d.get("loss_models") or {}, replicates=rep,
-                   candidates=d.get("candidates") or [], loss_competitive=d.get("loss_competitive") or [],
-                   planned=d.get("planned") or [], forecast_error=d.get("forecast_error") or {},
-                   sweep_max=d.get("sweep_max"))
+        return cls(source=d["source"], ci=d.get("ci", 0.95),
+                   approaches=[{**a, "replicates": _rep_from_json(a.get("replicates"))} for a in d.get("approaches") or []],
+                   competitive=d.get("competitive") or [], loss_source=d.get("loss_source"),
+                   loss_models={k: {**m, "replicates": _rep_from_json(m.get("replicates"))}
+                                for k, m in (d.get("loss_models") or {}).items()},
+                   loss_competitive=d.get("loss_competitive") or [], planned=d.get("planned") or [],
+                   forecast_error=d.get("forecast_error") or {}, sweep_max=d.get("sweep_max"))
 
 
-def _loss_params(name: str, fits: dict) -> dict | None:
+def _loss_model(name: str, fits: dict) -> dict | None:
+    """A loss model's parameters and replicates, or None when it did not fit."""
     if name == "parametric" and fits["parametric"].ok:
-        law = fits["parametric"].law
-        return {"kind": "surface", "E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta}
+        law, r = fits["parametric"].law, fits["parametric"].replicates
+        keys = ("E", "A", "B", "alpha", "beta")
+        return {"kind": "surface", **{k: float(getattr(law, k)) for k in keys},
+                "replicates": {k: np.asarray(r[k], dtype=float) for k in keys} if r is not None else None}
     if name == "loss_vs_compute" and fits["loss_vs_compute"].ok:
-        f = fits["loss_vs_compute"]
-        return {"kind": "frontier", "E": f.E, "A0": f.A0, "C0": f.C0, "gamma": f.gamma}
-    return None
-
-
-def _loss_replicates(name: str, fits: dict) -> dict | None:
-    if name == "parametric" and fits["parametric"].replicates is not None:
-        r = fits["parametric"].replicates
-        return {"kind": "surface", **{k: np.asarray(r[k], dtype=float) for k in ("E", "A", "B", "alpha", "beta")}}
-    if name == "loss_vs_compute" and fits["loss_vs_compute"].replicates is not None:
-        r = fits["loss_vs_compute"].replicates
-        return {"kind": "frontier", "E": np.asarray(r["E"]), "A0": np.asarray(r["A0"]), "gamma": np.asarray(r["gamma"]),
-                "C0": float(r["C0"])}
+        f, r = fits["loss_vs_compute"], fits["loss_vs_compute"].replicates
+        return {"kind": "frontier", "E": f.E, "A0": f.A0, "C0": f.C0, "gamma": f.gamma,
+                "replicates": ({"E": np.asarray(r["E"]), "A0": np.asarray(r["A0"]), "gamma": np.asarray(r["gamma"]),
+                                "C0": float(r["C0"])} if r is not None else None)}
     return None
 
 
@@ -254,26 +281,21 @@ LOSS_ORDER = ("loss_vs_compute", "parametric")
 def table_model(fits: dict, ci: float, planned, span, preferred: str = "auto", selected: str | None = None,
                 loss_selected: str | None = None, competitive=(), loss_competitive=(),
                 forecast_error: dict | None = None) -> TableModel | None:
-    """The table's model from the approaches' fits: the allocation of ``table_source(...)``, the loss of
-    ``loss_selected`` (else the first of LOSS_ORDER that fitted), their paired replicates, the competitive
-    candidates (those the backtest could not tell apart from the chosen one) and the backtest's errors."""
+    """The table's model from the approaches' fits: every approach's allocation and every loss model with
+    their paired replicates; the table follows ``table_source(...)`` and ``loss_selected`` (else the first
+    of LOSS_ORDER that fitted); ``competitive``: the approaches the backtest could not tell apart from it."""
     source = table_source(fits, preferred, selected)
     if source is None:
         return None
-    f = fits[source]
-    loss_name = loss_selected if _loss_params(loss_selected or "", fits) else next(
-        (k for k in LOSS_ORDER if _loss_params(k, fits)), None)
-    rep = None
-    if getattr(f, "replicates", None) is not None:
-        rep = _power_law_replicates(f, span)
-        if rep is not None and loss_name:
-            rep["loss"] = _loss_replicates(loss_name, fits)
-    cands = [{"approach": k, "k_N": fits[k].k_N, "a": fits[k].a, "k_D": fits[k].k_D, "b": fits[k].b}
-             for k in competitive if k != source and k in fits and fits[k].ok and fits[k].k_N is not None]
-    return TableModel(source=source, k_N=float(f.k_N), a=float(f.a), k_D=float(f.k_D), b=float(f.b), ci=float(ci),
-                      loss_source=loss_name, loss_models={k: _loss_params(k, fits) for k in LOSS_ORDER if _loss_params(k, fits)},
-                      replicates=rep, candidates=cands, loss_competitive=list(loss_competitive), planned=[float(p) for p in planned],
-                      forecast_error=dict(forecast_error or {}), sweep_max=float(max(span)))
+    approaches = [{"approach": k, "k_N": float(fits[k].k_N), "a": float(fits[k].a), "k_D": float(fits[k].k_D),
+                   "b": float(fits[k].b), "replicates": _power_law_replicates(fits[k], span)}
+                  for k in AUTO_ORDER if k in fits and fits[k].ok and fits[k].k_N is not None and fits[k].a is not None]
+    models = {k: m for k in LOSS_ORDER if (m := _loss_model(k, fits)) is not None}
+    loss_name = loss_selected if loss_selected in models else next(iter(models), None)
+    return TableModel(source=source, ci=float(ci), approaches=approaches, competitive=list(competitive),
+                      loss_source=loss_name, loss_models=models, loss_competitive=list(loss_competitive),
+                      planned=[float(p) for p in planned], forecast_error=dict(forecast_error or {}),
+                      sweep_max=float(max(span)))
 
 
 def build_table(budgets, model: TableModel | None) -> Table:
