@@ -231,10 +231,9 @@ def held_out(name: str, runs: list) -> dict:
     except Exception as e:  # noqa: BLE001
         out["error"] = f"predict: {type(e).__name__}: {e}"
         return out
-    row = next((r for r in analysis.get("table", []) if abs(r["budget"] / C - 1.0) < 1e-9), {})
     out["table"] = {"source": analysis.get("table_source"), "params": p.get("params"), "loss": p.get("loss"),
                     "params_ci": p.get("params_ci"), "loss_ci": p.get("loss_ci"),
-                    "row_params_ci": row.get("params_ci")}
+                    "row_params_ci": p.get("params_ci_with_model")}
     return out
 
 
@@ -265,12 +264,12 @@ def print_sweeps(results):
     skipped = [a for a in APPROACHES if a not in approaches]
     print("\n## Forecasts at the held-out budget\n")
     print("Each cell: N ratio (forecast / N_real) / loss error (forecast / L_real - 1). Table: "
-          "`predict(analysis, C)`; 'in predict CI' uses its params_ci (n/a while predict has none), "
-          "'in table CI' the table row's params_ci at C."
+          "`predict(analysis, C)`; 'in bootstrap CI': its params_ci; 'in table interval': its "
+          "params_ci_with_model, the interval the table prints (model uncertainty and the backtest's forecast error)."
           + (f" Skipped everywhere: {', '.join(skipped)}." if skipped else "") + "\n")
     head = " | ".join(approaches)
     print(f"| sweep | {head} | frontier loss | table source | table N ratio | table loss error "
-          f"| in predict CI | in table CI |")
+          f"| in bootstrap CI | in table interval |")
     print("|---|" + "---|" * (len(approaches) + 6))
     for r in results:
         if r["error"]:
@@ -329,8 +328,8 @@ def print_summary(results) -> dict:
         cov = "n/a" if s["coverage"] is None else f"{s['coverage']:.0%} of {s['n_cov']}"
         if name == "table (predict)":
             tc = table_row_cov
-            cov += ("; table row's CI: n/a" if tc["coverage"] is None
-                    else f"; table row's CI: {tc['coverage']:.0%} of {tc['n_cov']}")
+            cov += ("; table interval (with model uncertainty): n/a" if tc["coverage"] is None
+                    else f"; table interval (with model uncertainty): {tc['coverage']:.0%} of {tc['n_cov']}")
         logm = "-" if s["log_median"] is None else f"{s['log_median']:.3f}"
         print(f"| {name} | {pct(s['loss_median'])} | {pct(s['loss_worst'])} | {within} | {logm} | {cov} |")
     return rows["table (predict)"]
