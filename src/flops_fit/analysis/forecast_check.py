@@ -1,0 +1,167 @@
+"""The forecast check: a sweep's forecast at a budget beyond it, pre-registered, then scored against an
+IsoFLOP trained there.
+
+``preregister(analysis, budget)`` is what ``ff-plan forecast_from=...`` writes into the new plan before
+anything trains: the table's row and every approach's own row at ``budget`` (intervals included,
+:func:`flops_fit.analysis.predict.forecast`), timestamped.
+
+``score(check, runs)`` is what ``ff-analyze`` makes of the check's runs: the realised optimum of the
+IsoFLOP at that budget, with its own uncertainty, against each forecast. The realised optimum is the
+minimum of a Chinchilla-shaped curve through the runs,
+
+    L(N) = e + a N^-alpha + b N^beta      (alpha, beta: the source sweep's surface, else approach 2b)
+
+which is linear in (e, a, b) and exact on a Chinchilla surface; without approach 2b it is a parabola in
+log N. Its interval comes from a residual bootstrap of that fit (residuals rescaled for the fitted
+parameters). A run set whose minimum is not inside the sampled sizes is reported as such: the
+forecast then cannot be scored, only bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Mapping
+
+import numpy as np
+
+from flops_fit.analysis.common import jfloat, percentile_interval
+from flops_fit.errors import FlopsFitError
+
+N_BOOT = 1000
+
+
+def preregister(analysis: Mapping, budget: float, *, factor: float | None = None, source: str | None = None) -> dict:
+    """The forecast block of a forecast check's plan.json."""
+    from flops_fit.analysis.predict import forecast
+
+    f = forecast(analysis, budget)
+    return {"budget": float(budget), "factor": factor, "source_run_dir": source,
+            "source_analysis_created": analysis.get("created"),
+            "registered": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "ci": float((analysis.get("bootstrap") or {}).get("ci", 0.95)),
+            "exponents": _exponents(analysis), "data_unit": analysis.get("data_unit") or "tokens",
+            "params_kind": analysis.get("params_kind", "total"),
+            "table": f["table"], "approaches": f["approaches"]}
+
+
+def _exponents(analysis: Mapping) -> dict | None:
+    """The curve shape for the check's own minimum: the surface's exponents (approach 3, identified by every
+    run of the sweep), else approach 2b's (shared by its per-budget curves, less well identified)."""
+    fits = analysis.get("fits") or {}
+    for name in ("parametric", "isoflop_vp"):
+        f = fits.get(name) or {}
+        if f.get("status") == "ok" and f.get("alpha") and f.get("beta") and 0 < f["alpha"] < 5 and 0 < f["beta"] < 5:
+            return {"alpha": float(f["alpha"]), "beta": float(f["beta"]), "from": name}
+    return None
+
+
+def _curve_fit(N, L, alpha, beta):
+    """Least squares of L = e + a N^-alpha + b N^beta; returns (coef, predict, argmin) or None."""
+    X = np.stack([np.ones_like(N), N ** -alpha, N ** beta], axis=-1)
+    coef, *_ = np.linalg.lstsq(X, L, rcond=None)
+    return coef, X @ coef
+
+
+def _curve_min(coef, alpha, beta):
+    e, a, b = coef
+    if not (a > 0 and b > 0):
+        return math.nan, math.nan
+    n = (alpha * a / (beta * b)) ** (1.0 / (alpha + beta))
+    return n, e + a * n ** -alpha + b * n ** beta
+
+
+def _parabola(N, L):
+    x = np.log(N)
+    c = np.polyfit(x, L, 2)
+    pred = np.polyval(c, x)
+    if not c[0] > 0:
+        return c, pred, math.nan, math.nan
+    xv = -c[1] / (2 * c[0])
+    return c, pred, math.exp(xv), float(np.polyval(c, xv))
+
+
+def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95, n_boot: int = N_BOOT,
+                     seed: int = 0) -> dict:
+    """The IsoFLOP's own minimum (N, L) with ``ci`` intervals from a residual bootstrap."""
+    N = np.asarray(N, dtype=float)
+    L = np.asarray(L, dtype=float)
+    sizes = np.unique(np.round(N, 6)).size
+    if sizes < 3:
+        raise FlopsFitError(f"the forecast check has {sizes} model size(s) with a completed run; its optimum needs 3 "
+                            f"or more (train the rest of its plan with ff-train)")
+    if exponents and sizes >= 4:
+        al, be = float(exponents["alpha"]), float(exponents["beta"])
+        coef, pred = _curve_fit(N, L, al, be)
+        n_opt, l_opt = _curve_min(coef, al, be)
+        method = (f"Chinchilla-shaped curve (alpha={al:.3f}, beta={be:.3f} from the source's "
+                  f"{exponents.get('from', 'fit')})")
+        p = 3
+
+        def refit(y):
+            c, _ = _curve_fit(N, y, al, be)
+            return _curve_min(c, al, be)
+    else:
+        _, pred, n_opt, l_opt = _parabola(N, L)
+        method = "parabola in log N"
+        p = 3
+
+        def refit(y):
+            _, _, n, v = _parabola(N, y)
+            return n, v
+    par_n, par_l = _parabola(N, L)[2:]
+    resid = (L - pred) * math.sqrt(N.size / max(N.size - p, 1))
+    rng = np.random.default_rng(seed)
+    draws = np.array([refit(pred + rng.choice(resid, size=resid.size, replace=True)) for _ in range(n_boot)])
+    interior = bool(np.isfinite(n_opt) and N.min() < n_opt < N.max())
+    best = int(np.argmin(L))
+    return {"method": method, "params": jfloat(n_opt), "loss": jfloat(l_opt), "interior": interior,
+            "params_ci": percentile_interval(draws[:, 0], ci), "loss_ci": percentile_interval(draws[:, 1], ci),
+            "parabola_params": jfloat(par_n), "parabola_loss": jfloat(par_l),
+            "best_run_params": float(N[best]), "best_run_loss": float(L[best]),
+            "params_min": float(N.min()), "params_max": float(N.max()), "n_runs": int(N.size),
+            "rmse": float(np.sqrt(np.mean((L - pred) ** 2)))}
+
+
+def _inside(v, iv):
+    return None if (v is None or not iv) else bool(iv[0] <= v <= iv[1])
+
+
+def _judge(name: str, row: Mapping, real: Mapping, interval_key: str) -> dict:
+    N, Lf = row.get("params"), row.get("loss")
+    Nr, Lr = real.get("params"), real.get("loss")
+    iv = row.get(interval_key) or row.get("params_ci")
+    liv = row.get(interval_key.replace("params", "loss")) or row.get("loss_ci")
+    return {"forecast": name, "params": N, "params_interval": iv, "loss": Lf, "loss_interval": liv,
+            "params_ratio": jfloat(N / Nr) if (N and Nr) else None,
+            "params_inside": _inside(Nr, iv) if real.get("interior") else None,
+            "loss_error": jfloat(Lf / Lr - 1.0) if (Lf and Lr) else None,
+            "loss_error_vs_best_run": jfloat(Lf / real["best_run_loss"] - 1.0) if Lf else None,
+            "loss_inside": _inside(Lr, liv)}
+
+
+def score(check: Mapping, runs, *, seed: int = 0) -> dict:
+    """The ``forecast_check`` block of the check's analysis.json: the realised optimum and each forecast
+    judged against it (its ratio, whether it lies in the forecast's interval, the loss error)."""
+    budget = float(check["budget"])
+    key = "non_embedding_params" if check.get("params_kind") == "non_embedding" else "params"
+    done = [r for r in runs if r.get("status") == "completed" and r.get(key) and r.get("loss") is not None
+            and math.isfinite(float(r["loss"]))]
+    if not done:
+        raise FlopsFitError("the forecast check has no completed runs yet: train its plan with ff-train first")
+    N = np.array([float(r[key]) for r in done])
+    L = np.array([float(r["loss"]) for r in done])
+    real = realised_optimum(N, L, check.get("exponents"), ci=float(check.get("ci", 0.95)), seed=seed)
+    rows = [_judge("table", check["table"], real, "params_ci_with_model")]
+    rows += [_judge(name, row, real, "params_ci") for name, row in (check.get("approaches") or {}).items()]
+    t = rows[0]
+    if not real["interior"]:
+        text = (f"the check's IsoFLOP has its minimum outside its sizes ({real['params_min']:.3g}-"
+                f"{real['params_max']:.3g} params): the forecast cannot be scored; re-plan it wider (grid.span)")
+    else:
+        text = (f"realised optimum {real['params']:.3g} params; the table forecast {t['params']:.3g} "
+                f"({t['params_ratio']:.2f}x, {'inside' if t['params_inside'] else 'OUTSIDE'} its interval), loss "
+                f"{t['loss']:.4g} vs {real['loss']:.4g} ({t['loss_error']:+.2%})")
+    return {"budget": budget, "factor": check.get("factor"), "registered": check.get("registered"),
+            "source_run_dir": check.get("source_run_dir"), "realised": real, "forecasts": rows,
+            "n_runs": len(done), "summary": text}

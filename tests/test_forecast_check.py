@@ -1,0 +1,113 @@
+"""The forecast check and the table's forecasts: what a user bets on beyond the sweep, checked against a
+known truth (a Chinchilla surface), and the table's model chosen by forecasting (the backtest)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.synthetic import sweep, truth_for_ratio
+from flops_fit.analysis import run_analysis
+from flops_fit.analysis.backtest import _pick
+from flops_fit.analysis.forecast_check import preregister, realised_optimum, score
+from flops_fit.analysis.predict import forecast, predict
+from flops_fit.errors import FlopsFitError
+
+TRUTH = truth_for_ratio(1.21)
+BUDGETS = (1e17, 1e18, 1e19, 1e20)
+
+
+def _check_runs(truth, C, centre, points=5, span=4.0, noise=0.0, seed=0, penalty=0.0):
+    rng = np.random.default_rng(seed)
+    N = centre * np.geomspace(1 / span, span, points)
+    D = C / (6 * N)
+    L = truth.loss(N, D) + penalty * np.sqrt(N / D)
+    L = L * np.exp(noise * rng.standard_normal(points))
+    return [{"id": f"r{i}", "status": "completed", "params": float(n), "tokens": float(d), "budget": C,
+             "flops": C, "loss": float(v)} for i, (n, d, v) in enumerate(zip(N, D, L))]
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    runs = sweep(TRUTH, budgets=BUDGETS, points=7, noise=0.003, seed=3)
+    return run_analysis(runs, n_bootstrap=100, seed=0)
+
+
+def test_predict_and_the_table_are_one_computation_on_and_off_the_rows(noisy):
+    for row in noisy["table"]:
+        p = predict(noisy, row["budget"])
+        for k in ("params", "tokens", "loss", "params_ci", "tokens_ci", "loss_ci", "params_ci_with_model"):
+            assert p[k] == row[k], k
+    off = predict(noisy, 6.3e21)  # not a row: still an interval, widened beyond the sweep
+    assert off["params_ci"][0] < off["params"] < off["params_ci"][1]
+    lo, hi = off["params_ci_with_model"]
+    assert lo <= off["params_ci"][0] and hi >= off["params_ci"][1]
+
+
+def test_beyond_the_sweep_the_interval_grows_with_the_distance(noisy):
+    w = [np.log(r["params_ci_with_model"][1] / r["params_ci_with_model"][0])
+         for r in (predict(noisy, c) for c in (1e20, 1e21, 1e22, 1e23))]
+    assert w == sorted(w) and w[-1] > w[0]
+
+
+def test_the_forecast_check_scores_a_right_forecast_inside_and_a_wrong_one_outside(noisy):
+    C = 4 * max(BUDGETS)
+    check = preregister(noisy, C, factor=4.0, source="x")
+    assert check["registered"] and check["table"]["params"] == predict(noisy, C)["params"]
+    assert set(check["approaches"]) >= {"isoflop", "isoflop_vp", "parametric"}
+    runs = _check_runs(TRUTH, C, check["table"]["params"], noise=0.002)
+    out = score(check, runs)
+    real, table = out["realised"], out["forecasts"][0]
+    assert real["interior"] and real["params"] == pytest.approx(TRUTH.n_opt(C), rel=0.15)
+    assert real["params_ci"][0] < TRUTH.n_opt(C) < real["params_ci"][1]
+    assert table["forecast"] == "table" and table["params_inside"] is True
+    assert abs(table["params_ratio"] - 1) < 0.15 and abs(table["loss_error"]) < 0.005
+    # a forecast 3x too large, tested against the same runs: outside its interval
+    wrong = {**check, "table": {**check["table"], "params": 3 * check["table"]["params"],
+                                "params_ci_with_model": [2.5 * check["table"]["params"], 3.5 * check["table"]["params"]]}}
+    bad = score(wrong, runs)["forecasts"][0]
+    assert bad["params_inside"] is False and bad["params_ratio"] > 2.5
+
+
+def test_realised_optimum_is_exact_on_the_chinchilla_curve():
+    C = 1e21
+    runs = _check_runs(TRUTH, C, TRUTH.n_opt(C) * 2.0, points=5)  # off-centre grid, no noise
+    N = np.array([r["params"] for r in runs])
+    L = np.array([r["loss"] for r in runs])
+    r = realised_optimum(N, L, {"alpha": TRUTH.alpha, "beta": TRUTH.beta}, n_boot=50)
+    assert r["params"] == pytest.approx(TRUTH.n_opt(C), rel=1e-6)
+    assert r["interior"]
+    with pytest.raises(FlopsFitError, match="3 or more"):
+        realised_optimum(N[:2], L[:2])
+
+
+def test_the_backtest_leaves_the_default_only_for_a_clearly_better_forecaster():
+    avail = ("isoflop_vp", "parametric", "isoflop")
+    order = avail
+    assert _pick({"isoflop_vp": 0.33, "parametric": 0.24, "isoflop": 0.30}, order, avail, "isoflop_vp", 0.1) == "isoflop_vp"
+    assert _pick({"isoflop_vp": 0.16, "parametric": 0.65, "isoflop": 0.25}, order, avail, "parametric", 0.1) == "isoflop_vp"
+    assert _pick({"isoflop_vp": None, "parametric": 0.1, "isoflop": 0.01}, order, ("parametric", "isoflop"), None,
+                 0.1) == "parametric"
+
+
+def test_a_global_surface_that_misfits_the_budgets_is_not_the_table_when_it_forecasts_badly():
+    """Outside the Chinchilla family (an under-training penalty that bends every budget differently): the
+    one-surface model is not rejected by the F-test on few runs per budget, yet it forecasts worse than the
+    per-budget curves; the backtest sees it, and the table's forecast of a larger budget is closer."""
+    runs = sweep(TRUTH, budgets=(1e17, 1e18, 1e19, 1e20, 1e21), points=5, noise=0.002, seed=1, penalty=0.5)
+    out = run_analysis(runs, n_bootstrap=0)
+    bt = out["backtest"]
+    assert bt["status"] == "ok" and len(bt["pairs"]) >= 2
+    assert out["table_source"] == bt["chosen"]
+    C = 4e21
+    truth_n = _penalised_optimum(C, 0.5)
+    f = forecast(out, C)
+    table_err = abs(np.log(f["table"]["params"] / truth_n))
+    worst = max(abs(np.log(r["params"] / truth_n)) for r in f["approaches"].values())
+    assert table_err < worst
+
+
+def _penalised_optimum(C, pen):
+    N = np.geomspace(1e6, 1e13, 20001)
+    D = C / (6 * N)
+    return float(N[np.argmin(TRUTH.loss(N, D) + pen * np.sqrt(N / D))])
