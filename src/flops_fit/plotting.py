@@ -289,6 +289,54 @@ def plot_bootstrap(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None
     return _save(fig, path, dpi)
 
 
+_FORECAST_COLORS = {"table": "k", "isoflop_vp": "tab:blue", "parametric": "tab:orange", "isoflop": "tab:green",
+                    "envelope": "tab:purple"}
+
+
+def plot_forecast_check(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None:
+    """The forecast check: the IsoFLOP trained at the forecast budget, its own minimum (band: its interval)
+    and every pre-registered forecast (marker: N_opt and loss; bars: their intervals)."""
+    fc = analysis.get("forecast_check")
+    if not fc:
+        return None
+    plt = _plt()
+    real = fc["realised"]
+    pts = _points(analysis)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ax.plot([p["params"] for p in pts], [p["loss"] for p in pts], "o", color="0.3", ms=6, label="runs of the check")
+    curve = real.get("curve") or {}
+    lo, hi = np.log(real["params_min"]), np.log(real["params_max"])
+    n = np.exp(np.linspace(lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo), 200))
+    if curve.get("kind") == "chinchilla":
+        e, a, b = curve["coef"]
+        ax.plot(n, e + a * n ** -curve["alpha"] + b * n ** curve["beta"], "-", color="0.3", lw=1.2)
+    elif curve.get("kind") == "parabola":
+        ax.plot(n, np.polyval(curve["coef"], np.log(n)), "-", color="0.3", lw=1.2)
+    if real.get("params"):
+        ax.axvline(real["params"], color="0.3", ls="--", lw=1, label="realised optimum")
+        if real.get("params_ci"):
+            ax.axvspan(*real["params_ci"], color="0.5", alpha=0.15)
+    for f in fc["forecasts"]:
+        if not f.get("params") or f.get("loss") is None:
+            continue
+        c = _FORECAST_COLORS.get(f["forecast"], "tab:gray")
+        xe = [[f["params"] - f["params_interval"][0]], [f["params_interval"][1] - f["params"]]] if f.get("params_interval") else None
+        ye = [[f["loss"] - f["loss_interval"][0]], [f["loss_interval"][1] - f["loss"]]] if f.get("loss_interval") else None
+        ax.errorbar([f["params"]], [f["loss"]], xerr=xe, yerr=ye, fmt="D" if f["forecast"] == "table" else "s",
+                    color=c, ms=8 if f["forecast"] == "table" else 6, capsize=3, lw=1.2,
+                    label=f"forecast: {f['forecast']}" + (f" ({f['params_ratio']:.2f}x)" if f.get("params_ratio") else ""))
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_tick_formatter())
+    ax.set_xlabel(f"Model size N ({_params_label(analysis)})")
+    ax.set_ylabel("Final held-out loss")
+    ax.set_title(f"Forecast check at {sci(fc['budget'])} FLOPs ({fc.get('factor') or '?'}x the sweep), "
+                 f"forecasts registered {str(fc.get('registered', ''))[:10]}\n(bars: the forecasts' intervals; band: "
+                 f"the realised optimum's interval)", fontsize=8.5)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path, dpi)
+
+
 def make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: str = "png", dpi: int = 130,
                figures: list | None = None) -> list[Path]:
     """Draw every figure that the analysis supports; returns the files written.
@@ -307,6 +355,7 @@ def _make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
+        ("forecast_check", lambda p: plot_forecast_check(analysis, p, dpi)),
         ("isoflop", lambda p: plot_isoflop(analysis, p, dpi)),
         ("n_opt", lambda p: _optimum_plot(analysis, p, "params", dpi)),
         ("d_opt", lambda p: _optimum_plot(analysis, p, "tokens", dpi)),

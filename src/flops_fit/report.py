@@ -41,9 +41,19 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
                f"parameters counted as <b>{html.escape(str(analysis.get('params_kind', 'total')))}</b>; "
                f"intervals are {level}% bootstrap percentiles. Generated {html.escape(str(analysis.get('created', '')))}.</p>")
 
+    out += _verdict_html(analysis, unit, level)
+    out += _forecast_check_html(analysis, unit)
+    if not analysis.get("table"):
+        out += _figures_html(figures)
+        out.append("</body></html>")
+        return "\n".join(out)
+
     out.append("<h2>Compute-optimal table</h2>")
-    out.append(f"<p>Source: <b>{html.escape(str(analysis.get('table_source', '')))}</b>. Rows beyond the largest "
-               "trained budget are extrapolations.</p>")
+    out.append(f"<p>Allocation from <b>{html.escape(str(analysis.get('table_source', '')))}</b>, loss from "
+               f"<b>{html.escape(str(analysis.get('table_loss_source') or 'n/a'))}</b>. Rows beyond the largest "
+               "trained budget are extrapolations; the last column is the interval to plan with: the bootstrap's, "
+               "widened to contain the approaches the backtest could not tell apart and, beyond the sweep, the "
+               "backtest's forecast error.</p>")
     out.append(f"<table><tr><th>budget (FLOPs)</th><th>N_opt (params)</th><th>D_opt ({unit})</th>"
                f"<th>{unit}/param</th><th>predicted loss</th><th class=l></th><th>N_opt, with model uncertainty</th></tr>")
     for r in analysis.get("table") or []:
@@ -82,9 +92,13 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     ms = analysis.get("model_selection")
     if ms:
         out.append(f"<p>Model test ({html.escape(str(ms.get('test')))}): {html.escape(str(ms.get('reason')))}.</p>")
-    for ag in analysis.get("agreement") or []:
-        bad = ag.get("agree") is False or ag.get("material")
-        out.append(f"<p class={'warn' if bad else 'ok'}>{html.escape(agreement_text(ag))}</p>")
+    out += _backtest_html(analysis)
+    if analysis.get("agreement"):
+        out.append("<details><summary>Pairwise comparisons of the approaches</summary>")
+        for ag in analysis.get("agreement") or []:
+            bad = ag.get("agree") is False or ag.get("material")
+            out.append(f"<p class={'warn' if bad else 'ok'}>{html.escape(agreement_text(ag))}</p>")
+        out.append("</details>")
     if any(ag.get("agree") is False or ag.get("material") for ag in analysis.get("agreement") or []):
         from flops_fit.analysis.agreement import explanation_lines
 
@@ -145,15 +159,89 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
                 )
             out.append("</table>")
 
-    out.append("<h2>Figures</h2>")
+    out += _figures_html(figures)
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+def _figures_html(figures) -> list[str]:
+    out = ["<h2>Figures</h2>"]
     for fig in figures:
         fig = Path(fig)
         data = base64.b64encode(fig.read_bytes()).decode()
         mime = "image/svg+xml" if fig.suffix == ".svg" else f"image/{fig.suffix.lstrip('.')}"
         out.append(f"<p><b>{html.escape(fig.stem.replace('_', ' '))}</b><br><img alt='{html.escape(fig.stem)}' "
                    f"src='data:{mime};base64,{data}'></p>")
-    out.append("</body></html>")
-    return "\n".join(out)
+    return out
+
+
+def _verdict_html(analysis: Mapping, unit: str, level: int) -> list[str]:
+    """The answer to act on and how far to trust it, first."""
+    v = analysis.get("verdict")
+    if not v:
+        return []
+    cls = {"good": "ok", "fair": "", "poor": "warn", "unchecked": "warn"}.get(v.get("trust"), "")
+    loss = v.get("loss")
+    lt = (f", expected loss <b>{_num(loss, 4)}</b>{_ci(v.get('loss_interval'), lambda x: fmt_float(x, 4))}"
+          if loss is not None else "")
+    return ["<h2>Verdict</h2>",
+            f"<p style='font-size:1.1em'>At <b>{sci(v['budget'])} FLOPs</b> ({v['factor']:g}x the largest budget "
+            f"trained): a model of <b>{human(v['params'])} parameters</b>{_ci(v.get('params_interval'), human)} "
+            f"trained on <b>{human(v['tokens'])} {html.escape(unit)}</b>{_ci(v.get('tokens_interval'), human)}{lt} "
+            f"({level}% intervals).</p>",
+            f"<p class={cls}>Trust: <b>{html.escape(str(v.get('trust')))}</b>: "
+            + html.escape("; ".join(v.get("reasons") or [])) + ".</p>",
+            "<p class=muted>Check it before you bet on it: <code>ff-plan run_dir=CHECK forecast_from=THIS_RUN_DIR</code> "
+            "plans an IsoFLOP at that budget around this forecast; train and analyse it to score the forecast.</p>"]
+
+
+def _forecast_check_html(analysis: Mapping, unit: str) -> list[str]:
+    """A forecast check's runs against the forecasts registered before they trained."""
+    fc = analysis.get("forecast_check")
+    if not fc:
+        return []
+    real = fc["realised"]
+    out = ["<h2>Forecast check</h2>",
+           f"<p>Forecasts for {sci(fc['budget'])} FLOPs ({fc.get('factor') or '?'}x the sweep in "
+           f"<code>{html.escape(str(fc.get('source_run_dir')))}</code>), registered "
+           f"{html.escape(str(fc.get('registered')))} before these {fc['n_runs']} runs trained. "
+           f"{html.escape(fc['summary'])}.</p>",
+           f"<p>Realised optimum ({html.escape(real['method'])}): <b>{human(real['params'] or 0)}</b>"
+           f"{_ci(real.get('params_ci'), human)} params, loss <b>{_num(real.get('loss'), 4)}</b>"
+           f"{_ci(real.get('loss_ci'), lambda x: fmt_float(x, 4))}; parabola vertex {human(real.get('parabola_params') or 0)}; "
+           f"best run {human(real['best_run_params'])} at loss {_num(real['best_run_loss'], 4)}.</p>",
+           "<table><tr><th class=l>forecast</th><th>N_opt</th><th>/ realised</th><th>realised inside?</th>"
+           "<th>loss</th><th>error</th><th>realised loss inside?</th></tr>"]
+    for f in fc["forecasts"]:
+        yn = {True: "<span class=ok>yes</span>", False: "<span class=warn>no</span>", None: "–"}
+        out.append(f"<tr><td class=l>{html.escape(f['forecast'])}</td><td>{human(f['params'] or 0)}"
+                   f"{_ci(f.get('params_interval'), human)}</td><td>{_num(f.get('params_ratio'), 3)}x</td>"
+                   f"<td>{yn[f.get('params_inside')]}</td><td>{_num(f.get('loss'), 4)}"
+                   f"{_ci(f.get('loss_interval'), lambda x: fmt_float(x, 4))}</td><td>{fmt_percent(f.get('loss_error'), 2)}</td>"
+                   f"<td>{yn[f.get('loss_inside')]}</td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _backtest_html(analysis: Mapping) -> list[str]:
+    """How each approach forecast the sweep's own larger budgets: why the table follows the one it does."""
+    bt = analysis.get("backtest") or {}
+    if bt.get("status") != "ok":
+        return [f"<p>Backtest: {html.escape(str(bt.get('reason')))}.</p>"] if bt.get("reason") else []
+    out = [f"<p><b>How the table's model was chosen.</b> Each approach was refitted on the budgets up to each of "
+           f"the sweep's last cut points and asked to forecast the larger budgets' own minima "
+           f"({len(bt.get('pairs') or [])} forecasts). RMS error:</p>",
+           "<table><tr><th class=l>model</th><th>N_opt</th><th>loss</th><th class=l></th></tr>"]
+    for k in ("isoflop_vp", "parametric", "isoflop", "envelope", "loss_vs_compute"):
+        pn, pl = (bt.get("params_score") or {}).get(k), (bt.get("loss_score") or {}).get(k)
+        if pn is None and pl is None:
+            continue
+        mark = ", ".join(w for w, c in (("allocation", bt.get("chosen") == k), ("loss", bt.get("loss_chosen") == k)) if c)
+        out.append(f"<tr><td class=l>{k}</td><td>{fmt_percent(pn, 0, signed=False) if pn is not None else '–'}</td>"
+                   f"<td>{fmt_percent(pl, 2, signed=False) if pl is not None else '–'}</td>"
+                   f"<td class=l>{'<b>the table: ' + mark + '</b>' if mark else ''}</td></tr>")
+    out.append("</table>")
+    return out
 
 
 def agreement_text(ag: Mapping) -> str:

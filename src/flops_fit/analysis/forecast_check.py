@@ -94,6 +94,7 @@ def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95
         al, be = float(exponents["alpha"]), float(exponents["beta"])
         coef, pred = _curve_fit(N, L, al, be)
         n_opt, l_opt = _curve_min(coef, al, be)
+        curve = {"kind": "chinchilla", "coef": [float(c) for c in coef], "alpha": al, "beta": be}
         method = (f"Chinchilla-shaped curve (alpha={al:.3f}, beta={be:.3f} from the source's "
                   f"{exponents.get('from', 'fit')})")
         p = 3
@@ -102,7 +103,8 @@ def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95
             c, _ = _curve_fit(N, y, al, be)
             return _curve_min(c, al, be)
     else:
-        _, pred, n_opt, l_opt = _parabola(N, L)
+        pc, pred, n_opt, l_opt = _parabola(N, L)
+        curve = {"kind": "parabola", "coef": [float(c) for c in pc]}  # in ln N, highest power first
         method = "parabola in log N"
         p = 3
 
@@ -115,7 +117,7 @@ def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95
     draws = np.array([refit(pred + rng.choice(resid, size=resid.size, replace=True)) for _ in range(n_boot)])
     interior = bool(np.isfinite(n_opt) and N.min() < n_opt < N.max())
     best = int(np.argmin(L))
-    return {"method": method, "params": jfloat(n_opt), "loss": jfloat(l_opt), "interior": interior,
+    return {"method": method, "curve": curve, "params": jfloat(n_opt), "loss": jfloat(l_opt), "interior": interior,
             "params_ci": percentile_interval(draws[:, 0], ci), "loss_ci": percentile_interval(draws[:, 1], ci),
             "parabola_params": jfloat(par_n), "parabola_loss": jfloat(par_l),
             "best_run_params": float(N[best]), "best_run_loss": float(L[best]),

@@ -95,6 +95,17 @@ SCHEMA: dict = {
                           "loss_vs_compute_loss": None, "loss_vs_compute_loss_error": None,
                           "isoflop_vp_params": None, "isoflop_vp_params_error": None, "params_observed_curve": None,
                           "isoflop_vp_params_error_vs_curve": None, "parametric_run_loss_rmse": None}]},
+    # a forecast check's run_dir (plan.json with forecast_check): stages.analyze writes this instead of the fits
+    "forecast_check": {"budget": None, "factor": None, "registered": None, "source_run_dir": None, "n_runs": None,
+                       "summary": None,
+                       "realised": {"method": None, "curve": {"kind": None, "coef": None, "alpha": None, "beta": None},
+                                    "params": None, "loss": None, "interior": None, "params_ci": _CI, "loss_ci": _CI,
+                                    "parabola_params": None, "parabola_loss": None, "best_run_params": None,
+                                    "best_run_loss": None, "params_min": None, "params_max": None, "n_runs": None,
+                                    "rmse": None},
+                       "forecasts": [{"forecast": None, "params": None, "params_interval": _CI, "loss": None,
+                                      "loss_interval": _CI, "params_ratio": None, "params_inside": None,
+                                      "loss_error": None, "loss_error_vs_best_run": None, "loss_inside": None}]},
     # written by stages.analyze beside run_analysis's body
     "input": None,
     "points": [{"id": None, "status": None, "budget": None, "params": None, "non_embedding_params": None,
