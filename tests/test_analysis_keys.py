@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from flops_fit.analysis import predict, refine_centres, run_analysis, summary_lines
+from flops_fit.analysis.forecast_check import analyze_check, preregister
 from flops_fit.analysis.schema import ANALYSIS_KEYS, REQUIRED, key_paths
 from tests.test_analysis_run import _loss, mock_runs
 
@@ -93,11 +94,14 @@ def analyses():
     C = 10 ** rng.uniform(18, 20, 40)
     cont = [{"params": n, "tokens": c / (6 * n), "loss": _loss(n, c / (6 * n))} for n, c in zip(N, C)]
     tiny = mock_runs(1, budgets=(1e17,), points=3)
+    source = run_analysis(mock_runs(2), n_bootstrap=8)
+    check = mock_runs(3, budgets=(4e19,), points=5)
     return [
         ("full", full, _as_written_by_stages(full, run_analysis(full, n_bootstrap=8, holdout=1, table_max_budget=1e21))),
         ("continuous", cont, _as_written_by_stages(cont, run_analysis(cont, n_bootstrap=4, holdout=1),
                                                    input_path="runs.csv")),
         ("tiny", tiny, _as_written_by_stages(tiny, run_analysis(tiny, n_bootstrap=4))),
+        ("check", check, _as_written_by_stages(check, analyze_check(preregister(source, 4e19, factor=4.0), check))),
     ]
 
 
@@ -133,7 +137,7 @@ def _reads(reader, analysis) -> set[str]:
 def test_every_reader_reads_only_schema_keys(analyses, tmp_path):
     for name, runs, out in analyses:
         for rname, reader in _readers(tmp_path, runs).items():
-            if rname == "predict" and name == "tiny":
+            if rname == "predict" and name in ("tiny", "check"):
                 continue  # no fit with a power law to predict from is a user error, tested elsewhere
             read = _reads(reader, out)
             assert read, rname

@@ -232,12 +232,17 @@ def _backtest_html(analysis: Mapping) -> list[str]:
            f"the sweep's last cut points and asked to forecast the larger budgets' own minima "
            f"({len(bt.get('pairs') or [])} forecasts). RMS error:</p>",
            "<table><tr><th class=l>model</th><th>N_opt</th><th>loss</th><th class=l></th></tr>"]
-    for k in ("isoflop_vp", "parametric", "isoflop", "envelope", "loss_vs_compute"):
-        pn, pl = (bt.get("params_score") or {}).get(k), (bt.get("loss_score") or {}).get(k)
+    models = [(k, "params_score") for k in ("isoflop_vp", "parametric", "isoflop", "envelope")]
+    models += [(k, "loss_score") for k in ("loss_vs_compute", "parametric")]
+    for k, kind in models:
+        pn = (bt.get("params_score") or {}).get(k) if kind == "params_score" else None
+        pl = (bt.get("loss_score") or {}).get(k) if kind == "loss_score" else None
         if pn is None and pl is None:
             continue
-        mark = ", ".join(w for w, c in (("allocation", bt.get("chosen") == k), ("loss", bt.get("loss_chosen") == k)) if c)
-        out.append(f"<tr><td class=l>{k}</td><td>{fmt_percent(pn, 0, signed=False) if pn is not None else '–'}</td>"
+        mark = ("allocation" if kind == "params_score" and bt.get("chosen") == k else
+                "loss" if kind == "loss_score" and bt.get("loss_chosen") == k else "")
+        out.append(f"<tr><td class=l>{k} ({'allocation' if kind == 'params_score' else 'loss'})</td>"
+                   f"<td>{fmt_percent(pn, 0, signed=False) if pn is not None else '–'}</td>"
                    f"<td>{fmt_percent(pl, 2, signed=False) if pl is not None else '–'}</td>"
                    f"<td class=l>{'<b>the table: ' + mark + '</b>' if mark else ''}</td></tr>")
     out.append("</table>")

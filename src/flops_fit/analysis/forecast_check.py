@@ -167,3 +167,14 @@ def score(check: Mapping, runs, *, seed: int = 0) -> dict:
     return {"budget": budget, "factor": check.get("factor"), "registered": check.get("registered"),
             "source_run_dir": check.get("source_run_dir"), "realised": real, "forecasts": rows,
             "n_runs": len(done), "summary": text}
+
+
+def analyze_check(check: Mapping, runs, *, plan=None, seed: int = 0) -> dict:
+    """The analysis.json body of a forecast check's run_dir: what ``run_analysis`` makes of its one budget (its
+    IsoFLOP parabola, diagnostics; no table) and the ``forecast_check`` block (:func:`score`)."""
+    from flops_fit.analysis.run import run_analysis
+
+    body = run_analysis(runs, plan=plan, params_kind=check.get("params_kind", "total"), n_bootstrap=0, seed=seed)
+    body["diagnostics"] = [d for d in body["diagnostics"] if d.get("code") != "no_table"]
+    body["forecast_check"] = score(check, runs, seed=seed)
+    return body
