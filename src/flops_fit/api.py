@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from flops_fit.artifacts import RunDir
@@ -62,6 +62,39 @@ class Result:
 
     run_dir: str
     analysis: dict
+    # the Python objects a find_optimal(model_cls=...) call trained with: a forecast check trains the same
+    _objects: dict | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def forecast_check(self) -> dict | None:
+        """A forecast check's score (analysis.json's ``forecast_check``), or None for a sweep."""
+        return self.analysis.get("forecast_check")
+
+    def check_forecast(self, factor: float = 4.0, points: int = 5, run_dir: str | os.PathLike | None = None,
+                       plot: bool = True) -> "Result":
+        """Check this sweep's forecast before betting on it: register the forecasts at ``factor`` x its largest
+        budget (the table's and every approach's, with intervals), train an IsoFLOP of ``points`` sizes there
+        around the table's forecast exactly as this sweep was trained, and score them against its optimum.
+
+        Returns the check's :class:`Result` (``.forecast_check``, ``.table()``, ``.plot()``); the check lives in
+        ``run_dir`` (default ``<this run_dir>/forecast_check_<factor>x``). Re-running resumes it."""
+        from flops_fit import stages
+        from flops_fit.config.compose import compose
+
+        if self.forecast_check:
+            raise FlopsFitError(f"{self.run_dir} is a forecast check already; check the sweep it checked")
+        check_dir = str(run_dir or os.path.join(self.run_dir, f"forecast_check_{float(factor):g}x"))
+        plan_ov = [f"run_dir={check_dir}", f"forecast_from={self.run_dir}", f"forecast_factor={float(factor)}",
+                   f"grid.points={int(points)}"]
+        objects = self._objects or {}
+        if objects:
+            _warn_plan(stages.plan(compose("plan", plan_ov), model=objects["model"], data=objects["data"]))
+            train_cfg = compose("train", [f"run_dir={check_dir}", *objects["train_overrides"]])
+            stages.train(train_cfg, model=objects["model"], data=objects["data"], loss_fn=objects["loss_fn"])
+        else:
+            _warn_plan(stages.plan(compose("plan", plan_ov)))
+            stages.train(compose("train", [f"run_dir={check_dir}"], {"trainer": _trainer_of(self.run_dir)}))
+        return _analyze_and_plot(check_dir, [], plot)
 
     def chinchilla_table(self, budgets: Sequence[float] | None = None) -> str:
         """A Markdown table: budget, N_opt, D_opt, tokens per parameter and loss, with intervals.
@@ -264,6 +297,20 @@ def _warn_plan(plan: Mapping[str, Any]) -> None:
         _warn_user(f"flops-fit plan: {w}")
 
 
+def _trainer_of(run_dir: str) -> dict:
+    """The trainer a sweep's ff-train ran with (its configs/train.yaml): what its forecast check trains with."""
+    import yaml
+
+    rd = RunDir(run_dir)
+    path = rd.config_path("train")
+    if not path.is_file():
+        raise FlopsFitError(f"{path} is missing, so the trainer {run_dir} was trained with is unknown: run the check "
+                            f"from the command line (ff-plan forecast_from={run_dir}, ff-train trainer=...)")
+    trainer = dict(yaml.safe_load(path.read_text()).get("trainer") or {})
+    trainer.pop("progress", None)
+    return trainer
+
+
 def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool) -> Result:
     from flops_fit import stages
     from flops_fit.config.compose import compose
@@ -318,10 +365,13 @@ def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budge
     plan_ov = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"])]
     plan_nodes = {"budgets": {"name": "custom", "values": [float(b) for b in compute_budgets]}}
     _warn_plan(stages.plan(compose("plan", plan_ov, plan_nodes), model=spec, data=data))
+    train_overrides = [f"trainer={mode}", *_dotted("trainer", routed["trainer"])]
     if train:
-        train_cfg = compose("train", [f"run_dir={run_dir}", f"trainer={mode}", *_dotted("trainer", routed["trainer"])])
+        train_cfg = compose("train", [f"run_dir={run_dir}", *train_overrides])
         stages.train(train_cfg, model=spec, data=data, loss_fn=loss_fn)
-    return _analyze_and_plot(run_dir, _dotted("", routed["analyze"]), plot)
+    result = _analyze_and_plot(run_dir, _dotted("", routed["analyze"]), plot)
+    result._objects = {"model": spec, "data": data, "loss_fn": loss_fn, "train_overrides": train_overrides}
+    return result
 
 
 def load(run_dir: str | os.PathLike) -> Result:

@@ -57,6 +57,10 @@ class PlanSettings:
     refine_from: Optional[str] = None  # a run_dir whose analysis.json centres the new grid
     add_budgets: int = 0  # with refine_from: extra budgets, each `budget_step` x the largest
     budget_step: float = 4.0
+    # a forecast check: an IsoFLOP at forecast_factor x this run_dir's largest budget, centred on its table's
+    # forecast, which plan.json registers (with every approach's) before anything trains (docs/forecasts.md)
+    forecast_from: Optional[str] = None
+    forecast_factor: float = 4.0
     force: bool = False  # replace a plan whose completed runs the new plan would orphan
     quiet: bool = False
     debug: bool = False  # show the traceback of an error instead of its one line

@@ -178,3 +178,28 @@ def analyze_check(check: Mapping, runs, *, plan=None, seed: int = 0) -> dict:
     body["diagnostics"] = [d for d in body["diagnostics"] if d.get("code") != "no_table"]
     body["forecast_check"] = score(check, runs, seed=seed)
     return body
+
+
+def check_lines(analysis: Mapping) -> list[str]:
+    """What ff-analyze prints for a forecast check: the realised optimum, then every forecast against it."""
+    from flops_fit.units import fmt_flops, fmt_interval, fmt_percent, human
+
+    fc = analysis["forecast_check"]
+    real = fc["realised"]
+    yn = {True: "yes", False: "NO", None: "-"}
+    lines = [f"forecast check at {fmt_flops(fc['budget'])} ({fc.get('factor') or '?'}x {fc.get('source_run_dir')}), "
+             f"forecasts registered {fc.get('registered')}, {fc['n_runs']} runs trained since",
+             f"verdict: {fc['summary']}",
+             f"  realised optimum ({real['method']}): {human(real['params'] or float('nan'))} params "
+             f"{fmt_interval(real.get('params_ci'), human)}, loss {real['loss']:.4f} "
+             f"{fmt_interval(real.get('loss_ci'), None, 4)}; parabola vertex {human(real['parabola_params'] or float('nan'))}; "
+             f"best run {human(real['best_run_params'])} at {real['best_run_loss']:.4f}", "",
+             f"  {'forecast':<12}{'N_opt [interval]':<30}{'x realised':>11}{'inside':>8}   {'loss [interval]':<28}"
+             f"{'error':>8}{'inside':>8}"]
+    for f in fc["forecasts"]:
+        n = f"{human(f['params'])} {fmt_interval(f.get('params_interval'), human)}"
+        loss = f"{f['loss']:.4f} {fmt_interval(f.get('loss_interval'), None, 4)}" if f.get("loss") is not None else "-"
+        ratio = f"{f['params_ratio']:.2f}x" if f.get("params_ratio") else "-"
+        lines.append(f"  {f['forecast']:<12}{n:<30}{ratio:>11}{yn[f.get('params_inside')]:>8}   {loss:<28}"
+                     f"{fmt_percent(f.get('loss_error'), 2):>8}{yn[f.get('loss_inside')]:>8}")
+    return lines

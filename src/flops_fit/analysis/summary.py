@@ -110,6 +110,10 @@ def backtest_lines(analysis: Mapping) -> list[str]:
 
 def summary_lines(analysis: dict) -> list[str]:
     """A human-readable summary: the approaches side by side, the table, the diagnostics."""
+    if analysis.get("forecast_check"):
+        from flops_fit.analysis.forecast_check import check_lines
+
+        return check_lines(analysis)
     fits = analysis.get("fits", {})
     unit = analysis.get("data_unit") or "tokens"
     bs = analysis.get("bootstrap") or {}

@@ -10,7 +10,7 @@ def _task(cfg: dict) -> None:
     analysis = stages.analyze(cfg)
     if not cfg.get("quiet"):
         print("\n".join(summary_lines(analysis)))
-    if not analysis.get("table"):
+    if not analysis.get("table") and not analysis.get("forecast_check"):
         from flops_fit.analysis.summary import no_table_message
         from flops_fit.errors import FlopsFitError
 

@@ -10,6 +10,10 @@ def _task(cfg: dict) -> None:
     plan = stages.plan(cfg)
     if not cfg.get("quiet"):
         print(format_plan(plan))
+        if plan.get("forecast_check"):
+            from flops_fit.checks import describe
+
+            print(describe(plan["forecast_check"]))
     print(f"wrote {cfg['run_dir']}/plan.json; next: ff-train run_dir={cfg['run_dir']}")
 
 
