@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-fast demo demo-wsd demo-vit demo-mock plan train analyze plot bench bench-sweep clean
+.PHONY: help setup test test-fast demo demo-check demo-wsd demo-vit demo-mock plan train analyze plot bench bench-sweep clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,13 @@ demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes; small 
 	$(BIN)/ff-analyze run_dir=outputs/demo table_max_budget=1e16
 	$(BIN)/ff-plot run_dir=outputs/demo
 	@echo "open outputs/demo/report.html (figures in outputs/demo/plots/)"
+
+demo-check: $(STAMP) ## After make demo: train a 5-size IsoFLOP at 4x its largest budget and score the forecast registered before it (docs/forecasts.md) into outputs/demo-check
+	$(BIN)/ff-plan run_dir=outputs/demo-check forecast_from=outputs/demo grid.points=5 $(ARGS)
+	$(BIN)/ff-train run_dir=outputs/demo-check trainer=local
+	$(BIN)/ff-analyze run_dir=outputs/demo-check
+	$(BIN)/ff-plot run_dir=outputs/demo-check
+	@echo "open outputs/demo-check/report.html"
 
 demo-wsd: $(STAMP) ## The demo's study as a shared-trunk WSD sweep (~70% of its FLOPs, docs/wsd.md) into outputs/demo-wsd
 	$(BIN)/ff-plan run_dir=outputs/demo-wsd grid.points=5 schedule=wsd $(ARGS)
@@ -76,6 +83,7 @@ bench: $(STAMP) ## Benchmarks: fit speed, bias per synthetic family, noisy infer
 	$(BIN)/python benchmarks/bench_families.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/real_sweeps.py
+	$(BIN)/python benchmarks/bench_forecast.py
 	$(BIN)/python benchmarks/coverage.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_mock.py

@@ -111,3 +111,83 @@ def _penalised_optimum(C, pen):
     N = np.geomspace(1e6, 1e13, 20001)
     D = C / (6 * N)
     return float(N[np.argmin(TRUTH.loss(N, D) + pen * np.sqrt(N / D))])
+
+
+# ---------------------------------------------------------------------------------------------
+# through the stages (in-process: the CLI's exit codes are tested for the same errors in test_bad_input)
+
+MOCK = {"trainer.ground_truth.E": 1.69, "trainer.ground_truth.A": 406.4, "trainer.ground_truth.B": 410.7,
+        "trainer.ground_truth.alpha": 0.34, "trainer.ground_truth.beta": 0.28, "trainer.noise": 0.002}
+
+
+def _stage(stage, *overrides):
+    from flops_fit import stages
+    from flops_fit.config.compose import compose
+
+    return getattr(stages, stage)(compose(stage, list(overrides)))
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    src = tmp_path_factory.mktemp("sweep")
+    _stage("plan", f"run_dir={src}", "model=gpt", "dataset=synthetic_text", "model.size_range=[16,32768]",
+           "budgets.values=[1e17,1e18,1e19,1e20]", "grid.points=7", "quiet=true")
+    _stage("train", f"run_dir={src}", "trainer=mock", *(f"{k}={v}" for k, v in MOCK.items()))
+    _stage("analyze", f"run_dir={src}", "bootstrap=100", "quiet=true")
+    return src
+
+
+def test_a_forecast_check_registers_then_trains_then_scores(swept, tmp_path):
+    from flops_fit.artifacts import RunDir
+
+    check = tmp_path / "check"
+    plan = _stage("plan", f"run_dir={check}", f"forecast_from={swept}", "grid.points=5", "quiet=true")
+    block = plan["forecast_check"]
+    assert plan["budgets"] == [pytest.approx(4e20)] and len(plan["experiments"]) == 5
+    assert block["source_run_dir"] == str(swept) and block["registered"]
+    src_analysis = RunDir(swept).read_analysis()
+    assert block["table"]["params"] == pytest.approx(predict(src_analysis, 4e20)["params"], rel=1e-12)
+    # the grid is centred on the table's forecast
+    sizes = sorted(e["params"] for e in plan["experiments"])
+    assert sizes[0] < block["table"]["params"] < sizes[-1]
+    assert not list((check / "runs").glob("*.json")) if (check / "runs").exists() else True  # nothing trained yet
+    _stage("train", f"run_dir={check}", "trainer=mock", *(f"{k}={v}" for k, v in MOCK.items()))
+    out = _stage("analyze", f"run_dir={check}", "quiet=true")
+    fc = out["forecast_check"]
+    assert fc["registered"] == block["registered"] and fc["n_runs"] == 5
+    truth = TRUTH.__class__(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+    assert fc["realised"]["params"] == pytest.approx(truth.n_opt(4e20), rel=0.1)
+    table = fc["forecasts"][0]
+    assert table["params_inside"] and abs(table["params_ratio"] - 1) < 0.1 and abs(table["loss_error"]) < 0.01
+    assert {f["forecast"] for f in fc["forecasts"]} >= {"table", "isoflop", "isoflop_vp", "parametric"}
+    from flops_fit.analysis import summary_lines
+
+    text = "\n".join(summary_lines(out))
+    assert text.startswith("forecast check at 4.0e20 FLOPs") and "inside its interval" in text
+
+
+def test_forecast_from_bad_input_says_what_to_do(swept, tmp_path):
+    with pytest.raises(FlopsFitError, match="no such run directory"):
+        _stage("plan", f"run_dir={tmp_path / 'c1'}", f"forecast_from={tmp_path / 'nope'}")
+    with pytest.raises(FlopsFitError, match="forecast_factor=1.0 must be > 1"):
+        _stage("plan", f"run_dir={tmp_path / 'c2'}", f"forecast_from={swept}", "forecast_factor=1")
+    with pytest.raises(FlopsFitError, match="give one"):
+        _stage("plan", f"run_dir={tmp_path / 'c3'}", f"forecast_from={swept}", f"refine_from={swept}")
+    unanalysed = tmp_path / "unanalysed"
+    _stage("plan", f"run_dir={unanalysed}", "model=gpt", "dataset=synthetic_text", "budgets=tiny", "quiet=true")
+    with pytest.raises(FlopsFitError, match="ff-analyze"):
+        _stage("plan", f"run_dir={tmp_path / 'c4'}", f"forecast_from={unanalysed}")
+    assert not (tmp_path / "c4").exists() or not (tmp_path / "c4" / "plan.json").exists()
+
+
+def test_a_check_refuses_to_train_otherwise_than_its_sweep():
+    from flops_fit.checks import refuse_other_trainer
+    from flops_fit.training.config import TrainerConfig
+
+    same = TrainerConfig.from_mapping({"kind": "local"})
+    plan = {"forecast_check": {"source_run_dir": "outputs/demo", "trainer_settings": same.run_settings()}}
+    refuse_other_trainer(plan, same, allow_mismatch=False)
+    other = TrainerConfig.from_mapping({"kind": "local", "lr": 1e-3})
+    with pytest.raises(FlopsFitError, match=r"trainer.lr=0.008.*pass trainer.lr=0.008"):
+        refuse_other_trainer(plan, other, allow_mismatch=False)
+    refuse_other_trainer(plan, other, allow_mismatch=True)
