@@ -82,13 +82,24 @@ class Backtest:
                    switch=SWITCH, competitive_factor=COMPETITIVE)
         return out
 
-    def forecast_error(self, source: str | None = None) -> dict:
-        """The RMS log errors of the table's allocation (``source``, default the chosen one) and loss models,
-        and the median ratio of target to fitted budgets (TableModel widens its intervals by them)."""
+    def forecast_error(self, source: str | None = None, fits: dict | None = None) -> dict:
+        """What the table's intervals do not already hold of the backtest's errors, and the median ratio of
+        target to fitted budgets (TableModel widens its intervals by them beyond the sweep).
+
+        For the allocation (``source``, default the chosen one): the RMS log error in excess of the sampling
+        noise that the bootstrap already carries, sqrt(max(0, mean(e^2) - mean(sd_obs^2 + sd_fc^2))), with
+        sd_obs the bootstrap spread of each target budget's own minimum (approach 2b's replicates) and sd_fc
+        that of the source's forecast there (its replicates, from ``fits``). Without a bootstrap the whole
+        RMS error counts. The loss model's RMS error counts whole (it is small)."""
         if not self.ok:
             return {}
-        return {"params": self.params_score.get(source or self.chosen), "loss": self.loss_score.get(self.loss_chosen),
-                "ahead": float(np.median([p["ahead"] for p in self.pairs]))}
+        name = source or self.chosen
+        err = self.params_score.get(name)
+        if err is not None and fits is not None:
+            err = _excess(self.errors(name), self.pairs, name, fits)
+        return {"params": err, "loss": self.loss_score.get(self.loss_chosen),
+                "ahead": float(np.median([p["ahead"] for p in self.pairs])),
+                "raw_params": self.params_score.get(name)}
 
     def errors(self, name: str, kind: str = "params") -> list:
         """The candidate's forecast errors (forecast / observed - 1) over every pair (``kind``: params | loss)."""
@@ -133,6 +144,30 @@ def _past_forecasts(past, targets, *, huber_delta, objective, engine) -> dict:
     if lvc.ok:
         loss["loss_vs_compute"] = np.asarray(lvc.predict(C), dtype=float)
     return {"params": out, "loss": loss}
+
+
+def _log_sd(samples) -> float:
+    x = np.log(np.asarray(samples, dtype=float))
+    x = x[np.isfinite(x)]
+    return float(np.std(x)) if x.size >= 2 else 0.0
+
+
+def _excess(errors, pairs, name: str, fits: dict) -> float | None:
+    """The RMS log error of ``name``'s forecasts beyond the bootstrap noise of targets and forecasts."""
+    e = np.log1p(np.asarray(errors, dtype=float))
+    if e.size == 0:
+        return None
+    vp, src = fits.get("isoflop_vp"), fits.get(name)
+    rep = getattr(vp, "replicates", None)
+    if rep is None or getattr(src, "replicates", None) is None:
+        return float(np.sqrt(np.mean(e ** 2)))
+    bud = np.array([b["budget"] for b in vp.budgets])
+    noise = []
+    for p in pairs:
+        j = int(np.argmin(np.abs(np.log(bud / p["budget"]))))
+        Nr, _ = src.allocation_replicates(np.array([p["budget"]]))
+        noise.append(_log_sd(rep["params_opt"][:, j]) ** 2 + (_log_sd(Nr[:, 0]) ** 2 if Nr is not None else 0.0))
+    return float(np.sqrt(max(0.0, float(np.mean(e ** 2)) - float(np.mean(noise)))))
 
 
 def _rms(errors) -> float | None:

@@ -159,7 +159,7 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
         loss_chosen, loss_competitive = None, ()
     span = sweep.budgets[groups] if groups.size else sweep.C
     model = table_model(fits, ci, planned, span, table_source, chosen, loss_chosen, competitive, loss_competitive,
-                        forecast_error=bt.forecast_error(source_of_table(fits, table_source, chosen)))
+                        forecast_error=bt.forecast_error(source_of_table(fits, table_source, chosen), fits))
     table = build_table(tb, model)
     if table.source is None:
         diags.add("error", "no_table", "no approach produced a fit, so there is no compute-optimal table")

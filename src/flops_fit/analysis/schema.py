@@ -62,7 +62,7 @@ SCHEMA: dict = {
                     "approaches": [{"approach": None, **_ALLOC, "replicates": _ALLOC}],
                     "loss_models": {"loss_vs_compute": {"kind": None, **_FRONTIER, "replicates": _FRONTIER},
                                     "parametric": {"kind": None, **_SURFACE, "replicates": _SURFACE}},
-                    "planned": None, "forecast_error": {"params": None, "loss": None, "ahead": None},
+                    "planned": None, "forecast_error": {"params": None, "loss": None, "ahead": None, "raw_params": None},
                     "sweep_max": None},
     "verdict": {"budget": None, "factor": None, "params": None, "tokens": None, "loss": None, "params_interval": _CI,
                 "tokens_interval": _CI, "loss_interval": _CI, "source": None, "loss_source": None, "trust": None,

@@ -41,7 +41,8 @@ def verdict(analysis: Mapping) -> dict | None:
     budget = FORECAST_FACTOR * float(tm["sweep_max"])
     row = predict(analysis, budget)
     bt = analysis.get("backtest") or {}
-    err = tm.get("forecast_error") or {}
+    fe = tm.get("forecast_error") or {}
+    err = {"params": fe.get("raw_params", fe.get("params")), "loss": fe.get("loss")}  # what the forecasts missed by
     width = _width(row.get("params_ci_with_model"))
     flags = sorted({d["code"] for d in analysis.get("diagnostics") or [] if d.get("code") in FLAGS})
     reasons = []
