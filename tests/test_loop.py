@@ -373,3 +373,66 @@ def test_float16_trains_with_gradient_scaling(monkeypatch):
     assert len(steps) == 20 and steps[0] > 1  # every step went through the scaler, at a scale above 1
     plain = train_run(experiment(8 * T * 2), model=gpt(), data=ToyText(), trainer=TRAINER, progress=False)
     assert len(steps) == 20 and plain["dtype"] == "float32"  # no scaler without float16
+
+
+# -- grid.min_steps: the batch, steps and warmup a run records (docs/short-runs.md) ---------------
+
+def test_a_run_record_says_the_batch_steps_and_warmup_the_min_steps_rule_gave(monkeypatch):
+    data, seen = ToyText(), []
+    draw = data.train_batch
+    monkeypatch.setattr(data, "train_batch", lambda b, g: seen.append(b) or draw(b, g))
+    tokens = 8 * T * 12  # 12 steps at trainer.batch_size=8
+    trainer = {**TRAINER, "warmup_frac": 0.02, "eval_every_frac": 0.5}
+    r = train_run({**experiment(tokens), "min_steps": 40}, model=gpt(16), data=data, trainer=trainer, progress=False)
+    # 40 steps: a batch of 4 gives 24, of 2 gives 48; the warmup's 0.02 x 48 = 1 step is raised to a 2-step ramp
+    assert (r["batch_size"], r["steps"], r["warmup"], r["min_steps"]) == (2, 48, 2, 40)
+    assert r["trainer_settings"]["batch_size"] == 8 and r["tokens"] == 48 * 2 * T and set(seen) == {2}
+    assert r["status"] == "completed" and [p["tokens"] for p in r["history"]] == [24 * 2 * T, 48 * 2 * T]
+
+    seen.clear()
+    plain = train_run(experiment(tokens), model=gpt(16), data=data, trainer=trainer, progress=False)
+    # no rule: trainer.batch_size; 12 steps are too few for a 2-step warmup within 10% of them
+    assert (plain["batch_size"], plain["steps"], plain["warmup"], set(seen)) == (8, 12, 1, {8})
+    assert "min_steps" not in plain
+
+
+def test_warmup_ramps_over_two_steps_at_least_where_that_is_within_a_tenth_of_the_run():
+    for steps in range(1, 400):
+        for frac in (0.0, 0.01, 0.05, 0.1, 0.3):
+            w = warmup_steps_for(steps, frac)
+            assert 1 <= w <= max(1, steps - 1)
+            if steps >= 20:
+                assert w >= 2, (steps, frac)  # a ramp: over 1 step the first update already runs at the peak
+            assert w == min(round(frac * steps), steps - 1) or w <= max(1, 0.1 * steps), (steps, frac)
+    assert warmup_steps_for(100, 0.05) == 5 and warmup_steps_for(131, 0.05) == 7
+
+
+def test_short_runs_lists_completed_runs_under_min_steps_from_plain_records():
+    from flops_fit.training.record import short_runs
+
+    records = [
+        {"id": "long", "status": "completed", "steps": 140},
+        {"id": "short", "status": "completed", "steps": 33},
+        {"id": "diverged", "status": "diverged", "steps": 5},
+        # written before records said steps: tokens / (batch x seq_len), the seq_len from the dataset or model
+        {"id": "old", "status": "completed", "tokens": 133_269, "batch_size": 32, "data_unit": "tokens",
+         "dataset": {"seq_len": 128}},
+        {"id": "old_model", "status": "completed", "tokens": 4096 * 60, "batch_size": 32,
+         "model": {"kwargs": {"seq_len": 128}}},
+        {"id": "images", "status": "completed", "tokens": 5000, "batch_size": 64, "data_unit": "images"},
+        {"id": "mock", "status": "completed", "tokens": 10**6},  # no batch: unknown, skipped
+        {"id": "csv", "status": "completed", "params": 1e6, "tokens": 2e7, "loss": 3.0},
+    ]
+    assert short_runs(records) == [("short", 33), ("old", 33), ("old_model", 60), ("images", 79)]
+    assert short_runs(records, min_steps=50) == [("short", 33), ("old", 33)]
+    assert short_runs(records, min_steps=0) == []
+
+
+def test_short_runs_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from flops_fit.training.record import short_runs; sys.exit(3 if 'torch' in sys.modules else 0)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO / "src"), "PATH": ""})
+    assert proc.returncode == 0, "importing flops_fit.training.record loaded torch" if proc.returncode == 3 else proc.stderr

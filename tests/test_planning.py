@@ -95,3 +95,119 @@ def test_centres_move_the_grid():
     moved = make_plan(USER_MODEL, [1e12], grid=Grid(points=5, span=4.0), centres={1e12: centre})
     mid = moved["experiments"][2]["params"]
     assert abs(math.log(mid / centre)) < math.log(1.3)
+
+
+# -- grid.min_steps: every run trained for enough optimizer steps (docs/short-runs.md) --------------
+
+DEMO_GPT = ModelSpec(target="flops_fit.examples.GPT", size_param="d_model", size_range=(8, 32768),
+                     kwargs={"n_layer": 2, "n_heads": 2, "vocab_size": 512, "seq_len": 128})
+DEMO_BUDGETS = [1.0e11, 2.5e11, 6.0e11, 1.5e12]  # make demo's plan: its largest runs had 33-142 steps at 32 x 128
+TEXT_128 = {"kind": "text", "seq_len": 128}
+
+
+def _steps(tokens, batch, per_example=128):
+    return math.ceil(tokens / (batch * per_example))
+
+
+@pytest.mark.parametrize("cap", [32, 64, 48])
+def test_every_run_of_the_demo_plan_gets_min_steps_each_budget_at_the_largest_batch_that_allows_them(cap):
+    from flops_fit.planning import run_batch_size
+
+    plan = make_plan(DEMO_GPT, DEMO_BUDGETS, grid=Grid(points=5), dataset=TEXT_128)
+    assert plan["grid"]["min_steps"] == 100 and plan["units_per_example"] == 128
+    short_before = [e["id"] for e in plan["experiments"] if _steps(e["tokens"], 32) < 100]
+    assert len(short_before) == 4  # the four runs under 100 steps at trainer.batch_size=32
+    batches = {}
+    for e in plan["experiments"]:
+        batch = run_batch_size(cap, e["max_batch_size"])
+        assert e["min_steps"] == 100 and _steps(e["tokens"], batch) >= 100, e["id"]
+        batches.setdefault(e["budget"], set()).add(batch)
+    for budget, (batch,) in batches.items():  # one batch per budget (an IsoFLOP curve trained alike) ...
+        shortest = min(e["tokens"] for e in plan["experiments"] if e["budget"] == budget)
+        # ... the largest that gives its shortest run the steps: the cap itself, or a power of two whose double falls short
+        assert batch == cap or (batch & (batch - 1) == 0 and _steps(shortest, 2 * batch) < 100), (budget, batch)
+    if cap == 32:
+        assert {b: s.pop() for b, s in batches.items()} == dict(zip(DEMO_BUDGETS, [8, 16, 16, 32]))
+    table = format_plan(plan)
+    assert "batch<=" in table and "steps>=" in table and "grid.min_steps=100" in table
+    row = next(line for line in table.splitlines() if line.endswith("C1e11_d_model52"))
+    assert row.split()[-3:-1] == ["8", "131"]  # 133K tokens: batch 8 gives 131 steps (33 at 32)
+
+
+def test_min_steps_off_reproduces_the_plan_without_the_rule_and_on_only_adds_keys():
+    new_keys = {"min_steps", "max_batch_size", "batch_basis_tokens", "units_per_example"}
+    for schedule in ("cosine", "wsd"):
+        plans = {m: make_plan(DEMO_GPT, DEMO_BUDGETS, grid=Grid(points=5, min_steps=m), dataset=TEXT_128,
+                              schedule=schedule) for m in (0, None, 100)}
+        assert plans[0]["grid"]["min_steps"] == 0 and plans[None]["grid"]["min_steps"] is None
+        for m in (0, None):  # off: the plan of before the rule (plus grid.min_steps), its table too
+            assert all(not new_keys & set(e) for e in plans[m]["experiments"]) and "units_per_example" not in plans[m]
+            assert "batch<=" not in format_plan(plans[m]) and "min_steps" not in format_plan(plans[m])
+        off, on = plans[0], plans[100]
+        strip = lambda p: [{k: v for k, v in e.items() if k not in new_keys} for e in p["experiments"]]
+        assert strip(on) == strip(off)
+        assert {k: v for k, v in on.items() if k not in ("grid", "experiments", "units_per_example")} == \
+            {k: v for k, v in off.items() if k not in ("grid", "experiments")}
+
+
+def test_the_planner_says_when_the_data_cannot_give_min_steps():
+    plan = make_plan(USER_MODEL, [1e9], grid=Grid(points=3, min_steps=100000), dataset=TEXT_128)
+    (warned,) = [w for w in plan["warnings"] if w.startswith("grid.min_steps=100000")]
+    assert "one example a step" in warned and f"warning: {warned}" in format_plan(plan)
+    assert {e["max_batch_size"] for e in plan["experiments"]} == {1}
+
+
+def test_without_units_per_example_the_plan_records_the_rule_and_ff_train_picks_the_batch():
+    torch_data = {"kind": "torch", "_target_": "mypkg.make"}  # a torch dataset's units are known once loaded
+    plan = make_plan(USER_MODEL, [1e10], grid=Grid(points=3), dataset=torch_data)
+    shortest = min(e["tokens"] for e in plan["experiments"])  # ff-train chooses the budget's batch for it
+    assert all(e["min_steps"] == 100 and e["batch_basis_tokens"] == shortest and "max_batch_size" not in e
+               for e in plan["experiments"])
+    assert "ff-train picks each budget's batch" in format_plan(plan)
+    images = make_plan(USER_MODEL, [1e10], grid=Grid(points=3), dataset={"kind": "image"})
+    assert images["units_per_example"] == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "many"])
+def test_a_bad_min_steps_is_one_line_naming_the_key(bad):
+    with pytest.raises(FlopsFitError, match=r"^grid\.min_steps=.* must be a whole number of optimizer steps"):
+        make_plan(USER_MODEL, [1e10], grid=Grid(min_steps=bad))
+
+
+def test_a_bad_min_steps_through_the_cli_exits_with_one_line(tmp_path):
+    from tests.conftest import REPO, run_cli
+
+    proc = run_cli("ff-plan", f"run_dir={tmp_path / 'r'}", "grid.min_steps=-5", cwd=REPO, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "grid.min_steps=-5" in lines[0], proc.stderr
+    assert not (tmp_path / "r" / "plan.json").exists()
+
+
+def test_find_optimal_routes_min_steps_to_the_grid(tmp_path):
+    import json
+
+    import flops_fit
+
+    flops_fit.find_optimal(run_dir=str(tmp_path / "r"), model="gpt", dataset="synthetic_text", budgets=[1e11, 1e12],
+                           trainer="mock", points=3, min_steps=7, bootstrap=0, plot=False)
+    plan = json.loads((tmp_path / "r" / "plan.json").read_text())
+    assert plan["grid"]["min_steps"] == 7 and {e["min_steps"] for e in plan["experiments"]} == {7}
+
+
+def test_plan_differences_compare_the_batch_the_rule_gives_under_the_runs_own_cap():
+    from flops_fit.planning import plan_differences
+
+    entry = {"id": "r", "tokens": 1000, "min_steps": 100, "max_batch_size": 8}
+    rec = {"id": "r", "planned_tokens": 1000, "batch_size": 8, "trainer_settings": {"batch_size": 32}, "min_steps": 100}
+    assert plan_differences(entry, rec) == []  # the same rule: the same batch
+    assert plan_differences({**entry, "min_steps": 50}, rec) == []  # another rule that gives the same batch
+    assert plan_differences({**entry, "max_batch_size": 4}, rec) == [("batch_size", 8, 4)]
+    old = {"id": "r", "planned_tokens": 1000, "batch_size": 32, "trainer_settings": {"batch_size": 32}}
+    assert plan_differences(entry, old) == [("batch_size", 32, 8)]  # trained before the rule, at the cap
+    rule_off = {"id": "r", "tokens": 1000}
+    assert plan_differences(rule_off, old) == [] and plan_differences(rule_off, rec) == [("batch_size", 8, 32)]
+    assert plan_differences(entry, {"id": "r", "planned_tokens": 1000, "loss": 3.0}) == []  # mock: no batch
+    unknown = {"id": "r", "tokens": 1000, "min_steps": 50, "batch_basis_tokens": 1000}  # no max_batch_size:
+    assert plan_differences(unknown, rec) == [("min_steps", 100, 50)]                  # the rule's inputs compared
+    assert plan_differences(unknown, {**rec, "min_steps": 50, "batch_basis_tokens": 800}) == \
+        [("batch_basis_tokens", 800, 1000)]  # another shortest run in its budget

@@ -145,7 +145,7 @@ def test_a_training_run_keeps_a_heartbeat_and_the_sweep_removes_it(tmp_path, mon
     from tests.test_sweep import LOCAL, _plan
 
     monkeypatch.setattr(status_mod, "INTERVAL_S", 0.0)  # a heartbeat at every step
-    rd = _plan(tmp_path / "run", budgets=(1e9,))
+    rd = _plan(tmp_path / "run", budgets=(1e9,), min_steps=0)  # trainer.batch_size's 8 examples a step
     rid = rd.read_plan()["experiments"][0]["id"]
     seen = []
     train = RealTrainer.train

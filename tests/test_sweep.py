@@ -35,8 +35,8 @@ CHINCHILLA = [6e18, 1e19, 3e19, 6e19, 1e20, 3e20, 6e20, 1e21, 3e21]
 
 def _plan(root: Path, spec=TINY_GPT, budgets=(3e9,), dataset=SYNTHETIC, **kw) -> RunDir:
     rd = RunDir(root)
-    rd.write_plan(make_plan(spec, list(budgets), grid=Grid(points=kw.pop("points", 2)), dataset=dict(dataset),
-                            progress=False, **kw))
+    grid = Grid(points=kw.pop("points", 2), **({"min_steps": kw.pop("min_steps")} if "min_steps" in kw else {}))
+    rd.write_plan(make_plan(spec, list(budgets), grid=grid, dataset=dict(dataset), progress=False, **kw))
     return rd
 
 
@@ -95,6 +95,27 @@ def test_completed_real_runs_refuse_other_trainer_settings_but_not_other_machine
     counts = train_plan(str(rd.root), {**LOCAL, "threads": 2, "checkpoint_every": 7, "pack": 1}, quiet=True, limit=1)
     assert counts["completed"] == 1
     assert train_plan(str(rd.root), {**LOCAL, "lr": 4e-3}, quiet=True, allow_mismatch=True)["completed"] > 0
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_sweep_under_min_steps_resumes_but_refuses_runs_trained_with_another_batch(tmp_path):
+    rd = _plan(tmp_path / "run", budgets=(1e9, 2e9))  # 53 and 106 steps at trainer.batch_size=8
+    short, long = sorted(rd.read_plan()["experiments"], key=lambda e: e["tokens"])
+    assert short["max_batch_size"] == 4 and long["max_batch_size"] == 8
+    assert train_plan(str(rd.root), LOCAL, quiet=True, limit=1)["completed"] == 1  # the longer run, first
+    assert train_plan(str(rd.root), LOCAL, quiet=True)["completed"] == 1  # resumed under the same rule
+    runs = {r["id"]: r for r in rd.iter_runs()}
+    assert (runs[short["id"]]["batch_size"], runs[short["id"]]["steps"], runs[short["id"]]["warmup"]) == (4, 106, 5)
+    assert (runs[long["id"]]["batch_size"], runs[long["id"]]["steps"]) == (8, 106)
+    assert {r["trainer_settings"]["batch_size"] for r in runs.values()} == {8}
+
+    _plan(rd.root, budgets=(1e9, 2e9), min_steps=0)  # the rule off: the short run would train at batch 8
+    with pytest.raises(FlopsFitError) as e:
+        train_plan(str(rd.root), LOCAL, quiet=True)
+    assert "\n" not in str(e.value) and f"{short['id']}.json was trained with batch_size=4 but" in str(e.value)
+    assert "plans batch_size=8" in str(e.value)
+    _plan(rd.root, budgets=(1e9, 2e9), min_steps=70)  # another rule that gives the same batches is no mismatch
+    assert train_plan(str(rd.root), LOCAL, quiet=True)["skipped_completed"] == 2
 
 
 def test_a_wsd_plan_with_another_cooldown_is_refused(tmp_path):

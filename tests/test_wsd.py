@@ -135,6 +135,31 @@ def test_a_branch_record_is_the_standalone_wsd_run_of_its_size_and_budget(tmp_pa
         assert any(s.get("trunk") == exp["trunk"] for s in rec["segments"])
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_runs_of_a_trunk_share_one_batch_that_gives_its_shortest_run_min_steps(tmp_path):
+    from flops_fit.planning import batch_limit, run_batch_size
+
+    demo = make_plan(DEMO_GPT, DEMO_BUDGETS, grid=Grid(points=5), schedule="wsd", dataset={"kind": "text", "seq_len": 128})
+    trunks = {}
+    for e in demo["experiments"]:
+        trunks.setdefault(e["trunk"], []).append(e)
+    for runs in trunks.values():
+        assert len({x["max_batch_size"] for x in runs}) == 1
+        assert math.ceil(min(x["tokens"] for x in runs) / (run_batch_size(32, runs[0]["max_batch_size"]) * 128)) >= 100
+    # budgets share trunks, and each budget trains at one batch: the demo's WSD sweep is one group, at batch 8
+    assert {x["max_batch_size"] for x in demo["experiments"]} == {8}
+
+    rd = _plan(tmp_path / "wsd", budgets=(1e9, 2.5e9), grid=Grid(points=1))  # one trunk, two branches
+    short, long = sorted(rd.read_plan()["experiments"], key=lambda e: e["tokens"])
+    # alone, the longer run would train at 16 examples a step (trainer.batch_size=16): its trunk's shortest needs 8
+    assert short["max_batch_size"] == long["max_batch_size"] == 8 and batch_limit(long["tokens"], 32, 100) == 16
+    assert train_plan(str(rd.root), {**LOCAL, "batch_size": 16}, quiet=True)["completed"] == 2
+    recs = [rd.read_run(e["id"]) for e in (short, long)]
+    assert [(r["batch_size"], r["steps"]) for r in recs] == [(8, 127), (8, math.ceil(long["tokens"] / 256))]
+    assert {r["warmup"] for r in recs} == {6} and {r["trainer_settings"]["batch_size"] for r in recs} == {16}
+    assert all(r["resumed_from_step"] * 8 * 32 == r["branched_at"] for r in recs)  # branched off one trajectory
+
+
 # -- kills ----------------------------------------------------------------------------------------
 
 DRIVER = """

@@ -12,13 +12,21 @@ step, anchored at the smallest budget's optimum), and a budget reuses the previo
 while its expected optimum lies between the window's middle and one step above it. Each size then
 trains one constant-LR trunk, and each of its runs is a cooldown branched from it; ``sweep_flops``
 counts the trunks once.
+
+``grid.min_steps`` (default :data:`MIN_STEPS`) gives every run at least that many optimizer steps
+(docs/short-runs.md). The runs of one budget train with one batch: ``trainer.batch_size`` examples per
+step, or the largest power of two below it that still gives the budget's shortest run ``min_steps`` steps
+(:func:`batch_limit`, :func:`run_batch_size`); in a WSD sweep budgets that share a trunk share the batch
+(:func:`batch_groups`). Each plan entry records the rule (``min_steps``), the tokens its batch is chosen for
+(``batch_basis_tokens``) and, where the data's units per example are known (text: ``dataset.seq_len``;
+images: 1), the batch it allows (``max_batch_size``). ``min_steps`` 0 or null turns the rule off.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -37,6 +45,10 @@ class Grid:
     tokens_per_param: float = 20.0  # the prior: D_opt ~ tokens_per_param * N_opt
     min_tokens_per_param: float = 1.0  # drop runs with fewer training tokens than this x params
     min_tokens: int = 0  # and runs with fewer than this many tokens in absolute terms
+    # every run trains at least this many optimizer steps: each budget's runs train with one batch,
+    # trainer.batch_size halved (powers of two) while the budget's shortest run would get fewer steps
+    # (docs/short-runs.md); 0 or null: off, every run at trainer.batch_size
+    min_steps: Optional[int] = 100
 
     def validate(self) -> None:
         if self.points < 1:
@@ -45,8 +57,13 @@ class Grid:
             raise FlopsFitError(f"grid.span={self.span} must be > 1 (the factor either side of the expected optimum)")
         if not self.tokens_per_param > 0:
             raise FlopsFitError(f"grid.tokens_per_param={self.tokens_per_param} must be positive")
+        m = self.min_steps
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
+            raise FlopsFitError(f"grid.min_steps={m!r} must be a whole number of optimizer steps >= 0, e.g. "
+                                f"grid.min_steps=100 (0 or null: every run at trainer.batch_size)")
 
 
+MIN_STEPS: int = Grid.min_steps  # the rule's default (Grid.min_steps), e.g. for flagging short runs
 SCHEDULES = ("cosine", "wsd")  # ff-plan schedule=...
 COOLDOWN_FRAC = 0.2  # WSD: the share of each run's steps spent in the cooldown (Hägele et al. 2024)
 
@@ -131,6 +148,7 @@ def make_plan(
     progress: bool = False,
     schedule: str = "cosine",
     cooldown_frac: float = COOLDOWN_FRAC,
+    units_per_example: int | None = None,
 ) -> dict:
     """Lay out the IsoFLOP sweep. Returns the body of ``plan.json``.
 
@@ -139,6 +157,9 @@ def make_plan(
     ``samples``, ``images``) when the data says so; otherwise the model's ``data_unit``.
     ``schedule``: ``cosine`` (every run trained alone) or ``wsd`` (sizes shared across budgets,
     one trunk per size, each run a cooldown of ``cooldown_frac`` of its steps branched from it).
+    ``units_per_example``: data units per example (a text window's tokens, 1 image) when the caller knows
+    them; otherwise read from ``dataset`` where it says (:func:`dataset_units_per_example`). With them and
+    ``grid.min_steps`` each entry records the batch the rule allows (``max_batch_size``).
     """
     grid = grid or Grid()
     grid.validate()
@@ -236,6 +257,9 @@ def make_plan(
         e["eval_basis_tokens"] = shortest
     if schedule == "wsd":
         _branch_from_trunks(experiments, model.size_param, cooldown_frac)
+    per_example = units_per_example or dataset_units_per_example(dataset)
+    if grid.min_steps:
+        warnings += _apply_min_steps(experiments, int(grid.min_steps), per_example, data_unit)
     return {
         "model": model.describe(),
         "dataset": dict(dataset or {}),
@@ -246,10 +270,111 @@ def make_plan(
         "schedule": {"name": schedule, **({"cooldown_frac": cooldown_frac} if schedule == "wsd" else {})},
         "sweep_flops": sweep_flops(experiments),
         "runs_flops": float(sum(e["flops"] for e in experiments)),
+        **({"units_per_example": per_example} if grid.min_steps and per_example else {}),
         "experiments": experiments,
         "dropped": dropped,
         "warnings": warnings,
     }
+
+
+def batch_limit(units: float, units_per_example: float, min_steps: int | None) -> int | None:
+    """The largest power-of-two batch (in examples) that trains ``units`` data units in at least ``min_steps``
+    optimizer steps, ``steps = ceil(units / (batch x units_per_example))``; 1 when even one example a step
+    gives fewer; None when the rule is off (``min_steps`` 0 or None)."""
+    if not min_steps:
+        return None
+    per = float(units_per_example)
+    if not per > 0:
+        raise FlopsFitError(f"the data gives {units_per_example} units per example; grid.min_steps needs a positive count")
+    batch = 1
+    while math.ceil(float(units) / (2 * batch * per)) >= min_steps:
+        batch *= 2
+    return batch
+
+
+def run_batch_size(cap: int, limit: int | None, multiple: int = 1) -> int:
+    """The batch (examples per optimizer step) a run trains with: ``cap`` (``trainer.batch_size``), or the
+    rule's ``limit`` (:func:`batch_limit`) when that is smaller, rounded down to a multiple of ``multiple``
+    (the workers that share each batch) and at least ``multiple``."""
+    batch = int(cap) if limit is None else min(int(cap), int(limit))
+    return max(int(multiple), batch // int(multiple) * int(multiple))
+
+
+def batch_basis_tokens(experiment: Mapping) -> float:
+    """The data units a run's batch is chosen for: the shortest run's of its batch group (its budget, and in a
+    WSD sweep the budgets that share a trunk with it: :func:`batch_groups`), recorded in its plan entry; its
+    own where the entry does not say."""
+    return float(experiment.get("batch_basis_tokens") or experiment["tokens"])
+
+
+def dataset_units_per_example(dataset: Mapping | None) -> int | None:
+    """Data units per example where a dataset config says: a text window's ``seq_len`` tokens, one image;
+    None otherwise (a torch dataset's are known once it is loaded: :func:`units_per_example_of`)."""
+    d = dict(dataset or {})
+    if not d:
+        return None
+    kind = d.get("kind", "text")
+    value = d.get("seq_len") if kind == "text" else 1 if kind == "image" else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def units_per_example_of(data) -> int | None:
+    """A data source's units per example (``examples_per_batch(1)``) when its batches grow with the batch size;
+    None when they do not (a DataLoader sets its own batch), so no batch can be chosen for it."""
+    one, two = int(data.examples_per_batch(1)), int(data.examples_per_batch(2))
+    return one if one > 0 and two == 2 * one else None
+
+
+def batch_groups(experiments: Sequence[Mapping]) -> list[list[Mapping]]:
+    """The runs that train with one batch under grid.min_steps: those of one budget (an IsoFLOP curve compares
+    sizes trained alike), joined, in a WSD sweep, with every budget that shares a trunk with them (a trunk is
+    one trajectory). In order of first appearance."""
+    parent = list(range(len(experiments)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict = {}
+    for i, e in enumerate(experiments):
+        for key in (("budget", e["budget"]), ("trunk", e.get("trunk"))):
+            if key[1] is None:
+                continue
+            if key in first:
+                parent[root(i)] = root(first[key])
+            else:
+                first[key] = i
+    groups: dict[int, list[Mapping]] = {}
+    for i, e in enumerate(experiments):
+        groups.setdefault(root(i), []).append(e)
+    return list(groups.values())
+
+
+def _apply_min_steps(experiments: list[dict], min_steps: int, per_example: int | None, data_unit: str) -> list[str]:
+    """Record grid.min_steps in every entry (in place), each entry's ``batch_basis_tokens`` (its batch group's
+    shortest run: :func:`batch_groups`) and, with ``per_example``, the batch the rule allows; returns the
+    warning for runs that cannot reach ``min_steps`` steps even one example a step."""
+    short = []
+    for group in batch_groups(experiments):
+        shortest = min(x["tokens"] for x in group)
+        for e in group:
+            e["batch_basis_tokens"] = shortest
+    for e in experiments:
+        e["min_steps"] = min_steps
+        if per_example:
+            limit = batch_limit(batch_basis_tokens(e), per_example, min_steps)
+            e["max_batch_size"] = limit
+            if math.ceil(e["tokens"] / (limit * per_example)) < min_steps:
+                short.append(e)
+    if not short:
+        return []
+    e = min(short, key=lambda x: x["tokens"])
+    return [f"grid.min_steps={min_steps}: {len(short)} run(s) hold fewer than {min_steps} examples, so even a batch of "
+            f"one example gives fewer steps (e.g. {e['id']}: {human(e['tokens'])} {data_unit}, "
+            f"{math.ceil(e['tokens'] / per_example)} steps); their budgets train one example a step: raise the "
+            f"budgets, shrink the examples (e.g. dataset.seq_len) or lower grid.min_steps"]
 
 
 def check_schedule(schedule: str, cooldown_frac: float) -> None:
@@ -270,13 +395,36 @@ RUN_PLAN_KEYS = {"tokens": "planned_tokens", "cooldown_frac": "cooldown_frac", "
 
 def plan_differences(experiment: Mapping, record: Mapping) -> list[tuple[str, object, object]]:
     """``[(key, the record's value, the plan entry's)]`` for each of :data:`RUN_PLAN_KEYS` on which a run's
-    record and its plan entry disagree (a key either lacks is not compared: records written before it)."""
+    record and its plan entry disagree (a key either lacks is not compared: records written before it), and
+    for the batch: a trained run's ``batch_size`` against the one the entry's ``grid.min_steps`` rule gives
+    under the ``trainer.batch_size`` the run was trained with (:func:`planned_batch_size`; where the plan does
+    not know the batch, the rule's inputs ``min_steps`` and ``batch_basis_tokens``)."""
     out = []
     for key, rec_key in RUN_PLAN_KEYS.items():
         old, new = record.get(rec_key), experiment.get(key)
         if old is not None and new is not None and not math.isclose(float(old), float(new), rel_tol=1e-9):
             out.append((key, old, new))
+    if record.get("batch_size") is not None:  # a run trained for real (mock runs have no batch)
+        new = planned_batch_size(experiment, record)
+        if new is not None and new != int(record["batch_size"]):
+            out.append(("batch_size", record["batch_size"], new))
+        elif new is None:  # the plan does not know the batch: the rule's inputs
+            out += [(k, record[k], experiment.get(k)) for k in ("min_steps", "batch_basis_tokens")
+                    if record.get(k) is not None and record[k] != experiment.get(k)]
     return out
+
+
+def planned_batch_size(experiment: Mapping, record: Mapping) -> int | None:
+    """The batch ``experiment`` (a plan entry) trains with under the ``trainer.batch_size`` and the workers
+    ``record`` (a trained run's) had; None where the plan does not know it (a rule but no ``max_batch_size``)."""
+    cap = (record.get("trainer_settings") or {}).get("batch_size") or record.get("batch_size")
+    if cap is None:
+        return None
+    if not experiment.get("min_steps"):
+        return run_batch_size(int(cap), None)
+    if experiment.get("max_batch_size") is None:
+        return None
+    return run_batch_size(int(cap), int(experiment["max_batch_size"]), int(record.get("world_size") or 1))
 
 
 class _Ladder:
@@ -364,7 +512,10 @@ def format_plan(plan: Mapping) -> str:
     """The plan as a table a user can read."""
     unit = plan.get("data_unit", "tokens")
     size_param = plan["model"]["size_param"]
-    head = f"{'budget':>12}  {size_param:>10}  {'params':>9}  {unit:>9}  {unit[:3] + '/param':>10}  id"
+    per_example = plan.get("units_per_example")
+    batches = bool(per_example) and all(e.get("max_batch_size") for e in plan["experiments"])
+    steps_cols = f"{'batch<=':>7}  {'steps>=':>7}  " if batches else ""
+    head = f"{'budget':>12}  {size_param:>10}  {'params':>9}  {unit:>9}  {unit[:3] + '/param':>10}  {steps_cols}id"
     lines = [
         f"IsoFLOP plan: {len(plan['experiments'])} runs over {len(plan['budgets'])} budgets "
         f"(model {plan['model']['name']}, FLOPs convention {plan['flops_convention']})",
@@ -375,9 +526,12 @@ def format_plan(plan: Mapping) -> str:
     for e in plan["experiments"]:
         budget = f"{sci(e['budget'])} FLOPs" if e["budget"] != last else ""
         last = e["budget"]
+        steps = ""
+        if batches:  # the batch the rule allows, and the fewest steps the run can train (at that batch)
+            steps = f"{e['max_batch_size']:>7}  {math.ceil(e['tokens'] / (e['max_batch_size'] * per_example)):>7}  "
         lines.append(
             f"{budget:>12}  {e['size']:>10}  {human(e['params']):>9}  {human(e['tokens']):>9}  "
-            f"{e['tokens'] / e['params']:>10.1f}  {e['id']}"
+            f"{e['tokens'] / e['params']:>10.1f}  {steps}{e['id']}"
         )
     if plan.get("sweep_flops") is not None:
         runs, sweep = float(plan["runs_flops"]), float(plan["sweep_flops"])
@@ -388,6 +542,11 @@ def format_plan(plan: Mapping) -> str:
                          f"of the runs' budgets, {sci(runs)} FLOPs")
         else:
             lines.append(f"schedule cosine: sweep {sci(sweep)} FLOPs = the runs' budgets, {sci(runs)} FLOPs")
+    rule = (plan.get("grid") or {}).get("min_steps")
+    if rule:
+        how = ("a budget's runs train min(trainer.batch_size, batch<=) examples a step, each run steps>= steps or more"
+               if batches else "ff-train picks each budget's batch from the data's units per example")
+        lines.append(f"grid.min_steps={rule}: {how}; every run {rule} or more where its data allows (docs/short-runs.md)")
     for w in plan.get("warnings", []):
         lines.append(f"warning: {w}")
     if plan.get("dropped"):

@@ -71,7 +71,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     API's objects; they replace ``cfg['model']`` and ``cfg['dataset']``.
     """
     from flops_fit.models import ModelSpec
-    from flops_fit.planning import Grid, check_budgets, make_plan
+    from flops_fit.planning import Grid, check_budgets, make_plan, units_per_example_of
 
     cfg = dict(check("plan", cfg))
     if model is not None:
@@ -100,9 +100,12 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
             normalize_config(dataset)
             _check_vocabulary(model, dataset)
         flops = cfg["flops"]
+    # a Python data object's units per example (grid.min_steps' batches); a config's are read from it
+    per_example = units_per_example_of(data) if data is not None and dataset.get("kind") == "python" else None
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
                        data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"],
-                       schedule=str(cfg["schedule"]), cooldown_frac=float(cfg["cooldown_frac"]))
+                       schedule=str(cfg["schedule"]), cooldown_frac=float(cfg["cooldown_frac"]),
+                       units_per_example=per_example)
     result["budgets_name"] = "refined" if cfg.get("refine_from") else (cfg.get("budgets") or {}).get("name", "custom")
     if cfg.get("refine_from"):
         result["refined_from"] = str(cfg["refine_from"])

@@ -51,6 +51,8 @@ class TrainerConfig:
     pack: Optional[int] = None
 
     # -- optimisation -----------------------------------------------------------------------------
+    # examples per optimizer step; under the plan's grid.min_steps (docs/short-runs.md) a budget whose shortest
+    # run would get too few steps trains with a smaller power of two (the records' batch_size): this is the cap
     batch_size: int = 32
     lr: float = 8.0e-3  # peak AdamW lr; best at every width 32-128 for the μP GPT (scripts/mup_lr_sweep.py)
     warmup_frac: float = 0.05  # linear warmup over this fraction of the steps, then cosine decay

@@ -21,6 +21,9 @@ What the loop guarantees:
   (a model built on the meta device is materialised on the training device first);
 * AdamW over the model's ``param_groups(lr, weight_decay)`` hook (μP) or, without one, weight decay
   on matrices only; fused kernels on CUDA;
+* ``trainer.batch_size`` examples a step, or fewer where the plan entry's ``min_steps`` (grid.min_steps,
+  docs/short-runs.md) asks for more steps (:func:`run_batch`; the record says ``batch_size``, ``steps``,
+  ``warmup``);
 * ``steps = ceil(tokens / examples_per_batch)``; linear warmup over ``warmup_frac`` of them, then
   cosine decay reaching ``min_lr_ratio x lr`` at the last step; gradient-norm clipping; an experiment
   with ``schedule: wsd`` (a shared-trunk WSD plan, docs/wsd.md) holds the peak instead and decays over
@@ -58,6 +61,7 @@ import torch
 from flops_fit.artifacts import now_iso
 from flops_fit.errors import FlopsFitError
 from flops_fit.flops import count_params, flops_by_convention
+from flops_fit.planning import batch_basis_tokens, batch_limit, run_batch_size, units_per_example_of
 from flops_fit.training import checkpoints
 from flops_fit.training.config import FINGERPRINT_SETTINGS, TrainerConfig
 from flops_fit.training.distributed import World
@@ -192,7 +196,7 @@ def train_steps(run: "Setup", state: "RunState", segment: "Segment", bar: "_Bar"
 
 def next_batch(run: "Setup"):
     """This rank's share of the next global batch, on the device (the whole batch on one device)."""
-    return run.rt.to_device(*run.world.local(run.data.train_batch(run.cfg.batch_size, run.generator)))
+    return run.rt.to_device(*run.world.local(run.data.train_batch(run.sched.batch_size, run.generator)))
 
 
 def train_step(model, optimizer, scaler, loss_fn, x, y, rt: "Runtime", params, grad_clip: float) -> torch.Tensor:
@@ -403,6 +407,7 @@ class Schedule:
 
     steps: int  # ceil(planned data units / units per batch)
     per_batch: int  # data units (tokens or images) per batch
+    batch_size: int  # examples per optimizer step: trainer.batch_size, or less under grid.min_steps
     warmup: int
     eval_every: int
     eval_batch_size: int
@@ -413,20 +418,22 @@ class Schedule:
 
     @classmethod
     def for_run(cls, planned: float, data, cfg: TrainerConfig, data_unit: str, device: torch.device,
-                experiment: Mapping | None = None) -> "Schedule":
+                experiment: Mapping | None = None, workers: int = 1) -> "Schedule":
         """The schedule of a run of ``planned`` data units; ``experiment`` (its plan.json entry) may ask for
-        ``schedule: wsd`` (with ``cooldown_frac`` and ``warmup_basis_tokens``) or ``constant`` (a trunk)."""
-        per_batch = int(data.examples_per_batch(cfg.batch_size))
+        ``schedule: wsd`` (with ``cooldown_frac`` and ``warmup_basis_tokens``) or ``constant`` (a trunk), and
+        for at least ``min_steps`` steps (:func:`run_batch`; ``workers`` share each batch)."""
+        batch = run_batch(experiment or {}, data, cfg, workers)
+        per_batch = int(data.examples_per_batch(batch))
         if per_batch <= 0:
-            raise FlopsFitError(f"dataset gives {per_batch} {data_unit} per batch of {cfg.batch_size}")
+            raise FlopsFitError(f"dataset gives {per_batch} {data_unit} per batch of {batch}")
         steps = max(1, math.ceil(planned / per_batch))
         eval_every = max(1, int(round(cfg.eval_every_frac * steps))) if cfg.eval_every_frac else steps
         check_every = 1 if device.type == "cpu" else 10
         eval_batch_size = int(cfg.eval_batch_size or cfg.batch_size)
         history_batches = cfg.history_batches((experiment or {}).get("eval_basis_tokens"),
                                               data.examples_per_batch(eval_batch_size))
-        common = dict(steps=steps, per_batch=per_batch, eval_every=eval_every, eval_batch_size=eval_batch_size,
-                      check_every=check_every, history_batches=history_batches)
+        common = dict(steps=steps, per_batch=per_batch, batch_size=batch, eval_every=eval_every,
+                      eval_batch_size=eval_batch_size, check_every=check_every, history_batches=history_batches)
         kind = str((experiment or {}).get("schedule") or "cosine")
         if kind == "cosine":
             return cls(warmup=warmup_steps_for(steps, cfg.warmup_frac), **common)
@@ -449,6 +456,23 @@ class Schedule:
         if self.kind == "cosine":
             return lr_factor(step, self.steps, self.warmup, min_lr_ratio)
         return wsd_lr_factor(step, self.steps, self.warmup, self.decay_start, min_lr_ratio)
+
+
+def run_batch(experiment: Mapping, data, cfg: TrainerConfig, workers: int = 1) -> int:
+    """Examples per optimizer step of ``experiment``'s run: ``trainer.batch_size``, or, when its plan entry
+    sets ``min_steps`` (grid.min_steps), the largest power of two below it that still gives the shortest run
+    of its budget (``batch_basis_tokens``: planning.batch_groups) that many steps (planning.batch_limit), a
+    multiple of ``workers``."""
+    min_steps = experiment.get("min_steps")
+    if not min_steps:
+        return cfg.batch_size
+    per_example = units_per_example_of(data)
+    if per_example is None:
+        _warn_once("min-steps-loader", f"grid.min_steps={min_steps}: the data sets its own batch (a DataLoader), "
+                                       f"so every run trains at it, whatever its steps")
+        return cfg.batch_size
+    return run_batch_size(cfg.batch_size, batch_limit(batch_basis_tokens(experiment), per_example, min_steps),
+                          workers)
 
 
 @dataclass
@@ -484,7 +508,7 @@ def setup(experiment, model, data, trainer, flops_convention, loss_fn, checkpoin
     data_unit = _data_unit(model, data)
     model = _prepare_model(model, rt.device, cfg.seed)
     fpt = _flops_per_unit(model, data_unit, flops_convention, experiment)
-    sched = Schedule.for_run(float(experiment["tokens"]), data, cfg, data_unit, rt.device, experiment)
+    sched = Schedule.for_run(float(experiment["tokens"]), data, cfg, data_unit, rt.device, experiment, world.size)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
                                 device_type=rt.device.type)
     scaler = torch.amp.GradScaler(rt.device.type) if rt.amp_dtype == torch.float16 else None
@@ -682,9 +706,10 @@ def _record(experiment, run: Setup, state: RunState, segment: Segment, final_los
         dtype=cfg.amp_dtype,
         seed=cfg.seed,
         lr=cfg.lr,
-        batch_size=cfg.batch_size,
+        batch_size=run.sched.batch_size,
         trainer_settings=cfg.run_settings(),
         steps=state.step,
+        warmup=run.sched.warmup,
         resumed_from_step=state.resumed_from_step,
         segments=segments,
         wall_time_s=sum(s["wall_time_s"] for s in segments),

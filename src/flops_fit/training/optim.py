@@ -71,11 +71,19 @@ def build_optimizer(
     return opt
 
 
+MIN_WARMUP_STEPS = 2  # the shortest warmup that ramps: over 1 step the first update already runs at the peak
+MIN_WARMUP_MAX_FRAC = 0.1  # ... raised to that only where it is at most this share of the run
+
+
 def warmup_steps_for(total_steps: int, warmup_frac: float) -> int:
-    """Warmup length: ``warmup_frac`` of the run, at least 1 step, leaving at least one decay step."""
+    """Warmup length (docs/short-runs.md): ``round(warmup_frac x total_steps)``, raised to
+    :data:`MIN_WARMUP_STEPS` where those are at most :data:`MIN_WARMUP_MAX_FRAC` of the run (20 steps or
+    more) and to 1 step otherwise, and leaving at least one step after it. The raise never makes a warmup
+    longer than 10% of its run; a ``warmup_frac`` above 0.1 is the user's choice and is kept."""
     if total_steps <= 1:
         return 1
-    return int(min(max(1, round(warmup_frac * total_steps)), total_steps - 1))
+    floor = MIN_WARMUP_STEPS if MIN_WARMUP_STEPS <= MIN_WARMUP_MAX_FRAC * total_steps else 1
+    return int(min(max(floor, round(warmup_frac * total_steps)), total_steps - 1))
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:

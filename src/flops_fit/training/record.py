@@ -12,17 +12,23 @@ fixed for scripts and users):
 ``loss``                        the final held-out loss (None unless completed)
 ``history``                     [{tokens, flops, loss}] evaluation points along the run
 ``cooldown_frac, warmup_basis_tokens``  a WSD run's plan entry's (what ff-plan and ff-train compare)
-``trainer, data_unit, finished`` and what the trainer adds (steps, seed, ``trainer_settings``, device,
-                                timings, error, ...)
+``min_steps, batch_basis_tokens`` the plan entry's grid.min_steps rule, when on (docs/short-runs.md)
+``trainer, data_unit, finished`` and what the trainer adds: ``batch_size`` (examples per step: this run's,
+                                under the rule; ``trainer_settings.batch_size`` is the cap), ``steps``,
+                                ``warmup`` (steps), seed, ``trainer_settings``, device, timings, error, ...
+
+:func:`short_runs` lists the completed runs trained for fewer optimizer steps than a threshold (for the
+analysis to flag; it reads plain record dicts and imports no torch).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import math
+from typing import Any, Iterable, Mapping
 
 from flops_fit.artifacts import now_iso
 from flops_fit.flops import flops_per_token_6n
-from flops_fit.planning import RUN_PLAN_KEYS
+from flops_fit.planning import MIN_STEPS, RUN_PLAN_KEYS
 
 
 def history_point(tokens: int, flops_per_token: float, loss: float) -> dict:
@@ -76,6 +82,8 @@ def run_record(
     }
     record.update((rec_key, experiment[key]) for key, rec_key in RUN_PLAN_KEYS.items()
                   if key != "tokens" and experiment.get(key) is not None)
+    if experiment.get("min_steps"):  # the rule its batch was chosen by (planning.plan_differences reads them)
+        record.update(min_steps=experiment["min_steps"], batch_basis_tokens=experiment.get("batch_basis_tokens"))
     record.update((k, v) for k, v in details.items() if v is not None)
     record["finished"] = now_iso()
     return record
@@ -98,3 +106,41 @@ def planned_record(experiment: Mapping, *, status: str, trainer: str, flops_conv
         history=history,
         **details,
     )
+
+
+def record_steps(record: Mapping) -> int | None:
+    """The optimizer steps a run record says it trained: its ``steps``, or, for a record without them,
+    ``ceil(tokens / (batch_size x units per example))`` (an image is one unit; a text window its ``seq_len``
+    tokens, from the record's dataset or model); None when the record does not tell (a mock run's, one
+    trained elsewhere)."""
+    steps = record.get("steps")
+    if isinstance(steps, (int, float)) and not isinstance(steps, bool):
+        return int(steps)
+    tokens, batch = record.get("tokens"), record.get("batch_size")
+    if not tokens or not batch:
+        return None
+    if record.get("data_unit", "tokens") != "tokens":
+        per_example = 1
+    else:
+        per_example = ((record.get("dataset") or {}).get("seq_len")
+                       or ((record.get("model") or {}).get("kwargs") or {}).get("seq_len"))
+    if not isinstance(per_example, int) or per_example <= 0:
+        return None
+    return math.ceil(float(tokens) / (int(batch) * per_example))
+
+
+def short_runs(records: Iterable[Mapping], min_steps: int | None = None) -> list[tuple[str, int]]:
+    """``[(id, steps)]`` of the completed runs among ``records`` (``runs/<id>.json`` dicts) that trained
+    fewer than ``min_steps`` optimizer steps (default :data:`flops_fit.planning.MIN_STEPS`, grid.min_steps'
+    default; 0: none), in the order given. Records whose steps are unknown (:func:`record_steps`) are
+    skipped. Such runs end before their loss settles at their schedule's end and bend the fits
+    (docs/short-runs.md)."""
+    threshold = MIN_STEPS if min_steps is None else int(min_steps)
+    out = []
+    for r in records:
+        if r.get("status") != "completed":
+            continue
+        steps = record_steps(r)
+        if steps is not None and steps < threshold:
+            out.append((str(r["id"]), steps))
+    return out

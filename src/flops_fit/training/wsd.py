@@ -86,6 +86,10 @@ def branches_of(runs: list[Mapping], data, trainer: Mapping | TrainerConfig, dev
         every = sched.eval_every
         evals = frozenset(s for s in range(every, sched.decay_start + 1, every) if s < sched.steps)
         out.append(Branch(dict(exp), sched, evals))
+    batches = {b.sched.batch_size for b in out}
+    if len(batches) > 1:
+        raise FlopsFitError(f"the runs of trunk {runs[0].get('trunk')} train with different batches ({sorted(batches)}); "
+                            f"their batch_basis_tokens must agree (re-run ff-plan)")
     warmups = {b.sched.warmup for b in out}
     if len(warmups) > 1:
         raise FlopsFitError(f"the runs of trunk {runs[0].get('trunk')} warm up differently ({sorted(warmups)} steps); "
@@ -99,7 +103,9 @@ def trunk_experiment(trunk: str, branches: list[Branch]) -> dict:
     per_batch = branches[0].sched.per_batch
     return {"id": trunk, "size": first.get("size"), "params": first.get("params"), "schedule": "constant",
             "tokens": max(b.decay_start for b in branches) * per_batch,
-            "warmup_basis_tokens": first.get("warmup_basis_tokens"), "eval_basis_tokens": first.get("eval_basis_tokens")}
+            "warmup_basis_tokens": first.get("warmup_basis_tokens"), "eval_basis_tokens": first.get("eval_basis_tokens"),
+            # the branches' batch (grid.min_steps: one for the budgets sharing this trunk, batch_basis_tokens)
+            "min_steps": first.get("min_steps"), "batch_basis_tokens": first.get("batch_basis_tokens")}
 
 
 def train_trunk(
@@ -167,7 +173,7 @@ def _trunk_steps(run: Setup, state: RunState, segment: Segment, bar: _Bar, serve
                 _branch_out(run, state, segment, at[state.step], sink, branch_checkpoint)
         while state.step < stop:
             set_lr(run.optimizer, sched.lr_factor(state.step, cfg.min_lr_ratio))
-            x, y = run.rt.to_device(*run.data.train_batch(cfg.batch_size, run.generator))
+            x, y = run.rt.to_device(*run.data.train_batch(sched.batch_size, run.generator))
             loss = train_step(run.step_model, run.optimizer, run.scaler, run.loss_fn, x, y, run.rt, params,
                               cfg.grad_clip)
             state.step += 1
