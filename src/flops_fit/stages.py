@@ -32,7 +32,10 @@ def check(stage: str, cfg: Mapping[str, Any]) -> dict:
         from flops_fit.planning import Grid, check_budgets
 
         Grid(**dict(cfg["grid"])).validate()
-        if not cfg.get("refine_from"):
+        if cfg.get("refine_from") and cfg.get("forecast_from"):
+            raise FlopsFitError("refine_from= and forecast_from= plan different things (a re-centred sweep, a check of "
+                                "a forecast): give one")
+        if not cfg.get("refine_from") and not cfg.get("forecast_from"):
             check_budgets((cfg.get("budgets") or {}).get("values"))
         rng = (cfg.get("model") or {}).get("size_range")
         if rng is not None and (len(rng) != 2 or int(rng[0]) < 1 or int(rng[1]) < int(rng[0])):
@@ -86,6 +89,22 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
         model = ModelSpec.from_config({**source_plan["model"], "_target_": source_plan["model"]["target"]})
         dataset = dict(source_plan.get("dataset") or {})
         flops = source_plan.get("flops_convention", "6nd")
+    elif cfg.get("forecast_from"):
+        # an IsoFLOP at forecast_factor x the sweep's largest budget, around its pre-registered forecast, with
+        # the sweep's model (or the Python API's same objects), data, FLOPs convention and schedule
+        from flops_fit.checks import plan_inputs
+
+        source_plan, check_budget, centre, forecast_block = plan_inputs(cfg["forecast_from"],
+                                                                        float(cfg["forecast_factor"]))
+        budgets, centres = [check_budget], {check_budget: centre}
+        if model is None:
+            model = ModelSpec.from_config({**source_plan["model"], "_target_": source_plan["model"]["target"]})
+            dataset = dict(source_plan.get("dataset") or {})
+        else:
+            dataset = cfg["dataset"]
+        flops = source_plan.get("flops_convention", "6nd")
+        cfg["schedule"] = (source_plan.get("schedule") or {}).get("name", cfg["schedule"])
+        cfg["cooldown_frac"] = (source_plan.get("schedule") or {}).get("cooldown_frac", cfg["cooldown_frac"])
     elif model is not None:
         budgets = check_budgets((cfg.get("budgets") or {}).get("values"))
         dataset = cfg["dataset"]
@@ -106,9 +125,12 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
                        data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"],
                        schedule=str(cfg["schedule"]), cooldown_frac=float(cfg["cooldown_frac"]),
                        units_per_example=per_example)
-    result["budgets_name"] = "refined" if cfg.get("refine_from") else (cfg.get("budgets") or {}).get("name", "custom")
+    result["budgets_name"] = ("refined" if cfg.get("refine_from") else "forecast check" if cfg.get("forecast_from")
+                              else (cfg.get("budgets") or {}).get("name", "custom"))
     if cfg.get("refine_from"):
         result["refined_from"] = str(cfg["refine_from"])
+    if cfg.get("forecast_from"):
+        result["forecast_check"] = forecast_block
     if rd.has_plan():
         _refuse_orphaning_completed_runs(rd, result, force=bool(cfg["force"]))
     _record_config(rd, "plan", cfg)
@@ -207,7 +229,12 @@ def train(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None, loss_f
 
     cfg = check("train", cfg)
     rd = RunDir(cfg["run_dir"])
-    rd.read_plan()  # fail early, before anything is written, when there is no plan
+    plan = rd.read_plan()  # fail early, before anything is written, when there is no plan
+    if plan.get("forecast_check"):
+        from flops_fit.checks import refuse_other_trainer
+        from flops_fit.training.config import TrainerConfig
+
+        refuse_other_trainer(plan, TrainerConfig.from_mapping(cfg["trainer"]), bool(cfg["allow_mismatch"]))
     if distributed.launches_workers(cfg["trainer"]):
         n = distributed.devices_of(cfg["trainer"])
         raise FlopsFitError(f"trainer.devices={n} needs {n} worker processes: use `ff-train ... trainer.devices={n}` "
@@ -251,8 +278,9 @@ def load_runs(rd: RunDir) -> tuple[list[dict], dict]:
 
 
 def analyze(cfg: Mapping[str, Any]) -> dict:
-    """ff-analyze: fit the scaling laws to the runs (or to an external CSV/JSONL) -> analysis.json."""
-    from flops_fit.analysis import load_external, run_analysis
+    """ff-analyze: fit the scaling laws to the runs (or to an external CSV/JSONL) -> analysis.json; a forecast
+    check's run_dir (plan.json with ``forecast_check``): score its registered forecasts."""
+    from flops_fit.analysis import load_external
 
     cfg = check("analyze", cfg)
     rd = RunDir(cfg["run_dir"])
@@ -260,7 +288,28 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
         runs, plan = load_external(cfg["input"]), None
     else:
         runs, plan = load_runs(rd)
-    result = run_analysis(
+    if plan and plan.get("forecast_check"):
+        from flops_fit.analysis.forecast_check import analyze_check
+
+        result = analyze_check(plan["forecast_check"], runs, plan=plan, seed=int(cfg["seed"]))
+    else:
+        result = _analyze_sweep(runs, plan, cfg)
+    if cfg.get("input"):
+        result["input"] = str(cfg["input"])
+    # every run the analysis saw, so ff-plot and readers need nothing but analysis.json
+    result["points"] = [
+        {k: r.get(k) for k in ("id", "status", "budget", "params", "non_embedding_params", "tokens", "flops", "loss")}
+        for r in runs
+    ]
+    _record_config(rd, "analyze", cfg)
+    rd.write_analysis(result)
+    return rd.read_analysis()
+
+
+def _analyze_sweep(runs, plan, cfg) -> dict:
+    from flops_fit.analysis import run_analysis
+
+    return run_analysis(
         runs,
         plan=plan,
         params_kind=cfg["params"],
@@ -276,16 +325,6 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
         table_source=cfg["table_source"],
         progress=not cfg["quiet"],
     )
-    if cfg.get("input"):
-        result["input"] = str(cfg["input"])
-    # every run the analysis saw, so ff-plot and readers need nothing but analysis.json
-    result["points"] = [
-        {k: r.get(k) for k in ("id", "status", "budget", "params", "non_embedding_params", "tokens", "flops", "loss")}
-        for r in runs
-    ]
-    _record_config(rd, "analyze", cfg)
-    rd.write_analysis(result)
-    return rd.read_analysis()
 
 
 def plot(cfg: Mapping[str, Any], *, keep_figures: bool = False) -> dict:
