@@ -191,3 +191,23 @@ def test_a_check_refuses_to_train_otherwise_than_its_sweep():
     with pytest.raises(FlopsFitError, match=r"trainer.lr=0.008.*pass trainer.lr=0.008"):
         refuse_other_trainer(plan, other, allow_mismatch=False)
     refuse_other_trainer(plan, other, allow_mismatch=True)
+
+
+def test_runs_under_min_steps_are_flagged_with_how_far_they_move_the_answer():
+    runs = sweep(TRUTH, budgets=BUDGETS, points=7, noise=0.003, seed=3)
+    for i, r in enumerate(runs):
+        r["id"], r["status"] = f"r{i}", "completed"
+        r["steps"] = 500
+    # the largest budget's largest models trained 30-60 steps, and their losses came out 3% high
+    top = [r for r in runs if r["budget"] == max(BUDGETS)][-3:]
+    for r, steps in zip(top, (60, 45, 30)):
+        r["steps"], r["loss"] = steps, r["loss"] * 1.03
+    out = run_analysis(runs, n_bootstrap=0, plan={"grid": {"min_steps": 100}})
+    sr = out["short_runs"]
+    assert [x["steps"] for x in sr["runs"]] == [60, 45, 30] and sr["min_steps"] == 100
+    assert sr["params_shift"] is not None and abs(sr["params_shift"]) > 0.01
+    d = next(d for d in out["diagnostics"] if d["code"] == "short_runs")
+    assert "3 run(s) trained fewer than 100 optimizer steps" in d["message"] and "moves" in d["message"]
+    assert "short" in " ".join(out["verdict"]["reasons"])
+    clean = run_analysis([r for r in runs if r not in top], n_bootstrap=0, plan={"grid": {"min_steps": 100}})
+    assert "short_runs" not in clean

@@ -60,6 +60,7 @@ class Analysis:
     diagnostics: Diagnostics
     holdout: Holdout | None = None
     backtest: Backtest | None = None
+    short_runs: dict | None = None
     selection: ModelSelection | None = None
     explanation: dict | None = None
 
@@ -95,6 +96,8 @@ class Analysis:
         }
         if self.holdout is not None:
             out["holdout"] = self.holdout.to_json()
+        if self.short_runs is not None:
+            out["short_runs"] = self.short_runs
         out["verdict"] = verdict(out)
         return out
 
@@ -118,11 +121,12 @@ def check_options(*, ci, n_bootstrap, holdout, huber_delta, objective="sse", eng
 
 def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=0, ci=0.95, holdout=0,
                  table_budgets=(), table_max_budget=1e24, huber_delta=1e-3, objective="sse", engine="vp",
-                 table_source="auto", progress=False) -> Analysis:
+                 table_source="auto", progress=False, check_short=True) -> Analysis:
     """Fit approaches 1-3 and the loss frontier to ``runs``; return the typed :class:`Analysis`.
 
     ``objective``/``engine``: approach 3's objective and optimiser (see parametric_approach);
-    ``table_source``: the approach the table follows ("auto": see table.AUTO_ORDER)."""
+    ``table_source``: the approach the table follows ("auto": see table.AUTO_ORDER); ``check_short``: flag
+    the runs trained for too few optimizer steps and say how much they move the answer."""
     check_options(ci=ci, n_bootstrap=n_bootstrap, holdout=holdout, huber_delta=huber_delta, objective=objective,
                   engine=engine, table_source=table_source)
     ci, B, seed = float(ci), int(n_bootstrap), int(seed)
@@ -165,12 +169,53 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
         diags.add("error", "no_table", "no approach produced a fit, so there is no compute-optimal table")
     agreement = compare_approaches(fits, ci, diags, budget=max(tb) if tb else None)
     explanation = explain(sweep, fits, selection)
+    shorts = _short_runs_effect(runs, plan, table, dict(
+        params_kind=params_kind, seed=seed, ci=ci, table_budgets=table_budgets, table_max_budget=table_max_budget,
+        huber_delta=huber_delta, objective=objective, engine=engine, table_source=table_source), diags) \
+        if check_short else None
     hold = (holdout_check(int(holdout), sweep, iso, diags, huber_delta=huber_delta, objective=objective, engine=engine,
                           isovp=isovp) if int(holdout) > 0 else None)
     return Analysis(sweep=sweep, n_bootstrap=B, seed=seed, ci=ci, isoflop=iso, isoflop_vp=isovp, parametric=par,
                     envelope=env, selection=selection, explanation=explanation,
                     loss_vs_compute=lvc, table=table, agreement=agreement, diagnostics=diags, holdout=hold,
-                    backtest=bt)
+                    backtest=bt, short_runs=shorts)
+
+
+def _short_runs_effect(runs, plan, table, options: dict, diags: Diagnostics) -> dict | None:
+    """The completed runs trained for fewer optimizer steps than the plan's grid.min_steps (else 100), and how
+    far the table's answer at 4x the largest budget moves without them (a refit, no bootstrap)."""
+    from flops_fit.planning import MIN_STEPS
+    from flops_fit.training.record import short_runs
+    from flops_fit.analysis.verdict import FORECAST_FACTOR
+
+    rule = ((plan or {}).get("grid") or {}).get("min_steps") or MIN_STEPS
+    flagged = short_runs([r for r in runs if isinstance(r, dict)], int(rule))
+    if not flagged:
+        return None
+    out = {"min_steps": int(rule), "runs": [{"id": i, "steps": n} for i, n in flagged], "budget": None,
+           "params_shift": None, "loss_shift": None}
+    ids = {i for i, _ in flagged}
+    msg = (f"{len(flagged)} run(s) trained fewer than {rule} optimizer steps ("
+           + ", ".join(f"{i}: {n}" for i, n in flagged[:6]) + (" ..." if len(flagged) > 6 else "") + ")")
+    if table.model is not None:
+        budget = FORECAST_FACTOR * float(table.model.sweep_max)
+        here = table.model.rows([budget])[0]
+        try:
+            rest = analyze_runs([r for r in runs if r.get("id") not in ids], plan=plan, n_bootstrap=0, holdout=0,
+                                check_short=False, **options)
+        except FlopsFitError:
+            rest = None
+        if rest is not None and rest.table.model is not None:
+            there = rest.table.model.rows([budget])[0]
+            out.update(budget=budget, params_shift=there["params"] / here["params"] - 1.0,
+                       loss_shift=(there["loss"] / here["loss"] - 1.0) if (there["loss"] and here["loss"]) else None)
+            msg += (f"; without them the table's N_opt at {budget:.2g} FLOPs moves {out['params_shift']:+.0%}"
+                    + (f" and its loss {out['loss_shift']:+.2%}" if out["loss_shift"] is not None else ""))
+        else:
+            msg += "; without them no approach fits"
+    diags.add("warning", "short_runs", msg + ": short runs end before their loss settles and bend the fits; "
+              "re-plan with grid.min_steps (docs/short-runs.md)")
+    return out
 
 
 def run_analysis(runs, **options) -> dict:

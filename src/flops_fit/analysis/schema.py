@@ -64,6 +64,8 @@ SCHEMA: dict = {
                                     "parametric": {"kind": None, **_SURFACE, "replicates": _SURFACE}},
                     "planned": None, "forecast_error": {"params": None, "loss": None, "ahead": None, "raw_params": None},
                     "sweep_max": None},
+    "short_runs": {"min_steps": None, "runs": [{"id": None, "steps": None}], "budget": None, "params_shift": None,
+                   "loss_shift": None},
     "verdict": {"budget": None, "factor": None, "params": None, "tokens": None, "loss": None, "params_interval": _CI,
                 "tokens_interval": _CI, "loss_interval": _CI, "source": None, "loss_source": None, "trust": None,
                 "reasons": None},

@@ -54,9 +54,15 @@ def verdict(analysis: Mapping) -> dict | None:
         reasons.append(f"not backtested ({bt.get('reason') or 'no backtest'})")
     if width is not None:
         reasons.append(f"the {int(round(100 * float(tm.get('ci', 0.95))))}% interval spans {width:.1f}x")
+    sr = analysis.get("short_runs") or {}
     for f in flags:
-        reasons.append({"short_runs": "some runs trained too few steps to measure (see diagnostics)",
-                        "isoflop_edge": "some IsoFLOP minima lie at the edge of their grids (see diagnostics)"}[f])
+        if f == "short_runs" and sr.get("runs"):
+            moved = (f"; without them N_opt moves {fmt_percent(sr['params_shift'], 0)}"
+                     if sr.get("params_shift") is not None else "")
+            reasons.append(f"{len(sr['runs'])} run(s) trained under {sr['min_steps']} optimizer steps, too short to "
+                           f"measure{moved}")
+        elif f == "isoflop_edge":
+            reasons.append("some IsoFLOP minima lie at the edge of their grids (see diagnostics)")
 
     def within(t):
         return (bt.get("status") == "ok" and err.get("params") is not None and err["params"] <= t["params"]
