@@ -14,10 +14,11 @@ trains one constant-LR trunk, and each of its runs is a cooldown branched from i
 counts the trunks once.
 
 ``grid.min_steps`` (default :data:`MIN_STEPS`) gives every run at least that many optimizer steps
-(docs/short-runs.md). The runs of one budget train with one batch: ``trainer.batch_size`` examples per
-step, or the largest power of two below it that still gives the budget's shortest run ``min_steps`` steps
-(:func:`batch_limit`, :func:`run_batch_size`); in a WSD sweep budgets that share a trunk share the batch
-(:func:`batch_groups`). Each plan entry records the rule (``min_steps``), the tokens its batch is chosen for
+(docs/short-runs.md). Every run of the sweep trains with one batch: ``trainer.batch_size`` examples per
+step, or the largest power of two below it that still gives the sweep's shortest run ``min_steps`` steps
+(:func:`batch_limit`, :func:`run_batch_size`). One batch, not one per budget: a batch that changes with the
+budget changes the loss along the compute axis and bends the fitted exponents (the demo's a fell from 0.46 at
+one batch to 0.28 with a batch per budget). Each plan entry records the rule (``min_steps``), the tokens its batch is chosen for
 (``batch_basis_tokens``) and, where the data's units per example are known (text: ``dataset.seq_len``;
 images: 1), the batch it allows (``max_batch_size``). ``min_steps`` 0 or null turns the rule off.
 """
@@ -149,6 +150,7 @@ def make_plan(
     schedule: str = "cosine",
     cooldown_frac: float = COOLDOWN_FRAC,
     units_per_example: int | None = None,
+    batch_basis: float | None = None,
 ) -> dict:
     """Lay out the IsoFLOP sweep. Returns the body of ``plan.json``.
 
@@ -157,6 +159,8 @@ def make_plan(
     ``samples``, ``images``) when the data says so; otherwise the model's ``data_unit``.
     ``schedule``: ``cosine`` (every run trained alone) or ``wsd`` (sizes shared across budgets,
     one trunk per size, each run a cooldown of ``cooldown_frac`` of its steps branched from it).
+    ``batch_basis``: the data units grid.min_steps chooses the sweep's batch for (default: the sweep's shortest
+    run; a forecast check passes its source sweep's, so that it trains with the sweep's batch).
     ``units_per_example``: data units per example (a text window's tokens, 1 image) when the caller knows
     them; otherwise read from ``dataset`` where it says (:func:`dataset_units_per_example`). With them and
     ``grid.min_steps`` each entry records the batch the rule allows (``max_batch_size``).
@@ -259,7 +263,7 @@ def make_plan(
         _branch_from_trunks(experiments, model.size_param, cooldown_frac)
     per_example = units_per_example or dataset_units_per_example(dataset)
     if grid.min_steps:
-        warnings += _apply_min_steps(experiments, int(grid.min_steps), per_example, data_unit)
+        warnings += _apply_min_steps(experiments, int(grid.min_steps), per_example, data_unit, batch_basis)
     return {
         "model": model.describe(),
         "dataset": dict(dataset or {}),
@@ -301,9 +305,8 @@ def run_batch_size(cap: int, limit: int | None, multiple: int = 1) -> int:
 
 
 def batch_basis_tokens(experiment: Mapping) -> float:
-    """The data units a run's batch is chosen for: the shortest run's of its batch group (its budget, and in a
-    WSD sweep the budgets that share a trunk with it: :func:`batch_groups`), recorded in its plan entry; its
-    own where the entry does not say."""
+    """The data units a run's batch is chosen for: the sweep's shortest run's (or, in a forecast check, its
+    source sweep's), recorded in its plan entry; its own where the entry does not say."""
     return float(experiment.get("batch_basis_tokens") or experiment["tokens"])
 
 
@@ -325,42 +328,15 @@ def units_per_example_of(data) -> int | None:
     return one if one > 0 and two == 2 * one else None
 
 
-def batch_groups(experiments: Sequence[Mapping]) -> list[list[Mapping]]:
-    """The runs that train with one batch under grid.min_steps: those of one budget (an IsoFLOP curve compares
-    sizes trained alike), joined, in a WSD sweep, with every budget that shares a trunk with them (a trunk is
-    one trajectory). In order of first appearance."""
-    parent = list(range(len(experiments)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict = {}
-    for i, e in enumerate(experiments):
-        for key in (("budget", e["budget"]), ("trunk", e.get("trunk"))):
-            if key[1] is None:
-                continue
-            if key in first:
-                parent[root(i)] = root(first[key])
-            else:
-                first[key] = i
-    groups: dict[int, list[Mapping]] = {}
-    for i, e in enumerate(experiments):
-        groups.setdefault(root(i), []).append(e)
-    return list(groups.values())
-
-
-def _apply_min_steps(experiments: list[dict], min_steps: int, per_example: int | None, data_unit: str) -> list[str]:
-    """Record grid.min_steps in every entry (in place), each entry's ``batch_basis_tokens`` (its batch group's
-    shortest run: :func:`batch_groups`) and, with ``per_example``, the batch the rule allows; returns the
+def _apply_min_steps(experiments: list[dict], min_steps: int, per_example: int | None, data_unit: str,
+                     basis: float | None = None) -> list[str]:
+    """Record grid.min_steps in every entry (in place), its ``batch_basis_tokens`` (the sweep's shortest run, or
+    ``basis``: one batch for the whole sweep) and, with ``per_example``, the batch the rule allows; returns the
     warning for runs that cannot reach ``min_steps`` steps even one example a step."""
     short = []
-    for group in batch_groups(experiments):
-        shortest = min(x["tokens"] for x in group)
-        for e in group:
-            e["batch_basis_tokens"] = shortest
+    shortest = float(basis) if basis else min(x["tokens"] for x in experiments)
+    for e in experiments:
+        e["batch_basis_tokens"] = shortest
     for e in experiments:
         e["min_steps"] = min_steps
         if per_example:

@@ -103,6 +103,10 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
         else:
             dataset = cfg["dataset"]
         flops = source_plan.get("flops_convention", "6nd")
+        # the sweep's batch: its grid.min_steps rule on its own shortest run
+        grid.min_steps = (source_plan.get("grid") or {}).get("min_steps", 0) or 0
+        batch_basis = min((float(e["batch_basis_tokens"]) for e in source_plan["experiments"]
+                           if e.get("batch_basis_tokens")), default=None)
         cfg["schedule"] = (source_plan.get("schedule") or {}).get("name", cfg["schedule"])
         cfg["cooldown_frac"] = (source_plan.get("schedule") or {}).get("cooldown_frac", cfg["cooldown_frac"])
     elif model is not None:
@@ -121,10 +125,12 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
         flops = cfg["flops"]
     # a Python data object's units per example (grid.min_steps' batches); a config's are read from it
     per_example = units_per_example_of(data) if data is not None and dataset.get("kind") == "python" else None
+    if not cfg.get("forecast_from"):
+        batch_basis = None
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
                        data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"],
                        schedule=str(cfg["schedule"]), cooldown_frac=float(cfg["cooldown_frac"]),
-                       units_per_example=per_example)
+                       units_per_example=per_example, batch_basis=batch_basis)
     result["budgets_name"] = ("refined" if cfg.get("refine_from") else "forecast check" if cfg.get("forecast_from")
                               else (cfg.get("budgets") or {}).get("name", "custom"))
     if cfg.get("refine_from"):

@@ -460,9 +460,8 @@ class Schedule:
 
 def run_batch(experiment: Mapping, data, cfg: TrainerConfig, workers: int = 1) -> int:
     """Examples per optimizer step of ``experiment``'s run: ``trainer.batch_size``, or, when its plan entry
-    sets ``min_steps`` (grid.min_steps), the largest power of two below it that still gives the shortest run
-    of its budget (``batch_basis_tokens``: planning.batch_groups) that many steps (planning.batch_limit), a
-    multiple of ``workers``."""
+    sets ``min_steps`` (grid.min_steps), the largest power of two below it that still gives the sweep's shortest
+    run (``batch_basis_tokens``) that many steps (planning.batch_limit), a multiple of ``workers``."""
     min_steps = experiment.get("min_steps")
     if not min_steps:
         return cfg.batch_size
