@@ -162,7 +162,7 @@ def test_without_units_per_example_the_plan_records_the_rule_and_ff_train_picks_
     shortest = min(e["tokens"] for e in plan["experiments"])  # ff-train chooses the budget's batch for it
     assert all(e["min_steps"] == 100 and e["batch_basis_tokens"] == shortest and "max_batch_size" not in e
                for e in plan["experiments"])
-    assert "ff-train picks each budget's batch" in format_plan(plan)
+    assert "ff-train picks the sweep's batch" in format_plan(plan)
     images = make_plan(USER_MODEL, [1e10], grid=Grid(points=3), dataset={"kind": "image"})
     assert images["units_per_example"] == 1
 

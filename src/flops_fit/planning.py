@@ -520,8 +520,8 @@ def format_plan(plan: Mapping) -> str:
             lines.append(f"schedule cosine: sweep {sci(sweep)} FLOPs = the runs' budgets, {sci(runs)} FLOPs")
     rule = (plan.get("grid") or {}).get("min_steps")
     if rule:
-        how = ("a budget's runs train min(trainer.batch_size, batch<=) examples a step, each run steps>= steps or more"
-               if batches else "ff-train picks each budget's batch from the data's units per example")
+        how = ("every run trains min(trainer.batch_size, batch<=) examples a step (one batch for the sweep), "
+               "steps>= steps or more" if batches else "ff-train picks the sweep's batch from the data's units per example")
         lines.append(f"grid.min_steps={rule}: {how}; every run {rule} or more where its data allows (docs/short-runs.md)")
     for w in plan.get("warnings", []):
         lines.append(f"warning: {w}")
