@@ -143,6 +143,11 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
                               progress=progress)
     env = envelope_approach(sweep, counts, ci, diags)
     lvc = frontier_approach(iso, env, ci, bootstrap=B > 0)
+    if lvc.ok and lvc.E < 1e-6 * min(p["loss"] for p in lvc.points):
+        diags.add("warning", "frontier_unidentified",
+                  f"the loss frontier L*(C) = E + A C^-gamma put E at 0: its {len(lvc.points)} points do not identify "
+                  f"the irreducible loss, so beyond the sweep it falls as a pure power law and its loss forecast runs "
+                  f"low; more budgets pin it (docs/forecasts.md)")
     fits = {"isoflop": iso, "isoflop_vp": isovp, "parametric": par, "envelope": env, "loss_vs_compute": lvc}
 
     planned = [float(b) for b in (plan or {}).get("budgets", [])] if plan else []

@@ -6,7 +6,8 @@ for the backtest's forecast error. How far to trust it comes from checks the ana
 
 - the backtest (backtest.py): how far the table's approach missed the sweep's own larger budgets;
 - the width of the interval at that budget;
-- runs too short to measure (``short_runs``) and IsoFLOP minima outside their grids (``isoflop_edge``).
+- runs too short to measure (``short_runs``), IsoFLOP minima outside their grids (``isoflop_edge``) and a
+  loss frontier whose floor E the budgets do not pin (``frontier_unidentified``).
 
 Levels: ``good`` (backtest error under 15% in N_opt and 1% in loss, interval within 2x, no flags),
 ``fair`` (under 35% and 2%, within 4x), ``poor`` (worse), ``unchecked`` (too few budgets to backtest).
@@ -22,7 +23,7 @@ from flops_fit.units import fmt_flops, fmt_interval, fmt_params, fmt_percent, fm
 FORECAST_FACTOR = 4.0  # the next budget: this x the sweep's largest (the forecast check's default too)
 GOOD = {"params": 0.15, "loss": 0.01, "width": 2.0}
 FAIR = {"params": 0.35, "loss": 0.02, "width": 4.0}
-FLAGS = ("short_runs", "isoflop_edge")
+FLAGS = ("short_runs", "isoflop_edge", "frontier_unidentified")
 
 
 def _width(iv) -> float | None:
@@ -63,6 +64,8 @@ def verdict(analysis: Mapping) -> dict | None:
                            f"measure{moved}")
         elif f == "isoflop_edge":
             reasons.append("some IsoFLOP minima lie at the edge of their grids (see diagnostics)")
+        elif f == "frontier_unidentified":
+            reasons.append("too few budgets to pin the loss frontier's floor: the loss forecast may run low")
 
     def within(t):
         return (bt.get("status") == "ok" and err.get("params") is not None and err["params"] <= t["params"]
