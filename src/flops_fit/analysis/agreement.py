@@ -185,23 +185,10 @@ def explanation_lines(ex: dict | None) -> list[str]:
         verdict = ("do not share one surface" if sv["chosen"] == "isoflop_vp" else "are consistent with one surface")
         lines.append(
             f"One global surface fits each budget's runs with RMSE {min(rs):.3g}-{max(rs):.3g}; a curve per budget "
-            f"with {min(rc):.3g}-{max(rc):.3g}. The budgets {verdict} (F-test p = {sv['p_value']:.2g}); the table "
-            f"follows {'the per-budget curves' if sv['chosen'] == 'isoflop_vp' else 'the global surface'}.")
+            f"with {min(rc):.3g}-{max(rc):.3g}. The budgets {verdict} (F-test p = {sv['p_value']:.2g}), so the "
+            f"table's default is {'the per-budget curves' if sv['chosen'] == 'isoflop_vp' else 'the global surface'}"
+            f" (the backtest may choose another: see its line).")
     return lines
 
 
-def model_range(fits: dict, C) -> tuple[np.ndarray, np.ndarray] | None:
-    """(min, max) over the successful approaches of N_opt at budgets C (their model spread)."""
-    vals = []
-    for name in APPROACHES:
-        f = fits.get(name)
-        if f is not None and f.ok and f.a is not None:
-            N, _ = f.allocation(np.asarray(C, dtype=float))
-            vals.append(np.asarray(N, dtype=float))
-    if len(vals) < 2:
-        return None
-    V = np.vstack(vals)
-    return V.min(axis=0), V.max(axis=0)
-
-
-__all__ = ["compare_approaches", "explain", "explanation_lines", "model_range"]
+__all__ = ["compare_approaches", "explain", "explanation_lines"]

@@ -8,8 +8,9 @@ F-test of the extra fit the per-budget curves buy says whether one surface is en
 with least squares on L for both, on the runs of the IsoFLOP budgets (tokens taken as C / 6N
 along each budget, so the surface is exactly the tied version of the curves). When the surface is not
 rejected (p >= 0.001) it is the better estimate (5 parameters, not 3G + 2); when it is, the
-budgets do not share one surface (warmup, schedules, under-training...) and the table follows
-the per-budget curves.
+budgets do not share one surface (warmup, schedules, under-training...) and the per-budget curves
+are. The choice is the table's default: the backtest (backtest.py) follows another approach when it
+forecast the sweep's own larger budgets clearly better.
 """
 
 from __future__ import annotations
