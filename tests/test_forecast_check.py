@@ -211,3 +211,23 @@ def test_runs_under_min_steps_are_flagged_with_how_far_they_move_the_answer():
     assert "short" in " ".join(out["verdict"]["reasons"])
     clean = run_analysis([r for r in runs if r not in top], n_bootstrap=0, plan={"grid": {"min_steps": 100}})
     assert "short_runs" not in clean
+
+
+def test_result_check_forecast_trains_the_same_objects_and_scores_the_forecast(tmp_path):
+    """From a notebook: find_optimal(model_cls=...) then result.check_forecast(): the check's plan registers the
+    forecast, trains the user's own model class as the sweep did (here the mock trainer), and scores it."""
+    import flops_fit
+    from tests.test_api_objects import Classifier, _blobs
+    from torch.utils.data import TensorDataset
+
+    result = flops_fit.find_optimal(model_cls=Classifier, model_size_param="width", dataset=TensorDataset(*_blobs()),
+                                    compute_budgets=[1e6, 3e6, 1e7, 3e7], mode="mock", output_dir=tmp_path / "run",
+                                    size_range=[2, 512], points=5, bootstrap=50, plot=False)
+    check = result.check_forecast(factor=4, points=5, plot=False)
+    fc = check.forecast_check
+    assert check.run_dir == str(tmp_path / "run" / "forecast_check_4x")
+    assert fc["budget"] == pytest.approx(1.2e8) and fc["n_runs"] >= 4
+    assert fc["forecasts"][0]["params"] == pytest.approx(result.predict(1.2e8)["params"], rel=1e-9)
+    assert fc["realised"]["interior"] and fc["forecasts"][0]["params_ratio"] is not None
+    with pytest.raises(FlopsFitError, match="forecast check already"):
+        check.check_forecast()

@@ -100,7 +100,7 @@ class Result:
         """A Markdown table: budget, N_opt, D_opt, tokens per parameter and loss, with intervals.
 
         ``budgets``: the FLOP budgets to show (default: the analysis's table rows); budgets not in
-        the table are predicted from the table's fit, without intervals.
+        the table are computed the same way, intervals included.
         """
         from flops_fit.analysis.summary import markdown_table, no_table_message
 
@@ -115,7 +115,8 @@ class Result:
         return "\n".join(summary_lines(self.analysis))
 
     def predict(self, budget: float) -> dict:
-        """Compute-optimal params, tokens and loss at ``budget`` FLOPs (from the table's source fit)."""
+        """The table's row at ``budget`` FLOPs, on the table or off it: params, tokens, loss and their intervals
+        (``*_ci``: the bootstrap's; ``*_ci_with_model``: what the table prints, with model uncertainty)."""
         from flops_fit.analysis import predict
 
         return predict(self.analysis, float(budget))

@@ -226,7 +226,7 @@ def markdown_table(analysis: Mapping, budgets=None) -> str:
 
     ``budgets``: the FLOP budgets to show (default: the table's rows up to 100x the largest budget of the
     sweep: further out is an extrapolation to ask for by name). A budget that is not a table row is
-    predicted from the table's fit (:func:`~flops_fit.analysis.predict`), without intervals.
+    computed the same way (:func:`~flops_fit.analysis.predict`), intervals included.
     """
     from flops_fit.analysis.predict import predict
 
@@ -242,12 +242,12 @@ def markdown_table(analysis: Mapping, budgets=None) -> str:
             row = next((r for r in rows if abs(float(r["budget"]) - c) <= 1e-6 * c), None)
             chosen.append(row if row is not None else predict(analysis, c))
         rows = chosen
-    ci = f" ({level:.0%} interval)"
+    ci = f" ({level:.0%} interval, with model uncertainty)"
     out = [f"| budget | N_opt{ci} | D_opt{ci} | {unit}/param | loss{ci} |", "|---|---|---|---|---|"]
     for r in rows:
-        n = f"{human(r['params'])}{_iv(r.get('params_ci'), fmt=human)}" if r.get("params") else "-"
-        d = f"{human(r['tokens'])}{_iv(r.get('tokens_ci'), fmt=human)}" if r.get("tokens") else "-"
+        n = f"{human(r['params'])}{_iv(_wide(r, 'params'), fmt=human)}" if r.get("params") else "-"
+        d = f"{human(r['tokens'])}{_iv(_wide(r, 'tokens'), fmt=human)}" if r.get("tokens") else "-"
         tpp = fmt_float(r.get("tokens_per_param"), 1, "f", missing="-")
-        loss = f"{fmt_float(r.get('loss'), 4, 'f', missing='-')}{_iv(r.get('loss_ci'), 4)}"
+        loss = f"{fmt_float(r.get('loss'), 4, 'f', missing='-')}{_iv(_wide(r, 'loss'), 4)}"
         out.append(f"| {fmt_flops(r['budget'])} | {n} | {d} | {tpp} | {loss} |")
     return "\n".join(out)
