@@ -79,23 +79,58 @@ class ChinchillaLaw:
 
     # ------------------------------------------------------------------ allocation under C = k N D
 
+    # Degenerate fits (a sweep whose loss does not fall with data fits B = 0, one whose loss does not
+    # fall with size A = 0) have no finite allocation: the formulas below then give inf, 0 or nan, never
+    # raise (the fields are taken as float64, whose division by zero numpy answers with inf/nan), and
+    # :meth:`degenerate` says why in one line.
+
     @property
     def a(self):
         """Exponent of N_opt(C) under C = k N D: beta / (alpha + beta)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.beta / (self.alpha + self.beta)
+        al, be = _f(self.alpha), _f(self.beta)
+        with np.errstate(all="ignore"):
+            return _scalar(be / (al + be))
 
     @property
     def b(self):
         """Exponent of D_opt(C) under C = k N D: alpha / (alpha + beta)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.alpha / (self.alpha + self.beta)
+        al, be = _f(self.alpha), _f(self.beta)
+        with np.errstate(all="ignore"):
+            return _scalar(al / (al + be))
 
     @property
     def G(self):
-        """G = (alpha A / (beta B))^(1 / (alpha + beta)): N_opt = G (C/k)^a, D_opt = (C/k)^b / G."""
+        """G = (alpha A / (beta B))^(1 / (alpha + beta)): N_opt = G (C/k)^a, D_opt = (C/k)^b / G.
+
+        inf when B = 0 or beta = 0 (data buys nothing: all compute goes to parameters), 0 when A = 0 or
+        alpha = 0; see :meth:`degenerate`."""
+        A, B, al, be = _f(self.A), _f(self.B), _f(self.alpha), _f(self.beta)
         with np.errstate(all="ignore"):
-            return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+            return _scalar((al * A / (be * B)) ** (1.0 / (al + be)))
+
+    def degenerate(self) -> str | None:
+        """One line saying why this law has no compute-optimal allocation, or None when it has one.
+
+        A scalar law only (an array-valued one answers for its first entry). A term with a zero
+        prefactor or exponent means the loss does not fall along that axis: with B or beta at 0
+        the loss does not improve with data (e.g. a sweep on random tokens), so the optimum puts
+        every FLOP into parameters and N_opt is infinite; with A or alpha at 0, the reverse."""
+        first = {k: float(np.ravel(_f(getattr(self, k)))[0]) for k in FIELDS}
+        if not all(np.isfinite(v) for v in first.values()):
+            bad = ", ".join(f"{k}={v:g}" for k, v in first.items() if not np.isfinite(v))
+            return f"the fitted law has non-finite parameters ({bad})"
+        flat_d = first["B"] <= 0 or first["beta"] <= 0
+        flat_n = first["A"] <= 0 or first["alpha"] <= 0
+        if flat_d and flat_n:
+            return (f"the loss falls neither with data nor with model size (A={first['A']:.3g}, B={first['B']:.3g}): "
+                    f"no compute-optimal allocation exists; check that the data is learnable (not random tokens)")
+        if flat_d:
+            return (f"the loss does not fall with data (B={first['B']:.3g}, beta={first['beta']:.3g}): no "
+                    f"compute-optimal allocation exists; check that the data is learnable (not random tokens)")
+        if flat_n:
+            return (f"the loss does not fall with model size (A={first['A']:.3g}, alpha={first['alpha']:.3g}): "
+                    f"no compute-optimal allocation exists; check that the size parameter changes the model")
+        return None
 
     def n_opt(self, C, flops_per_token_coeff: float = SIX_ND):
         """Compute-optimal parameters at C FLOPs under C = k N D."""
@@ -110,12 +145,12 @@ class ChinchillaLaw:
     def k_N(self, flops_per_token_coeff: float = SIX_ND):
         """Prefactor of N_opt = k_N C^a under C = k N D: G k^-a."""
         with np.errstate(all="ignore"):
-            return self.G * flops_per_token_coeff ** (-self.a)
+            return self.G * _f(flops_per_token_coeff) ** (-self.a)
 
     def k_D(self, flops_per_token_coeff: float = SIX_ND):
         """Prefactor of D_opt = k_D C^b under C = k N D: k^-b / G."""
         with np.errstate(all="ignore"):
-            return flops_per_token_coeff ** (-self.b) / self.G
+            return _f(flops_per_token_coeff) ** (-self.b) / self.G
 
     def allocation(self, C, fpt: Callable | None = None, *, bounds=(1e3, 1e16)):
         """(N_opt, D_opt) at C FLOPs: closed form when ``fpt`` is None (C = 6ND), else the
@@ -123,6 +158,16 @@ class ChinchillaLaw:
         if fpt is None:
             return self.n_opt(C), self.d_opt(C)
         return _numeric_allocation(self, np.asarray(C, dtype=float), fpt, bounds)
+
+
+def _f(v):
+    """A field as float64 (a Python float divides by zero with an exception, numpy with inf/nan)."""
+    return np.asarray(v, dtype=float)
+
+
+def _scalar(v):
+    """A 0-d result as a numpy float scalar (a float); arrays as they are."""
+    return v[()] if isinstance(v, np.ndarray) and v.ndim == 0 else v
 
 
 def _numeric_allocation(law: ChinchillaLaw, C, fpt, bounds):
