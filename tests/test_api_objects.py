@@ -193,8 +193,13 @@ def hidden_count(m):
     return sum(p.numel() for p in m.parameters())
 
 
+def test_a_module_without_num_params_is_counted_by_its_parameters(tmp_path):
+    _objects(tmp_path, model_cls=NoCount, mode="mock")
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert all(e["params"] == N_FEATURES * e["size"] + e["size"] for e in plan["experiments"])
+
+
 @pytest.mark.parametrize("cls, needles", [
-    (NoCount, ["num_params", "NoCount"]),
     (NoSizeParam, ["width", "NoSizeParam"]),
     (FixedSize, ["does not grow", "width"]),
 ])

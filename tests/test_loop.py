@@ -305,7 +305,7 @@ def test_unknown_trainer_key_and_num_workers_are_refused():
 # -- one loss function for training and evaluation ----------------------------------------------------
 
 class TupleGPT(torch.nn.Module):
-    """A model whose forward returns (logits, aux): only a user loss knows what to do with it."""
+    """A model whose forward returns (logits, aux), as transformers models do with return_dict=False."""
 
     def __init__(self):
         super().__init__()
@@ -320,6 +320,13 @@ class TupleGPT(torch.nn.Module):
     def forward(self, x):
         logits = self.inner(x)
         return logits, {"aux": logits.mean()}
+
+
+class DictGPT(TupleGPT):
+    """A model whose forward returns a dict with no 'logits' entry."""
+
+    def forward(self, x):
+        return {"scores": super().forward(x)[0]}
 
 
 def first_output_ce(output, targets, scale=1.0):
@@ -343,9 +350,12 @@ def test_user_loss_for_a_tuple_output_trains_and_evaluates():
     r2 = train_run(experiment(8 * T * 12), model=TupleGPT(), data=ToyText(), trainer=TRAINER, progress=False,
                    loss_fn=first_output_ce)
     assert r2["loss"] == r["loss"]
-    # the default cross-entropy cannot read a tuple: one line saying what to set
+    # the default cross-entropy reads a tuple's first item as the logits (as transformers' return_dict=False)
+    r3 = train_run(experiment(8 * T * 12), model=TupleGPT(), data=ToyText(), trainer=TRAINER, progress=False)
+    assert r3["loss"] == r["loss"]
+    # an output with no logits in it: one line saying what to set
     with pytest.raises(FlopsFitError, match="trainer.loss"):
-        train_run(experiment(8 * T * 2), model=TupleGPT(), data=ToyText(), trainer=TRAINER, progress=False)
+        train_run(experiment(8 * T * 2), model=DictGPT(), data=ToyText(), trainer=TRAINER, progress=False)
 
 
 def test_held_out_loss_is_the_training_loss():

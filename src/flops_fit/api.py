@@ -40,7 +40,7 @@ from flops_fit.errors import FlopsFitError
 MODES = ("mock", "local", "gpu")
 NO_TABLE_WHY = "result.analysis['diagnostics'] says why"  # where a Result without a table keeps the reasons
 _OBJECT_KEYS = ("model_cls", "model_size_param", "model_kwargs", "loss_fn", "compute_budgets", "mode",
-                "output_dir", "eval_dataset", "size_range", "data_unit")
+                "output_dir", "eval_dataset", "size_range", "size_multiple", "tie", "data_unit")
 _CONFIG_KEYS = ("run_dir", "model", "budgets", "trainer", "plan_overrides", "train_overrides", "analyze_overrides")
 
 
@@ -156,6 +156,8 @@ def find_optimal(
     model_kwargs: Mapping[str, Any] | None = None,
     eval_dataset: Any = None,
     size_range: Sequence[int] | None = None,
+    size_multiple: int | None = None,
+    tie: Mapping[str, Any] | None = None,
     data_unit: str | None = None,
     run_dir: str | None = None,
     model: str | Mapping | None = None,
@@ -170,10 +172,15 @@ def find_optimal(
     """Plan, train, analyze (and plot) a scaling-law study; returns a :class:`Result`.
 
     Objects form: ``model_cls`` (a class or any callable taking ``<model_size_param>=<int>`` plus
-    ``model_kwargs`` and returning an ``nn.Module`` with ``num_params()``), ``dataset`` (a torch
+    ``model_kwargs`` and returning an ``nn.Module``: a plain module or a ``transformers`` model, counted
+    by its ``num_params()``, ``num_parameters()`` or its parameters), ``dataset`` (a torch
     ``Dataset``, ``IterableDataset`` or ``DataLoader`` of ``(inputs, targets)``, or a flops-fit data
-    source), optional ``loss_fn(output, targets)``, ``compute_budgets`` in FLOPs and ``mode``.
+    source), optional ``loss_fn(output, targets)`` (default: cross-entropy of the output's logits;
+    ``"model"``: the model's own loss given ``labels=``), ``compute_budgets`` in FLOPs and ``mode``.
     ``size_range=[lo, hi]`` bounds the size parameter (default: found by the planner).
+    ``size_multiple``: every planned size is a multiple of it. ``tie``: other constructor arguments
+    as rules of the size, ``{"num_attention_heads": "size // 64"}`` (an integer formula of ``size``) or
+    ``{"num_attention_heads": lambda size: size // 64}``.
     ``eval_dataset``: held-out data (default: a fixed split no training batch touches).
     ``data_unit``: ``"tokens"`` or ``"samples"`` (default: inferred from one batch).
 
@@ -196,10 +203,11 @@ def find_optimal(
         return _find_optimal_objects(
             model_cls, model_size_param, dataset, loss_fn, compute_budgets, mode or "mock", output_dir, train,
             model_kwargs=model_kwargs, eval_dataset=eval_dataset, size_range=size_range, data_unit=data_unit,
-            plot=plot, options=options)
+            size_multiple=size_multiple, tie=tie, plot=plot, options=options)
     stray = [k for k, v in (("model_size_param", model_size_param), ("loss_fn", loss_fn),
                             ("model_kwargs", model_kwargs), ("eval_dataset", eval_dataset),
-                            ("size_range", size_range), ("data_unit", data_unit)) if v is not None]
+                            ("size_range", size_range), ("size_multiple", size_multiple), ("tie", tie),
+                            ("data_unit", data_unit)) if v is not None]
     if stray:
         raise FlopsFitError(f"find_optimal got {', '.join(stray)}= without model_cls=; pass model_cls=YourModel "
                             f"(the objects form), or use model='...'/dict (the config form)")
@@ -338,7 +346,8 @@ def _as_data_source(dataset: Any, eval_dataset: Any, data_unit: str | None, seed
 
 
 def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budgets, mode, output_dir, train, *,
-                          model_kwargs, eval_dataset, size_range, data_unit, plot, options) -> Result:
+                          model_kwargs, eval_dataset, size_range, data_unit, plot, options, size_multiple=None,
+                          tie=None) -> Result:
     from flops_fit import stages
     from flops_fit.config.compose import compose
     from flops_fit.models import ModelSpec
@@ -351,13 +360,15 @@ def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budge
         raise FlopsFitError("compute_budgets= is required: a list of FLOP budgets, e.g. compute_budgets=[1e11, 3e11, 1e12]")
     if isinstance(compute_budgets, (int, float)):
         compute_budgets = [compute_budgets]
-    if loss_fn is not None and not callable(loss_fn):
-        raise FlopsFitError(f"loss_fn={loss_fn!r} is not callable: give a function loss_fn(output, targets) -> scalar tensor")
+    if loss_fn is not None and not callable(loss_fn) and loss_fn not in ("model", "cross_entropy"):
+        raise FlopsFitError(f"loss_fn={loss_fn!r} is not callable: give a function loss_fn(output, targets) -> scalar tensor, "
+                            f"or 'model' for the model's own loss (given labels=)")
     if dataset is None and mode != "mock":
         raise FlopsFitError(f"mode={mode!r} trains for real and needs dataset=... (a torch Dataset or DataLoader)")
     run_dir = str(output_dir or "outputs/find_optimal")
     routed = _route_options(options)
-    spec = ModelSpec.from_callable(model_cls, size_param, kwargs=dict(model_kwargs or {}), size_range=size_range)
+    spec = ModelSpec.from_callable(model_cls, size_param, kwargs=dict(model_kwargs or {}), size_range=size_range,
+                                   size_multiple=size_multiple, tie=tie)
     data = None
     if dataset is not None:
         data = _as_data_source(dataset, eval_dataset, data_unit, seed=int(routed["trainer"].get("seed", 0)))

@@ -43,7 +43,13 @@ def flops_per_token_6n(params):
 
 
 def count_params(model) -> tuple[int, int]:
-    """(total, non-embedding) parameters, from the model's ``num_params`` when it has one."""
+    """(total, non-embedding) parameters of any module.
+
+    From the model's ``num_params()`` when it has one (``num_params(non_embedding=True)`` for the
+    second count, the total when it takes no such argument); else from ``num_parameters()`` and
+    ``num_parameters(exclude_embeddings=True)`` (Hugging Face ``transformers`` models); else counted
+    here, each parameter once (tied weights are one parameter), the non-embedding count leaving out
+    :func:`embedding_params`."""
     if hasattr(model, "num_params"):
         total = int(model.num_params())
         try:
@@ -51,8 +57,39 @@ def count_params(model) -> tuple[int, int]:
         except TypeError:
             non_emb = total
         return total, non_emb
+    if callable(getattr(model, "num_parameters", None)):
+        total = int(model.num_parameters())
+        try:
+            non_emb = int(model.num_parameters(exclude_embeddings=True))
+        except TypeError:
+            non_emb = total - embedding_params(model)
+        return total, non_emb
     total = sum(p.numel() for p in model.parameters())
-    return total, total
+    return total, total - embedding_params(model)
+
+
+def embedding_params(model) -> int:
+    """Parameters of the model's lookup tables, each counted once: its input embeddings
+    (``get_input_embeddings()`` when it has one) and every ``nn.Embedding`` (position tables too).
+
+    An output head is a matmul, not a lookup, and stays out of this count, unless it is tied to
+    the input embeddings: the shared weight is then one parameter, counted here once."""
+    from torch import nn
+
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    get_input = getattr(model, "get_input_embeddings", None)
+    if callable(get_input):
+        try:
+            found = get_input()
+        except (NotImplementedError, AttributeError):
+            found = None
+        if isinstance(found, nn.Module):
+            tables.append(found)
+    seen: dict[int, int] = {}
+    for table in tables:
+        for p in table.parameters():
+            seen[id(p)] = p.numel()
+    return sum(seen.values())
 
 
 def hooked_flops_per_token(model, conventions: Iterable[str] = FLOP_CONVENTIONS) -> dict[str, float]:

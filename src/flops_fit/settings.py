@@ -32,6 +32,11 @@ class ModelConfig:
     size_range: Optional[List[int]] = None
     # Every other constructor argument (fixed across the sweep).
     kwargs: Dict[str, Any] = field(default_factory=dict)
+    # Every planned size is a multiple of this (e.g. 64 for a transformer whose heads are 64 wide).
+    size_multiple: int = 1
+    # Constructor arguments that follow the size: {num_attention_heads: "size // 64", intermediate_size: "4 * size"}
+    # (an integer formula of size with + - * //, parentheses, integers, min(), max(); see flops_fit.models).
+    tie: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

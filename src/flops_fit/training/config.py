@@ -61,8 +61,9 @@ class TrainerConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # gradient-norm clipping (0: off)
-    # "cross_entropy", "pkg.mod.fn", or {_target_: pkg.mod.fn, ...kwargs}: fn(output, targets) -> scalar, used for
-    # training and for the held-out loss alike
+    # "cross_entropy", "model" (the model's own loss given labels=, e.g. a transformers causal LM's), "pkg.mod.fn",
+    # or {_target_: pkg.mod.fn, ...kwargs}: fn(output, targets) -> scalar, used for training and the held-out loss
+    # alike (training/loss.py)
     loss: Any = "cross_entropy"
 
     # -- evaluation and divergence ----------------------------------------------------------------
@@ -142,10 +143,10 @@ class TrainerConfig:
         _integer("history_points", self.history_points, "a positive number of points", 1)
         _number("noise", self.noise, "a relative noise >= 0", lambda v: v >= 0)
         loss = self.loss
-        if not (callable(loss) or loss in ("cross_entropy", "ce") or (isinstance(loss, str) and "." in loss)
+        if not (callable(loss) or loss in ("cross_entropy", "ce", "model") or (isinstance(loss, str) and "." in loss)
                 or (isinstance(loss, Mapping) and "_target_" in loss)):
-            _bad("loss", loss, "use cross_entropy, pkg.module.fn, or {_target_: pkg.module.fn} naming "
-                               "fn(output, targets) -> scalar")
+            _bad("loss", loss, "use cross_entropy, model (the model's own loss, given labels=), pkg.module.fn, or "
+                               "{_target_: pkg.module.fn} naming fn(output, targets) -> scalar")
         if str(self.dtype).lower() not in DTYPES:
             _bad("dtype", self.dtype, "use float32, bfloat16 or float16")
         if str(self.device).lower() not in ("auto", "cpu", "mps") and not str(self.device).lower().startswith("cuda"):

@@ -65,7 +65,7 @@ from flops_fit.planning import batch_basis_tokens, batch_limit, run_batch_size, 
 from flops_fit.training import checkpoints
 from flops_fit.training.config import FINGERPRINT_SETTINGS, TrainerConfig
 from flops_fit.training.distributed import World
-from flops_fit.training.loss import resolve_loss, targets_in
+from flops_fit.training.loss import call_model, resolve_loss, targets_in
 from flops_fit.training.memory import hold_freed_memory
 from flops_fit.training.optim import (SCHEDULES, build_optimizer, cooldown_start, lr_factor, set_lr,
                                       warmup_steps_for, wsd_lr_factor)
@@ -202,7 +202,7 @@ def next_batch(run: "Setup"):
 def train_step(model, optimizer, scaler, loss_fn, x, y, rt: "Runtime", params, grad_clip: float) -> torch.Tensor:
     """One optimizer step on one batch: forward, loss, backward, clip, update. Returns the loss (detached)."""
     with rt.autocast():
-        output = model(x)
+        output = call_model(model, x, y, loss_fn)
     loss = loss_fn(output, y)
     if scaler is None:
         loss.backward()
@@ -245,7 +245,7 @@ def evaluate_split(model, data, batch_size: int, loss_fn, rt: "Runtime", head: i
                 continue
             x, y = rt.to_device(x, y)
             with rt.autocast():
-                output = model(x)
+                output = call_model(model, x, y, loss_fn)
             n = targets_in(y)
             weighted = loss_fn(output, y).double() * n
             sums[0] += weighted

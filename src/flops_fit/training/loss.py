@@ -3,7 +3,15 @@
 ``trainer.loss`` is
 
 * ``"cross_entropy"`` (the default): mean cross-entropy of (..., classes) logits against (...)
-  integer targets, computed in float32 (text: next-token prediction; images: classification);
+  integer targets, computed in float32 (text: next-token prediction; images: classification).
+  The logits are the model's output when it is a tensor, else its ``.logits`` (a ``transformers``
+  ``ModelOutput``), its ``"logits"`` entry (a dict) or its first element (a tuple or list);
+* ``"model"``: the model's own loss, for models that compute one when given labels, as every
+  ``transformers`` model does: the loop calls ``model(inputs, labels=...)`` and uses ``.loss``
+  (or ``["loss"]``, or the first element of a tuple). For next-token data (integer targets shaped
+  like the inputs) the labels are the targets moved one step right, since a causal LM shifts its
+  labels itself: its loss then covers each sequence's first T - 1 targets (the last has no label
+  after the shift). Other targets (class ids) are passed as they are;
 * ``pkg.module.fn``, or ``{_target_: pkg.module.fn, **kwargs}``: ``fn(output, targets, **kwargs) -> scalar tensor``,
   for a model whose forward returns something else (a tuple, a dict, an object);
 * or, from Python, the callable itself (``train_run(..., loss_fn=fn)``).
@@ -38,17 +46,71 @@ def cross_entropy_loss(output, targets):
     import torch
     import torch.nn.functional as F
 
-    if not hasattr(output, "reshape"):
-        raise FlopsFitError(
-            f"the model returned a {type(output).__name__}, not a logits tensor: set trainer.loss to "
-            "{_target_: your.module.loss_fn} with loss_fn(output, targets) -> scalar"
-        )
+    output = logits_of(output)
     logits, targets = output.reshape(-1, output.shape[-1]), targets.reshape(-1)
     if (logits.device.type == "cpu" and logits.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and targets.numel() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
             and bool(targets.min() >= 0)):
         return chunked_cross_entropy().apply(logits, targets)
     return F.cross_entropy(logits.float(), targets)
+
+
+def logits_of(output):
+    """The logits in a model's output: a tensor as it is, a ``ModelOutput``'s ``.logits``, a dict's
+    ``"logits"``, a tuple's or list's first element."""
+    if hasattr(output, "reshape"):
+        return output
+    found = getattr(output, "logits", None)
+    if found is None and isinstance(output, Mapping):
+        found = output.get("logits")
+    if found is None and isinstance(output, (tuple, list)) and output:
+        found = output[0]
+    if not hasattr(found, "reshape"):
+        keys = f" with keys {sorted(map(str, output))}" if isinstance(output, Mapping) else ""
+        raise FlopsFitError(
+            f"the model returned a {type(output).__name__}{keys}, with no logits tensor: return the logits (or a "
+            "'logits' entry), or set trainer.loss to {_target_: your.module.loss_fn} with loss_fn(output, targets) -> scalar"
+        )
+    return found
+
+
+def model_loss(output, targets):
+    """``trainer.loss=model``: the loss the model computed itself from the labels it was given."""
+    loss = getattr(output, "loss", None)
+    if loss is None and isinstance(output, Mapping):
+        loss = output.get("loss")
+    if loss is None and isinstance(output, (tuple, list)) and output:
+        loss = output[0]
+    if not (hasattr(loss, "ndim") and loss.ndim == 0):
+        raise FlopsFitError(
+            f"trainer.loss=model: the model returned a {type(output).__name__} with no scalar .loss when called with "
+            "labels=; use trainer.loss=cross_entropy (the default) for a model that computes no loss of its own"
+        )
+    return loss
+
+
+model_loss.takes_labels = True  # the loop passes the targets to the model as labels=
+
+
+def call_model(model, x, y, loss_fn):
+    """The model's output on inputs ``x``: ``model(x)``, or ``model(x, labels=...)`` for a loss that takes
+    the model's own (see :func:`model_loss` for the labels a causal LM gets)."""
+    if not getattr(loss_fn, "takes_labels", False):
+        return model(x)
+    labels = y
+    if (hasattr(x, "shape") and hasattr(y, "shape") and x.shape == y.shape and y.ndim >= 1
+            and not y.is_floating_point()):
+        import torch
+
+        # a causal LM pairs logits[t] with labels[t + 1]: this puts y[t] there (y[T-1] has no place)
+        labels = torch.cat([x[..., :1], y[..., :-1]], dim=-1)
+    try:
+        return model(x, labels=labels)
+    except TypeError as e:
+        if "labels" not in str(e):
+            raise
+        raise FlopsFitError(f"trainer.loss=model: {type(getattr(model, 'module', model)).__name__}.forward takes no "
+                            f"labels= argument; use trainer.loss=cross_entropy (the default)") from e
 
 
 CHUNK_BYTES = 512 * 1024  # float32 logits per chunk: about half a core's L2 cache
@@ -112,6 +174,8 @@ def resolve_loss(spec: str | Mapping | LossFn | None) -> LossFn:
     """The loss function that ``trainer.loss`` (or ``loss_fn=``) names."""
     if spec is None or spec in ("cross_entropy", "ce"):
         return cross_entropy_loss
+    if spec == "model":
+        return model_loss
     if callable(spec):
         return spec
     if isinstance(spec, str) and "." in spec:  # trainer.loss=pkg.module.fn
@@ -123,7 +187,7 @@ def resolve_loss(spec: str | Mapping | LossFn | None) -> LossFn:
             raise FlopsFitError(f"trainer.loss._target_={spec['_target_']} is not callable")
         return functools.partial(fn, **kwargs) if kwargs else fn
     raise FlopsFitError(
-        f"trainer.loss={spec!r} is not a loss: use cross_entropy, or {{_target_: pkg.module.fn}} "
+        f"trainer.loss={spec!r} is not a loss: use cross_entropy, model (the model's own), or {{_target_: pkg.module.fn}} "
         "naming fn(output, targets) -> scalar"
     )
 
