@@ -109,8 +109,9 @@ def test_a_killed_two_worker_run_resumes_from_its_checkpoint(tmp_path, one_proce
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILL_AFTER_SAVES)
-    rd = _plan(tmp_path / "run", budgets=(2e9,))
-    rid = rd.read_plan()["experiments"][0]["id"]  # 106 steps; checkpoints at 40 and 80, then killed
+    rd = _plan(tmp_path / "run", budgets=(1e9, 2e9))  # the reference's plan: one batch for both runs
+    # the 2e9 run, trained first (largest first): 212 steps; checkpoints at 40 and 80, then killed
+    rid = next(e["id"] for e in rd.read_plan()["experiments"] if e["budget"] == 2e9)
     env = {"PYTHONPATH": os.pathsep.join([str(hook), str(REPO), os.environ.get("PYTHONPATH", "")]),
            "FF_TEST_KILL_AFTER_SAVES": "2"}
     args = [f"run_dir={rd.root}", *TRAINER, "trainer.checkpoint_every=40", "quiet=true"]

@@ -65,7 +65,7 @@ def compare_approaches(fits: dict, ci: float, diags: Diagnostics, budget: float 
             if budget:
                 Np = float(np.ravel(fits[p].allocation(np.asarray([budget], dtype=float))[0])[0])
                 Nq = float(np.ravel(fits[q].allocation(np.asarray([budget], dtype=float))[0])[0])
-                ratio = Nq / Np if Np > 0 else None
+                ratio = Nq / Np if (Np > 0 and Nq > 0 and np.isfinite(Np) and np.isfinite(Nq)) else None
                 material = bool(ratio is not None and max(ratio, 1 / ratio) > MATERIAL)
                 entry.update(budget=float(budget), params=[jfloat(Np), jfloat(Nq)], ratio=jfloat(ratio),
                              material=material)

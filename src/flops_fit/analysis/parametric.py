@@ -407,6 +407,10 @@ def parametric_approach(sweep, counts, ci: float, diags: Diagnostics, *, huber_d
     span = sweep.budgets if sweep.isoflop_groups.size else sweep.C
     pf = _fit(N, D, L, None, objective, engine, huber_delta)
     law = ChinchillaLaw.from_mapping(pf)
+    why = law.degenerate()
+    if why is not None:  # no allocation to follow: the table falls back to another approach, or says why not
+        diags.add("warning", "parametric_degenerate", "parametric fit: " + why)
+        return ParametricFit("degenerate", why)
     a_p, b_p, how = allocation_exponents(law, fpt_alloc, span)
     status = pf["status"] if engine == "lbfgs" else ("converged" if pf["converged"] else "not converged")
     fit = ParametricFit("ok", law=law, objective=float(pf["objective"]), converged=bool(pf["converged"]),
