@@ -231,3 +231,21 @@ def test_result_check_forecast_trains_the_same_objects_and_scores_the_forecast(t
     assert fc["realised"]["interior"] and fc["forecasts"][0]["params_ratio"] is not None
     with pytest.raises(FlopsFitError, match="forecast check already"):
         check.check_forecast()
+
+
+def test_a_check_whose_losses_do_not_curve_up_is_reported_not_scored(noisy):
+    """The ViT study's check: its smallest size was best and the losses did not curve upwards; ff-analyze must say
+    the forecast cannot be scored (and print), not crash on a missing optimum."""
+    from flops_fit.analysis.forecast_check import check_lines
+
+    C = 4 * max(BUDGETS)
+    check = preregister(noisy, C, factor=4.0, source="x")
+    N = check["table"]["params"] * np.array([0.3, 0.5, 1.0, 2.0, 4.0])
+    L = [0.3363, 0.3385, 0.3815, 0.3879, 0.3534]  # the measured ViT losses, shape and all
+    runs = [{"id": f"r{i}", "status": "completed", "params": float(n), "tokens": C / (6 * n), "budget": C,
+             "loss": v} for i, (n, v) in enumerate(zip(N, L))]
+    out = score(check, runs)
+    assert out["realised"]["interior"] is False and "cannot be scored" in out["summary"]
+    assert all(f["params_inside"] is None for f in out["forecasts"])
+    text = "\n".join(check_lines({"forecast_check": out}))
+    assert "cannot be scored" in text

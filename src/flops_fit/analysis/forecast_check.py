@@ -158,8 +158,11 @@ def score(check: Mapping, runs, *, seed: int = 0) -> dict:
     rows += [_judge(name, row, real, "params_ci") for name, row in (check.get("approaches") or {}).items()]
     t = rows[0]
     if not real["interior"]:
-        text = (f"the check's IsoFLOP has its minimum outside its sizes ({real['params_min']:.3g}-"
-                f"{real['params_max']:.3g} params): the forecast cannot be scored; re-plan it wider (grid.span)")
+        where = (f"at {real['params']:.3g} params, outside its sizes" if real.get("params") else
+                 "not found: its losses do not curve upwards across its sizes")
+        text = (f"the check's IsoFLOP minimum is {where} ({real['params_min']:.3g}-{real['params_max']:.3g} params; "
+                f"best run {real['best_run_params']:.3g}): the forecast cannot be scored; re-plan it wider (grid.span) "
+                f"or with more sizes (grid.points), and check the runs' noise (seeds)")
     else:
         text = (f"realised optimum {real['params']:.3g} params; the table forecast {t['params']:.3g} "
                 f"({t['params_ratio']:.2f}x, {'inside' if t['params_inside'] else 'OUTSIDE'} its interval), loss "
@@ -182,24 +185,28 @@ def analyze_check(check: Mapping, runs, *, plan=None, seed: int = 0) -> dict:
 
 def check_lines(analysis: Mapping) -> list[str]:
     """What ff-analyze prints for a forecast check: the realised optimum, then every forecast against it."""
-    from flops_fit.units import fmt_flops, fmt_interval, fmt_percent, human
+    from flops_fit.units import fmt_flops, fmt_float, fmt_interval, fmt_percent, human
 
     fc = analysis["forecast_check"]
     real = fc["realised"]
+
+    def n(v):
+        return human(v) if v else "-"
+
     yn = {True: "yes", False: "NO", None: "-"}
     lines = [f"forecast check at {fmt_flops(fc['budget'])} ({fc.get('factor') or '?'}x {fc.get('source_run_dir')}), "
              f"forecasts registered {fc.get('registered')}, {fc['n_runs']} runs trained since",
              f"verdict: {fc['summary']}",
-             f"  realised optimum ({real['method']}): {human(real['params'] or float('nan'))} params "
-             f"{fmt_interval(real.get('params_ci'), human)}, loss {real['loss']:.4f} "
-             f"{fmt_interval(real.get('loss_ci'), None, 4)}; parabola vertex {human(real['parabola_params'] or float('nan'))}; "
+             f"  realised optimum ({real['method']}): {n(real['params'])} params "
+             f"{fmt_interval(real.get('params_ci'), human)}, loss {fmt_float(real['loss'], 4, 'f', missing='-')} "
+             f"{fmt_interval(real.get('loss_ci'), None, 4)}; parabola vertex {n(real['parabola_params'])}; "
              f"best run {human(real['best_run_params'])} at {real['best_run_loss']:.4f}", "",
              f"  {'forecast':<12}{'N_opt [interval]':<30}{'x realised':>11}{'inside':>8}   {'loss [interval]':<28}"
              f"{'error':>8}{'inside':>8}"]
     for f in fc["forecasts"]:
-        n = f"{human(f['params'])} {fmt_interval(f.get('params_interval'), human)}"
+        nf = f"{n(f['params'])} {fmt_interval(f.get('params_interval'), human)}"
         loss = f"{f['loss']:.4f} {fmt_interval(f.get('loss_interval'), None, 4)}" if f.get("loss") is not None else "-"
         ratio = f"{f['params_ratio']:.2f}x" if f.get("params_ratio") else "-"
-        lines.append(f"  {f['forecast']:<12}{n:<30}{ratio:>11}{yn[f.get('params_inside')]:>8}   {loss:<28}"
+        lines.append(f"  {f['forecast']:<12}{nf:<30}{ratio:>11}{yn[f.get('params_inside')]:>8}   {loss:<28}"
                      f"{fmt_percent(f.get('loss_error'), 2):>8}{yn[f.get('loss_inside')]:>8}")
     return lines
