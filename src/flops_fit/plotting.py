@@ -304,7 +304,7 @@ def plot_forecast_check(analysis: Mapping, path: Path, dpi: int = 130) -> Path |
     pts = _points(analysis)
     fig, ax = plt.subplots(figsize=(7.5, 5))
     ax.plot([p["params"] for p in pts], [p["loss"] for p in pts], "o", color="0.3", ms=6, label="runs of the check")
-    curve = real.get("curve") or {}
+    curve = (real.get("curve") or {}) if real.get("params") else {}  # no minimum: no curve to show
     lo, hi = np.log(real["params_min"]), np.log(real["params_max"])
     n = np.exp(np.linspace(lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo), 200))
     if curve.get("kind") == "chinchilla":
@@ -329,6 +329,9 @@ def plot_forecast_check(analysis: Mapping, path: Path, dpi: int = 130) -> Path |
     ax.xaxis.set_major_formatter(_tick_formatter())
     ax.set_xlabel(f"Model size N ({_params_label(analysis)})")
     ax.set_ylabel("Final held-out loss")
+    if not real.get("params"):
+        ax.text(0.5, 0.04, "no minimum: the losses do not curve upwards across the sizes (not scored)",
+                transform=ax.transAxes, ha="center", fontsize=8.5, color="tab:red")
     ax.set_title(f"Forecast check at {sci(fc['budget'])} FLOPs ({fc.get('factor') or '?'}x the sweep), "
                  f"forecasts registered {str(fc.get('registered', ''))[:10]}\n(bars: the forecasts' intervals; band: "
                  f"the realised optimum's interval)", fontsize=8.5)
