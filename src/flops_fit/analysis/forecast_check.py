@@ -56,29 +56,30 @@ def _exponents(analysis: Mapping) -> dict | None:
     return None
 
 
-def _curve_fit(N, L, alpha, beta):
-    """Least squares of L = e + a N^-alpha + b N^beta; returns (coef, predict, argmin) or None."""
+def _chinchilla_curves(N, Y, alpha, beta):
+    """Least squares of L = e + a N^-alpha + b N^beta through each column of ``Y`` ((n,) or (n, R)):
+    (coefficients (3,) or (3, R), fitted values like ``Y``, N_opt, L_opt); the minimum is
+    varpro.budget_minima's closed form (NaN where a or b is not positive: no minimum)."""
+    from flops_fit.analysis.varpro import budget_minima
+
     X = np.stack([np.ones_like(N), N ** -alpha, N ** beta], axis=-1)
-    coef, *_ = np.linalg.lstsq(X, L, rcond=None)
-    return coef, X @ coef
+    coef = np.linalg.pinv(X) @ Y
+    n_opt, l_opt = budget_minima(alpha, beta, coef.T, 0.0)
+    return coef, X @ coef, n_opt, l_opt
 
 
-def _curve_min(coef, alpha, beta):
-    e, a, b = coef
-    if not (a > 0 and b > 0):
-        return math.nan, math.nan
-    n = (alpha * a / (beta * b)) ** (1.0 / (alpha + beta))
-    return n, e + a * n ** -alpha + b * n ** beta
-
-
-def _parabola(N, L):
+def _parabolas(N, Y):
+    """A parabola in ln N through each column of ``Y`` ((n,) or (n, R)): (coefficients, highest power first,
+    fitted values like ``Y``, N at the vertex, L there; NaN where it is not convex)."""
     x = np.log(N)
-    c = np.polyfit(x, L, 2)
-    pred = np.polyval(c, x)
-    if not c[0] > 0:
-        return c, pred, math.nan, math.nan
-    xv = -c[1] / (2 * c[0])
-    return c, pred, math.exp(xv), float(np.polyval(c, xv))
+    c = np.polyfit(x, Y, 2)
+    X = np.stack([x ** 2, x, np.ones_like(x)], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        xv = -c[1] / (2 * c[0])
+        convex = c[0] > 0
+        n_opt = np.where(convex, np.exp(xv), np.nan)
+        l_opt = np.where(convex, c[0] * xv ** 2 + c[1] * xv + c[2], np.nan)
+    return c, X @ c, n_opt, l_opt
 
 
 def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95, n_boot: int = N_BOOT,
@@ -90,36 +91,33 @@ def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95
     if sizes < 3:
         raise FlopsFitError(f"the forecast check has {sizes} model size(s) with a completed run; its optimum needs 3 "
                             f"or more (train the rest of its plan with ff-train)")
+    parabola = _parabolas(N, L)
     if exponents and sizes >= 4:
         al, be = float(exponents["alpha"]), float(exponents["beta"])
-        coef, pred = _curve_fit(N, L, al, be)
-        n_opt, l_opt = _curve_min(coef, al, be)
+        coef, pred, n_opt, l_opt = _chinchilla_curves(N, L, al, be)
         curve = {"kind": "chinchilla", "coef": [float(c) for c in coef], "alpha": al, "beta": be}
         method = (f"Chinchilla-shaped curve (alpha={al:.3f}, beta={be:.3f} from the source's "
                   f"{exponents.get('from', 'fit')})")
-        p = 3
 
-        def refit(y):
-            c, _ = _curve_fit(N, y, al, be)
-            return _curve_min(c, al, be)
+        def refit(Y):
+            return _chinchilla_curves(N, Y, al, be)[2:]
     else:
-        pc, pred, n_opt, l_opt = _parabola(N, L)
+        pc, pred, n_opt, l_opt = parabola
         curve = {"kind": "parabola", "coef": [float(c) for c in pc]}  # in ln N, highest power first
         method = "parabola in log N"
-        p = 3
 
-        def refit(y):
-            _, _, n, v = _parabola(N, y)
-            return n, v
-    par_n, par_l = _parabola(N, L)[2:]
-    resid = (L - pred) * math.sqrt(N.size / max(N.size - p, 1))
+        def refit(Y):
+            return _parabolas(N, Y)[2:]
+    n_opt, l_opt = float(np.ravel(n_opt)[0]), float(np.ravel(l_opt)[0])
+    resid = (L - pred) * math.sqrt(N.size / max(N.size - 3, 1))  # 3 fitted coefficients either way
     rng = np.random.default_rng(seed)
-    draws = np.array([refit(pred + rng.choice(resid, size=resid.size, replace=True)) for _ in range(n_boot)])
+    Y = pred[:, None] + resid[rng.integers(0, resid.size, size=(resid.size, n_boot))]
+    draw_n, draw_l = refit(Y)
     interior = bool(np.isfinite(n_opt) and N.min() < n_opt < N.max())
     best = int(np.argmin(L))
     return {"method": method, "curve": curve, "params": jfloat(n_opt), "loss": jfloat(l_opt), "interior": interior,
-            "params_ci": percentile_interval(draws[:, 0], ci), "loss_ci": percentile_interval(draws[:, 1], ci),
-            "parabola_params": jfloat(par_n), "parabola_loss": jfloat(par_l),
+            "params_ci": percentile_interval(draw_n, ci), "loss_ci": percentile_interval(draw_l, ci),
+            "parabola_params": jfloat(parabola[2]), "parabola_loss": jfloat(parabola[3]),
             "best_run_params": float(N[best]), "best_run_loss": float(L[best]),
             "params_min": float(N.min()), "params_max": float(N.max()), "n_runs": int(N.size),
             "rmse": float(np.sqrt(np.mean((L - pred) ** 2)))}
