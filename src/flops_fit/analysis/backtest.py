@@ -35,9 +35,10 @@ from flops_fit.analysis.frontier import frontier_approach
 from flops_fit.analysis.isoflop import isoflop_approach
 from flops_fit.analysis.isoflop_vp import isoflop_vp_approach
 from flops_fit.analysis.parametric import parametric_approach
+from flops_fit.analysis.table import AUTO_ORDER, LOSS_ORDER
 
-ALLOCATION_MODELS = ("isoflop_vp", "parametric", "isoflop", "envelope")  # table.AUTO_ORDER
-LOSS_MODELS = ("loss_vs_compute", "parametric")
+ALLOCATION_MODELS = AUTO_ORDER  # the candidates, in the table's own order of preference
+LOSS_MODELS = LOSS_ORDER
 MIN_FIT_BUDGETS = 3  # an origin fits on at least this many IsoFLOP budgets
 MAX_ORIGINS = 2  # the last cut points of the sweep: fitted on the most data, the closest to the full fit (an
 # earlier origin fits the loss frontier on 4 points, whose wild extrapolation says little about the full fit)
