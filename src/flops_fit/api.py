@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from flops_fit.artifacts import RunDir
+from flops_fit.planning import FORECAST_FACTOR
 from flops_fit.errors import FlopsFitError
 
 MODES = ("mock", "local", "gpu")
@@ -70,8 +71,8 @@ class Result:
         """A forecast check's score (analysis.json's ``forecast_check``), or None for a sweep."""
         return self.analysis.get("forecast_check")
 
-    def check_forecast(self, factor: float = 4.0, points: int = 5, run_dir: str | os.PathLike | None = None,
-                       plot: bool = True) -> "Result":
+    def check_forecast(self, factor: float = FORECAST_FACTOR, points: int = 5,
+                       run_dir: str | os.PathLike | None = None, plot: bool = True) -> "Result":
         """Check this sweep's forecast before betting on it: register the forecasts at ``factor`` x its largest
         budget (the table's and every approach's, with intervals), train an IsoFLOP of ``points`` sizes there
         around the table's forecast exactly as this sweep was trained, and score them against its optimum.

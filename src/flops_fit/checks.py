@@ -33,10 +33,10 @@ def plan_inputs(source: str, factor: float) -> tuple[dict, float, float, dict]:
                             f"fitted, or it predates forecasts); re-run ff-analyze run_dir={source}")
     budget = float(factor) * max(float(b) for b in plan["budgets"])
     block = preregister(analysis, budget, factor=float(factor), source=str(source))
-    settings = next((r["trainer_settings"] for r in src.iter_runs()
-                     if r.get("status") == "completed" and isinstance(r.get("trainer_settings"), Mapping)), None)
-    block["trainer_settings"] = settings
-    block["trainer_kind"] = next((r.get("trainer") for r in src.iter_runs() if r.get("status") == "completed"), None)
+    completed = [r for r in src.iter_runs() if r.get("status") == "completed"]
+    block["trainer_settings"] = next((r["trainer_settings"] for r in completed
+                                      if isinstance(r.get("trainer_settings"), Mapping)), None)
+    block["trainer_kind"] = next((r.get("trainer") for r in completed), None)
     return plan, budget, float(block["table"]["params"]), block
 
 

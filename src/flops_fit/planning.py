@@ -65,6 +65,9 @@ class Grid:
 
 
 MIN_STEPS: int = Grid.min_steps  # the rule's default (Grid.min_steps), e.g. for flagging short runs
+# the next budget a user plans, as a multiple of the sweep's largest: where the verdict answers and where a
+# forecast check (ff-plan forecast_from=..., forecast_factor) trains by default
+FORECAST_FACTOR: float = 4.0
 SCHEDULES = ("cosine", "wsd")  # ff-plan schedule=...
 COOLDOWN_FRAC = 0.2  # WSD: the share of each run's steps spent in the cooldown (Hägele et al. 2024)
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from flops_fit.data.config import DatasetConfig
 from flops_fit.errors import FlopsFitError
-from flops_fit.planning import COOLDOWN_FRAC, Grid
+from flops_fit.planning import COOLDOWN_FRAC, FORECAST_FACTOR, Grid
 from flops_fit.training.config import TrainerConfig
 
 MISSING: Any = "???"  # OmegaConf's marker for a required value
@@ -65,7 +65,7 @@ class PlanSettings:
     # a forecast check: an IsoFLOP at forecast_factor x this run_dir's largest budget, centred on its table's
     # forecast, which plan.json registers (with every approach's) before anything trains (docs/forecasts.md)
     forecast_from: Optional[str] = None
-    forecast_factor: float = 4.0
+    forecast_factor: float = FORECAST_FACTOR
     force: bool = False  # replace a plan whose completed runs the new plan would orphan
     quiet: bool = False
     debug: bool = False  # show the traceback of an error instead of its one line

@@ -189,9 +189,8 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
 def _short_runs_effect(runs, plan, table, options: dict, diags: Diagnostics) -> dict | None:
     """The completed runs trained for fewer optimizer steps than the plan's grid.min_steps (else 100), and how
     far the table's answer at 4x the largest budget moves without them (a refit, no bootstrap)."""
-    from flops_fit.planning import MIN_STEPS
+    from flops_fit.planning import FORECAST_FACTOR, MIN_STEPS
     from flops_fit.training.record import short_runs
-    from flops_fit.analysis.verdict import FORECAST_FACTOR
 
     rule = ((plan or {}).get("grid") or {}).get("min_steps") or MIN_STEPS
     flagged = short_runs([r for r in runs if isinstance(r, dict)], int(rule))

@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+from flops_fit.planning import FORECAST_FACTOR  # the next budget: this x the sweep's largest
 from flops_fit.units import fmt_flops, fmt_interval, fmt_params, fmt_percent, fmt_tokens, human
 
-FORECAST_FACTOR = 4.0  # the next budget: this x the sweep's largest (the forecast check's default too)
 GOOD = {"params": 0.15, "loss": 0.01, "width": 2.0}
 FAIR = {"params": 0.35, "loss": 0.02, "width": 4.0}
 FLAGS = ("short_runs", "isoflop_edge", "frontier_unidentified")
