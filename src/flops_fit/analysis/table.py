@@ -18,7 +18,9 @@ import numpy as np
 
 from flops_fit.analysis.common import column_intervals, jfloat
 from flops_fit.analysis.sweep import BUDGET_RTOL
+from flops_fit.analysis.frontier import predict_frontier
 from flops_fit.errors import FlopsFitError
+from flops_fit.law import ChinchillaLaw
 
 
 def table_budgets(sweep_budgets, planned, extra, max_budget, min_flops) -> list[float]:
@@ -115,8 +117,8 @@ def _loss_of(p: dict, C, N, D):
     surface L(N, D) = E + A/N^alpha + B/D^beta (fields scalars, or (R, 1) columns for replicates)."""
     with np.errstate(all="ignore"):
         if p.get("kind") == "frontier":
-            return np.asarray(p["E"] + p["A0"] * (C / p["C0"]) ** (-p["gamma"]) + 0.0 * N, dtype=float)
-        return np.asarray(p["E"] + p["A"] / N ** p["alpha"] + p["B"] / D ** p["beta"], dtype=float)
+            return np.asarray(predict_frontier(p, C) + 0.0 * N, dtype=float)  # one value per (budget, replicate)
+        return np.asarray(ChinchillaLaw.from_mapping(p).loss(N, D), dtype=float)
 
 
 def _col(rep: dict, k: str):
