@@ -46,8 +46,8 @@ class Grid:
     tokens_per_param: float = 20.0  # the prior: D_opt ~ tokens_per_param * N_opt
     min_tokens_per_param: float = 1.0  # drop runs with fewer training tokens than this x params
     min_tokens: int = 0  # and runs with fewer than this many tokens in absolute terms
-    # every run trains at least this many optimizer steps: each budget's runs train with one batch,
-    # trainer.batch_size halved (powers of two) while the budget's shortest run would get fewer steps
+    # every run trains at least this many optimizer steps: the whole sweep trains with one batch,
+    # trainer.batch_size halved (powers of two) while the sweep's shortest run would get fewer steps
     # (docs/short-runs.md); 0 or null: off, every run at trainer.batch_size
     min_steps: Optional[int] = 100
 
@@ -338,12 +338,10 @@ def _apply_min_steps(experiments: list[dict], min_steps: int, per_example: int |
     warning for runs that cannot reach ``min_steps`` steps even one example a step."""
     short = []
     shortest = float(basis) if basis else min(x["tokens"] for x in experiments)
+    limit = batch_limit(shortest, per_example, min_steps) if per_example else None  # one batch for every run
     for e in experiments:
-        e["batch_basis_tokens"] = shortest
-    for e in experiments:
-        e["min_steps"] = min_steps
-        if per_example:
-            limit = batch_limit(batch_basis_tokens(e), per_example, min_steps)
+        e.update(batch_basis_tokens=shortest, min_steps=min_steps)
+        if limit is not None:
             e["max_batch_size"] = limit
             if math.ceil(e["tokens"] / (limit * per_example)) < min_steps:
                 short.append(e)
