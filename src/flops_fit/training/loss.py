@@ -55,16 +55,23 @@ def cross_entropy_loss(output, targets):
     return F.cross_entropy(logits.float(), targets)
 
 
+def _output_field(output, name: str):
+    """``name`` of a model's output: its attribute (a ``ModelOutput``), its entry (a dict), else a tuple's or
+    list's first element; None when there is none."""
+    found = getattr(output, name, None)
+    if found is None and isinstance(output, Mapping):
+        found = output.get(name)
+    if found is None and isinstance(output, (tuple, list)) and output:
+        found = output[0]
+    return found
+
+
 def logits_of(output):
     """The logits in a model's output: a tensor as it is, a ``ModelOutput``'s ``.logits``, a dict's
     ``"logits"``, a tuple's or list's first element."""
     if hasattr(output, "reshape"):
         return output
-    found = getattr(output, "logits", None)
-    if found is None and isinstance(output, Mapping):
-        found = output.get("logits")
-    if found is None and isinstance(output, (tuple, list)) and output:
-        found = output[0]
+    found = _output_field(output, "logits")
     if not hasattr(found, "reshape"):
         keys = f" with keys {sorted(map(str, output))}" if isinstance(output, Mapping) else ""
         raise FlopsFitError(
@@ -76,11 +83,7 @@ def logits_of(output):
 
 def model_loss(output, targets):
     """``trainer.loss=model``: the loss the model computed itself from the labels it was given."""
-    loss = getattr(output, "loss", None)
-    if loss is None and isinstance(output, Mapping):
-        loss = output.get("loss")
-    if loss is None and isinstance(output, (tuple, list)) and output:
-        loss = output[0]
+    loss = _output_field(output, "loss")
     if not (hasattr(loss, "ndim") and loss.ndim == 0):
         raise FlopsFitError(
             f"trainer.loss=model: the model returned a {type(output).__name__} with no scalar .loss when called with "
