@@ -83,6 +83,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     rd = RunDir(cfg["run_dir"])
     grid = Grid(**dict(cfg.get("grid") or {}))
     centres = None
+    batch_basis = None  # grid.min_steps chooses the batch for the plan's own shortest run, unless a check's
     if cfg.get("refine_from"):
         # the model, data and FLOPs convention are those of the sweep being refined
         source_plan, centres, budgets = _refine(cfg["refine_from"], cfg)
@@ -103,7 +104,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
         else:
             dataset = cfg["dataset"]
         flops = source_plan.get("flops_convention", "6nd")
-        # the sweep's batch: its grid.min_steps rule on its own shortest run
+        # ... the sweep's batch: its grid.min_steps rule on the sweep's shortest run
         grid.min_steps = (source_plan.get("grid") or {}).get("min_steps", 0) or 0
         batch_basis = min((float(e["batch_basis_tokens"]) for e in source_plan["experiments"]
                            if e.get("batch_basis_tokens")), default=None)
@@ -125,8 +126,6 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
         flops = cfg["flops"]
     # a Python data object's units per example (grid.min_steps' batches); a config's are read from it
     per_example = units_per_example_of(data) if data is not None and dataset.get("kind") == "python" else None
-    if not cfg.get("forecast_from"):
-        batch_basis = None
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
                        data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"],
                        schedule=str(cfg["schedule"]), cooldown_frac=float(cfg["cooldown_frac"]),
