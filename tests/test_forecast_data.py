@@ -84,3 +84,18 @@ def test_realised_optimum_refuses_a_vertex_outside_the_sampled_sizes(bench):
     assert out["loss"] == pytest.approx(L[-1])  # the parabola's lowest point over the sampled sizes
     with pytest.raises(ValueError):
         bench.parabola_optimum([1e9, 1e9, 2e9], [2.0, 2.1, 2.2])
+
+
+def test_local_optimum_reads_an_asymmetric_curve_near_its_minimum(bench):
+    # a Chinchilla-shaped IsoFLOP curve (alpha 0.34, beta 0.28) over 2 decades: the parabola through every run is
+    # pulled by the far, asymmetric ends; the one through the runs near the best size is not
+    n_star = 2.0e9
+    N = np.geomspace(1e8, 1.2e10, 15)
+    x = N / n_star
+    L = 1.7 + 0.5 * (x ** -0.34 / 0.34 + x ** 0.28 / 0.28) / (1 / 0.34 + 1 / 0.28)
+    whole = bench.parabola_optimum(N, L)["n_vertex"]
+    local = bench.local_optimum(N, L)
+    assert abs(np.log(local / n_star)) < 0.5 * abs(np.log(whole / n_star))
+    assert local == pytest.approx(n_star, rel=0.05)
+    # fewer than 3 sizes within the window: every run counts
+    assert bench.local_optimum(N[::7], L[::7]) == bench.parabola_optimum(N[::7], L[::7])["n_vertex"]
