@@ -142,6 +142,15 @@ class ChinchillaLaw:
         with np.errstate(all="ignore"):
             return (np.asarray(C, dtype=float) / flops_per_token_coeff) ** self.b / self.G
 
+    def n_opt_for_tokens(self, D):
+        """The compute-optimal parameter count whose optimal data is D tokens: N = G (G D)^(a / b).
+
+        The budget C at which D_opt(C) = D, then N_opt(C); the FLOPs-per-token coefficient cancels.
+        Muennighoff et al. (2023) call it U_N when D is the unique data."""
+        with np.errstate(all="ignore"):
+            G = self.G
+            return G * (G * np.asarray(D, dtype=float)) ** (self.a / self.b)
+
     def k_N(self, flops_per_token_coeff: float = SIX_ND):
         """Prefactor of N_opt = k_N C^a under C = k N D: G k^-a."""
         with np.errstate(all="ignore"):
