@@ -151,6 +151,24 @@ class ChinchillaLaw:
             G = self.G
             return G * (G * np.asarray(D, dtype=float)) ** (self.a / self.b)
 
+    def tokens_for_loss(self, N, loss):
+        """The tokens D at which a model of N parameters reaches ``loss``: (B / (loss - E - A/N^alpha))^(1/beta);
+        inf where N alone cannot get there (loss - E - A/N^alpha <= 0)."""
+        N = np.asarray(N, dtype=float)
+        gap = np.asarray(loss, dtype=float) - self.E - self.A / N ** self.alpha
+        with np.errstate(all="ignore"):
+            return np.where(gap > 0, (self.B / np.where(gap > 0, gap, 1.0)) ** (1.0 / self.beta), np.inf)
+
+    def optimum_for_loss(self, loss):
+        """(N, D) of the compute-optimal model that reaches ``loss`` (any C = k N D: k cancels).
+
+        On the optimum alpha A/N^alpha = beta B/D^beta, so loss - E = (1 + alpha/beta) A/N^alpha."""
+        gap = np.asarray(loss, dtype=float) - self.E
+        with np.errstate(all="ignore"):
+            N = (self.A * (1.0 + self.alpha / self.beta) / gap) ** (1.0 / self.alpha)
+            D = (self.beta * self.B / (self.alpha * self.A / N ** self.alpha)) ** (1.0 / self.beta)
+        return N, D
+
     def k_N(self, flops_per_token_coeff: float = SIX_ND):
         """Prefactor of N_opt = k_N C^a under C = k N D: G k^-a."""
         with np.errstate(all="ignore"):

@@ -90,7 +90,7 @@ class DataConstrainedLaw:
             raise FlopsFitError(f"the data-constrained optimum needs a positive budget and unique_tokens (got C={C:g}, U={U:g})")
         s = self.surface
         n0, d0 = float(s.n_opt(C, k)), float(s.d_opt(C, k))
-        x = _argmin_log(lambda lx: self.loss(np.exp(lx), C / (k * np.exp(lx)), U), np.log(n0))
+        x = argmin_log(lambda lx: self.loss(np.exp(lx), C / (k * np.exp(lx)), U), np.log(n0))
         N = float(np.exp(x))
         D = C / (k * N)
         return DataConstrainedOptimum(budget=C, unique_tokens=U, params=N, tokens=D, epochs=D / U,
@@ -133,7 +133,7 @@ def _decayed(base, reps, star):
         return base + base * star * -np.expm1(-reps / star)
 
 
-def _argmin_log(f, x0, half_width: float = np.log(1e4), n: int = 801) -> float:
+def argmin_log(f, x0, half_width: float = np.log(1e4), n: int = 801) -> float:
     """The minimiser of a scalar function of log N near x0: a dense grid, then Brent in the best cell."""
     from scipy.optimize import minimize_scalar
 
