@@ -88,7 +88,8 @@ def test_plan_warnings_reach_the_notebook_at_the_callers_line(tmp_path):
     """What ff-plan prints under its table reaches a find_optimal caller as a UserWarning on its own line."""
     with pytest.warns(UserWarning, match="3 or more model sizes") as caught:
         _objects(tmp_path, mode="mock", points=2)
-    assert [w.filename for w in caught if str(w.message).startswith("flops-fit plan:")] == [__file__]
+    # every plan warning (too few sizes; this tiny dataset's repeats) at the caller's line
+    assert {w.filename for w in caught if str(w.message).startswith("flops-fit plan:")} == {__file__}
 
 
 def test_a_sweep_too_thin_to_fit_warns_and_its_table_says_why(tmp_path):

@@ -160,6 +160,7 @@ def find_optimal(
     size_multiple: int | None = None,
     tie: Mapping[str, Any] | None = None,
     data_unit: str | None = None,
+    unique_units: float | None = None,
     run_dir: str | None = None,
     model: str | Mapping | None = None,
     budgets: str | Sequence[float] | None = None,
@@ -184,6 +185,8 @@ def find_optimal(
     ``{"num_attention_heads": lambda size: size // 64}``.
     ``eval_dataset``: held-out data (default: a fixed split no training batch touches).
     ``data_unit``: ``"tokens"`` or ``"samples"`` (default: inferred from one batch).
+    ``unique_units``: the unique tokens or samples the data holds, for a stream that cannot be counted
+    (a Dataset is counted: its length x units per example); the plan gives each run its epochs.
 
     Config form: ``run_dir``, ``model``/``dataset``/``trainer`` as option names or dicts,
     ``budgets`` as an option name or a list, Hydra-style ``*_overrides``.
@@ -204,7 +207,7 @@ def find_optimal(
         return _find_optimal_objects(
             model_cls, model_size_param, dataset, loss_fn, compute_budgets, mode or "mock", output_dir, train,
             model_kwargs=model_kwargs, eval_dataset=eval_dataset, size_range=size_range, data_unit=data_unit,
-            size_multiple=size_multiple, tie=tie, plot=plot, options=options)
+            size_multiple=size_multiple, tie=tie, plot=plot, options=options, unique_units=unique_units)
     stray = [k for k, v in (("model_size_param", model_size_param), ("loss_fn", loss_fn),
                             ("model_kwargs", model_kwargs), ("eval_dataset", eval_dataset),
                             ("size_range", size_range), ("size_multiple", size_multiple), ("tie", tie),
@@ -224,6 +227,8 @@ def find_optimal(
         if run_dir is not None:
             raise FlopsFitError("find_optimal got both output_dir= and run_dir=; pass one")
         run_dir = str(output_dir)
+    if unique_units is not None:
+        plan_overrides = [*plan_overrides, f"dataset.unique_units={int(unique_units)}"]
     return _find_optimal_configs(
         run_dir or "outputs/find_optimal", model=model, dataset=dataset, budgets=budgets, trainer=trainer,
         plan_overrides=plan_overrides, train_overrides=train_overrides, analyze_overrides=analyze_overrides,
@@ -335,20 +340,22 @@ def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool
     return Result(run_dir=str(run_dir), analysis=analysis)
 
 
-def _as_data_source(dataset: Any, eval_dataset: Any, data_unit: str | None, seed: int):
+def _as_data_source(dataset: Any, eval_dataset: Any, data_unit: str | None, seed: int, unique_units=None):
     """A flops-fit data source as it is; a torch Dataset / IterableDataset / DataLoader adapted."""
     if all(hasattr(dataset, a) for a in ("train_batch", "eval_batches", "examples_per_batch")):
         if eval_dataset is not None:
             raise FlopsFitError("eval_dataset= goes with a torch dataset; a flops-fit data source keeps its own held-out split")
+        if unique_units is not None:
+            dataset._stated_unique = unique_units  # what the user states wins over what the source counts
         return dataset
     from flops_fit.data.torch_data import TorchData
 
-    return TorchData(dataset, eval_dataset=eval_dataset, data_unit=data_unit, seed=seed)
+    return TorchData(dataset, eval_dataset=eval_dataset, data_unit=data_unit, seed=seed, unique_units=unique_units)
 
 
 def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budgets, mode, output_dir, train, *,
                           model_kwargs, eval_dataset, size_range, data_unit, plot, options, size_multiple=None,
-                          tie=None) -> Result:
+                          tie=None, unique_units=None) -> Result:
     from flops_fit import stages
     from flops_fit.config.compose import compose
     from flops_fit.models import ModelSpec
@@ -372,7 +379,8 @@ def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budge
                                    size_multiple=size_multiple, tie=tie)
     data = None
     if dataset is not None:
-        data = _as_data_source(dataset, eval_dataset, data_unit, seed=int(routed["trainer"].get("seed", 0)))
+        data = _as_data_source(dataset, eval_dataset, data_unit, seed=int(routed["trainer"].get("seed", 0)),
+                               unique_units=unique_units)
     spec.check_contract()
 
     plan_ov = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"])]

@@ -27,6 +27,10 @@ from flops_fit.flops import SIX_ND  # the 6ND rule (training FLOPs = 6 x paramet
 
 FIELDS = ("E", "A", "B", "alpha", "beta")
 
+# Up to about this many epochs a repeated token is worth nearly a new one; past it, repeats lose value
+# (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models", Fig. 3). ff-plan warns past it.
+REPEAT_FREE_EPOCHS: float = 4.0
+
 
 @dataclass
 class ChinchillaLaw:
@@ -241,4 +245,4 @@ def _numeric_allocation(law: ChinchillaLaw, C, fpt, bounds):
     return N, C / fpt(N)
 
 
-__all__ = ["ChinchillaLaw", "FIELDS", "SIX_ND"]
+__all__ = ["ChinchillaLaw", "FIELDS", "SIX_ND", "REPEAT_FREE_EPOCHS"]

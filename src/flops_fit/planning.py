@@ -21,6 +21,11 @@ budget changes the loss along the compute axis and bends the fitted exponents (t
 one batch to 0.28 with a batch per budget). Each plan entry records the rule (``min_steps``), the tokens its batch is chosen for
 (``batch_basis_tokens``) and, where the data's units per example are known (text: ``dataset.seq_len``;
 images: 1), the batch it allows (``max_batch_size``). ``min_steps`` 0 or null turns the rule off.
+
+The unique data U (``unique_units``: counted from the data by ff-plan, or stated for a stream) gives each
+entry its ``epochs`` = tokens / U. The plan warns when runs repeat data, and again past
+:data:`~flops_fit.law.REPEAT_FREE_EPOCHS` epochs, where a repeated token is worth clearly less than a new
+one (docs/data-constrained.md); ``grid.max_epochs`` drops the runs that would repeat it more.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 
 from flops_fit.errors import FlopsFitError
 from flops_fit.flops import FLOP_CONVENTIONS, flops_per_token_6n
+from flops_fit.law import REPEAT_FREE_EPOCHS
 from flops_fit.models import ModelCounter, ModelSpec
 from flops_fit.units import fmt_percent, human, sci
 
@@ -50,6 +56,8 @@ class Grid:
     # trainer.batch_size halved (powers of two) while the sweep's shortest run would get fewer steps
     # (docs/short-runs.md); 0 or null: off, every run at trainer.batch_size
     min_steps: Optional[int] = 100
+    # drop runs that would see the unique data more than this many times (null: keep them, with a warning)
+    max_epochs: Optional[float] = None
 
     def validate(self) -> None:
         if self.points < 1:
@@ -58,6 +66,9 @@ class Grid:
             raise FlopsFitError(f"grid.span={self.span} must be > 1 (the factor either side of the expected optimum)")
         if not self.tokens_per_param > 0:
             raise FlopsFitError(f"grid.tokens_per_param={self.tokens_per_param} must be positive")
+        if self.max_epochs is not None and not (isinstance(self.max_epochs, (int, float)) and self.max_epochs > 0):
+            raise FlopsFitError(f"grid.max_epochs={self.max_epochs!r} must be a positive number of passes over the "
+                                f"unique data (e.g. grid.max_epochs=4), or null")
         m = self.min_steps
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 0):
             raise FlopsFitError(f"grid.min_steps={m!r} must be a whole number of optimizer steps >= 0, e.g. "
@@ -154,6 +165,8 @@ def make_plan(
     cooldown_frac: float = COOLDOWN_FRAC,
     units_per_example: int | None = None,
     batch_basis: float | None = None,
+    unique_units: float | None = None,
+    unique_source: str | None = None,
 ) -> dict:
     """Lay out the IsoFLOP sweep. Returns the body of ``plan.json``.
 
@@ -167,6 +180,8 @@ def make_plan(
     ``units_per_example``: data units per example (a text window's tokens, 1 image) when the caller knows
     them; otherwise read from ``dataset`` where it says (:func:`dataset_units_per_example`). With them and
     ``grid.min_steps`` each entry records the batch the rule allows (``max_batch_size``).
+    ``unique_units``: U, the data's unique training units (None: unknown); ``unique_source`` says where it
+    came from ("counted" | "stated"). With U every entry records ``unique_units`` and ``epochs``.
     """
     grid = grid or Grid()
     grid.validate()
@@ -237,8 +252,13 @@ def make_plan(
                 "centre_params": centre,
                 "centre_source": source,
             }
+            if unique_units:
+                entry.update(unique_units=int(unique_units), epochs=tokens / float(unique_units))
             floor = max(grid.min_tokens_per_param * info.params, grid.min_tokens)
-            if tokens < floor:
+            if grid.max_epochs is not None and unique_units and entry["epochs"] > grid.max_epochs:
+                dropped.append({k: entry[k] for k in ("id", "budget", "size", "params", "tokens")}
+                               | {"reason": f"{entry['epochs']:.1f} epochs of the unique data > grid.max_epochs={grid.max_epochs:g}"})
+            elif tokens < floor:
                 reason = (
                     f"{human(tokens)} {data_unit} < {grid.min_tokens_per_param:g} per parameter"
                     if tokens < grid.min_tokens_per_param * info.params
@@ -248,10 +268,15 @@ def make_plan(
             else:
                 experiments.append(entry)
     if not experiments:
+        if grid.max_epochs is not None and dropped and all("max_epochs" in d["reason"] for d in dropped):
+            raise FlopsFitError(
+                f"every planned run would repeat the {human(unique_units)} unique {data_unit} more than "
+                f"grid.max_epochs={grid.max_epochs:g} times: lower the budgets or raise grid.max_epochs")
         raise FlopsFitError(
             "every planned run was dropped for having too few tokens: raise the budgets (budgets.values=...), "
             "lower grid.min_tokens_per_param, or shrink model.size_range"
         )
+    warnings += repetition_warnings(experiments, unique_units, data_unit)
     per_budget = [sum(e["budget"] == b for e in experiments) for b in budgets]
     if max(per_budget) < 3:
         warnings.insert(0, (
@@ -278,10 +303,31 @@ def make_plan(
         "sweep_flops": sweep_flops(experiments),
         "runs_flops": float(sum(e["flops"] for e in experiments)),
         **({"units_per_example": per_example} if grid.min_steps and per_example else {}),
+        "unique_units": int(unique_units) if unique_units else None,
+        "unique_units_source": (unique_source or "counted") if unique_units else "unknown",
         "experiments": experiments,
         "dropped": dropped,
         "warnings": warnings,
     }
+
+
+def repetition_warnings(experiments: Sequence[Mapping], unique_units: float | None, data_unit: str) -> list[str]:
+    """One warning when runs repeat the unique data, another when some pass :data:`REPEAT_FREE_EPOCHS`."""
+    if not unique_units:
+        return []
+    over = [e for e in experiments if e["tokens"] > unique_units]
+    if not over:
+        return []
+    most = max(over, key=lambda e: e["tokens"])
+    out = [f"{len(over)} of {len(experiments)} runs repeat the data: they train on more than its "
+           f"{human(unique_units)} unique {data_unit}, up to {most['tokens'] / unique_units:.1f} epochs ({most['id']}); "
+           f"the fitted law then describes this data repeated, not fresh data (docs/data-constrained.md)"]
+    past = [e for e in over if e["tokens"] / unique_units > REPEAT_FREE_EPOCHS]
+    if past:
+        out.append(f"{len(past)} runs pass {REPEAT_FREE_EPOCHS:g} epochs, where a repeated {data_unit[:-1] if data_unit.endswith('s') else data_unit} "
+                   f"is worth clearly less than a new one (Muennighoff et al. 2023): ff-analyze fits the "
+                   f"data-constrained law to them; grid.max_epochs={REPEAT_FREE_EPOCHS:g} keeps runs within it")
+    return out
 
 
 def batch_limit(units: float, units_per_example: float, min_steps: int | None) -> int | None:
@@ -492,7 +538,10 @@ def format_plan(plan: Mapping) -> str:
     per_example = plan.get("units_per_example")
     batches = bool(per_example) and all(e.get("max_batch_size") for e in plan["experiments"])
     steps_cols = f"{'batch<=':>7}  {'steps>=':>7}  " if batches else ""
-    head = f"{'budget':>12}  {size_param:>10}  {'params':>9}  {unit:>9}  {unit[:3] + '/param':>10}  {steps_cols}id"
+    U = plan.get("unique_units")
+    epoch_col = f"{'epochs':>7}  " if U else ""
+    head = (f"{'budget':>12}  {size_param:>10}  {'params':>9}  {unit:>9}  {unit[:3] + '/param':>10}  "
+            f"{epoch_col}{steps_cols}id")
     lines = [
         f"IsoFLOP plan: {len(plan['experiments'])} runs over {len(plan['budgets'])} budgets "
         f"(model {plan['model']['name']}, FLOPs convention {plan['flops_convention']})",
@@ -508,8 +557,14 @@ def format_plan(plan: Mapping) -> str:
             steps = f"{e['max_batch_size']:>7}  {math.ceil(e['tokens'] / (e['max_batch_size'] * per_example)):>7}  "
         lines.append(
             f"{budget:>12}  {e['size']:>10}  {human(e['params']):>9}  {human(e['tokens']):>9}  "
-            f"{e['tokens'] / e['params']:>10.1f}  {steps}{e['id']}"
+            f"{e['tokens'] / e['params']:>10.1f}  {(format(e['tokens'] / U, '>7.2f') + '  ') if U else ''}{steps}{e['id']}"
         )
+    if U:
+        lines.append(f"unique data: {human(U)} {unit} ({plan.get('unique_units_source', 'counted')}); "
+                     f"epochs = {unit} / unique {unit}")
+    elif "unique_units_source" in plan:
+        lines.append(f"unique data: unknown (a stream flops-fit cannot count): epochs are not known; state it with "
+                     f"dataset.unique_units=<{unit}> (Python: find_optimal(unique_units=...))")
     if plan.get("sweep_flops") is not None:
         runs, sweep = float(plan["runs_flops"]), float(plan["sweep_flops"])
         if (plan.get("schedule") or {}).get("name") == "wsd":

@@ -126,10 +126,13 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
         flops = cfg["flops"]
     # a Python data object's units per example (grid.min_steps' batches); a config's are read from it
     per_example = units_per_example_of(data) if data is not None and dataset.get("kind") == "python" else None
+    source = source_plan if (cfg.get("refine_from") or cfg.get("forecast_from")) and data is None else None
+    unique, unique_source = _unique_data(dataset, data, source)
     result = make_plan(model, budgets, grid=grid, flops=flops, dataset=dataset, centres=centres,
                        data_unit=getattr(data, "data_unit", None), progress=not cfg["quiet"],
                        schedule=str(cfg["schedule"]), cooldown_frac=float(cfg["cooldown_frac"]),
-                       units_per_example=per_example, batch_basis=batch_basis)
+                       units_per_example=per_example, batch_basis=batch_basis,
+                       unique_units=unique, unique_source=unique_source)
     result["budgets_name"] = ("refined" if cfg.get("refine_from") else "forecast check" if cfg.get("forecast_from")
                               else (cfg.get("budgets") or {}).get("name", "custom"))
     if cfg.get("refine_from"):
@@ -141,6 +144,25 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     _record_config(rd, "plan", cfg)
     rd.write_plan(result)
     return rd.read_plan()
+
+
+def _unique_data(dataset: Mapping, data: Any, source_plan: Mapping | None) -> tuple[int | None, str | None]:
+    """U, the data's unique training units, and whether it was "counted" or "stated" ((None, None): unknown).
+
+    A re-plan (refine_from, forecast_from) keeps its source plan's; a Python data object says its own; a
+    dataset config is built and counted here, so that data that is missing fails at ff-plan, in one line,
+    rather than when ff-train first loads it (the tokenized stream is cached for ff-train)."""
+    if source_plan is not None:
+        u = source_plan.get("unique_units")
+        return (int(u), source_plan.get("unique_units_source", "counted")) if u else (None, None)
+    if data is not None:
+        return (data.unique_units, data.unique_source) if hasattr(data, "unique_source") else (None, None)
+    if not dataset or dataset.get("kind") == "python":
+        return None, None
+    from flops_fit.data import build_data
+
+    source = build_data(dataset)
+    return source.unique_units, source.unique_source
 
 
 def _check_vocabulary(model, dataset: Mapping) -> None:

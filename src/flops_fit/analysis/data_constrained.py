@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flops_fit.errors import FlopsFitError
-from flops_fit.law import SIX_ND, ChinchillaLaw
+from flops_fit.law import REPEAT_FREE_EPOCHS, SIX_ND, ChinchillaLaw
 
 # Muennighoff et al. 2023, datablations README "Parametric Fit" (log parametrisation a, b, e, alpha, beta,
 # rd_star, rn_star = 6.255414, 7.3049974, 0.6254804, 0.3526596, 0.3526596, 15.387756, 5.309743): C4.
@@ -35,8 +35,6 @@ PUBLISHED_SURFACE = ChinchillaLaw(E=float(np.exp(0.6254804)), A=float(np.exp(6.2
                                   alpha=0.3526596, beta=0.3526596)
 PUBLISHED_R_D_STAR = 15.387756
 PUBLISHED_R_N_STAR = 5.309743
-# up to about this many epochs a repeated token is worth nearly a new one (Muennighoff et al., Fig. 3)
-EPOCHS_NEARLY_FREE = 4.0
 
 
 @dataclass
@@ -325,4 +323,4 @@ def table_rows(law: DataConstrainedLaw, rows, unique_tokens: float, flops_per_to
 
 
 __all__ = ["DataConstrainedLaw", "DataConstrainedOptimum", "DataConstrainedFit", "fit_data_constrained",
-           "table_rows", "PUBLISHED_SURFACE", "PUBLISHED_R_D_STAR", "PUBLISHED_R_N_STAR", "EPOCHS_NEARLY_FREE"]
+           "table_rows", "PUBLISHED_SURFACE", "PUBLISHED_R_D_STAR", "PUBLISHED_R_N_STAR", "REPEAT_FREE_EPOCHS"]

@@ -16,6 +16,10 @@ A :class:`DataSource` has
     use its first batches (``trainer.eval_budget``).
 ``examples_per_batch(batch_size)``
     tokens (``B * T``) or images (``B``) one training batch holds.
+``unique_units``
+    U, the distinct training units (tokens or samples) the source holds: counted (a text stream's
+    training tokens, a dataset's length x units per example), or stated by the user
+    (``dataset.unique_units``) for a stream; None when unknown. ff-plan turns it into each run's epochs.
 ``info()``
     a JSON-able description (sizes, cache entry) to record next to results.
 """
@@ -49,10 +53,30 @@ class DataSource:
     def examples_per_batch(self, batch_size: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def unique_units(self) -> int | None:
+        """U: what the user stated (``dataset.unique_units``), else what the source counts, else None."""
+        return self._unique()[0]
+
+    @property
+    def unique_source(self) -> str | None:
+        """Where :attr:`unique_units` comes from: "stated", "counted", or None (unknown)."""
+        return self._unique()[1]
+
+    def _unique(self) -> tuple[int | None, str | None]:
+        stated = (getattr(self, "cfg", None) or {}).get("unique_units") or getattr(self, "_stated_unique", None)
+        if stated:
+            return int(stated), "stated"
+        n = self._count_unique()
+        return (int(n), "counted") if n else (None, None)
+
+    def _count_unique(self) -> int | None:
+        return None  # a stream of unknown length
+
     def info(self) -> dict[str, Any]:
         """Public entries of ``self._info`` (set by subclasses) plus what every source has."""
         out = {k: v for k, v in getattr(self, "_info", {}).items() if not k.startswith("_")}
-        out.update(name=self.name, kind=self.kind, data_unit=self.data_unit)
+        out.update(name=self.name, kind=self.kind, data_unit=self.data_unit, unique_units=self.unique_units)
         cfg = getattr(self, "cfg", None)
         if cfg:
             out["source"] = cfg["source"]

@@ -73,6 +73,9 @@ class DatasetConfig:
     eval_size: int = 65536
     seed: int = 0  # synthetic data, document shuffling, the held-out image subset
     max_train_bytes: Optional[int] = None  # cap on raw text read (None: all)
+    # the unique training units (tokens or samples) the data holds, for a stream that cannot count them
+    # (None: counted from the data where it can be, else unknown); ff-plan turns it into each run's epochs
+    unique_units: Optional[int] = None
     # rarer knobs, see flops_fit.data.config.OPTIONS
     options: Dict[str, Any] = field(default_factory=dict)
 
@@ -177,6 +180,8 @@ def normalize(cfg: Any) -> dict[str, Any]:
     kind = out["kind"]
     if kind not in ("text", "image", "torch"):
         raise FlopsFitError(f"dataset.kind={kind!r} must be 'text', 'image' or 'torch'")
+    if out.get("unique_units") is not None:
+        _int(out, "unique_units")
     if kind == "torch":
         return _normalize_torch(out)
     _check_path(out["path"])

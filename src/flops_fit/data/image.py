@@ -80,6 +80,9 @@ class ImageData(DataSource):
     def num_train(self) -> int | None:
         return None if self.train_x is None else int(self.train_x.shape[0])
 
+    def _count_unique(self) -> int | None:
+        return self.num_train  # None for images generated on the fly
+
     def examples_per_batch(self, batch_size: int) -> int:
         return int(batch_size)
 

@@ -117,6 +117,9 @@ class TextData(DataSource):
     def train_tokens(self) -> int:
         return self.train_range[1] - self.train_range[0]
 
+    def _count_unique(self) -> int:
+        return self.train_tokens
+
     @property
     def eval_tokens(self) -> int:
         return self.num_eval_windows * self.seq_len

@@ -74,11 +74,15 @@ class TorchData(DataSource):
         units_per_example: int | None = None,
         seed: int = 0,
         name: str | None = None,
+        unique_units: int | None = None,
     ):
         if isinstance(dataset, (str, bytes)) or dataset is None:
             raise FlopsFitError(f"dataset={dataset!r}: give a torch Dataset, IterableDataset or DataLoader of (inputs, targets)")
         if not 0 < float(eval_fraction) < 1:
             raise FlopsFitError(f"eval_fraction={eval_fraction} must be between 0 and 1")
+        if unique_units is not None and not (isinstance(unique_units, (int, float)) and unique_units > 0):
+            raise FlopsFitError(f"unique_units={unique_units!r} must be a positive number of tokens or samples")
+        self._stated_unique = unique_units
         self.dataset = dataset
         self.name = name or type(dataset).__name__
         self.seed = int(seed)
@@ -120,6 +124,10 @@ class TorchData(DataSource):
                       "eval": "eval_dataset" if eval_dataset is not None else f"held-out split (seed {self.seed})"}
         if self.mode == "map":
             self._info.update(train_examples=int(self._train_idx.numel()), eval_examples=int(self._eval_idx.numel()))
+
+    def _count_unique(self) -> int | None:
+        """A map-style dataset's training examples x units per example; a stream's is unknown."""
+        return int(self._train_idx.numel()) * int(self.units_per_example) if self.mode == "map" else None
 
     @staticmethod
     def _mode(dataset: Any) -> str:
@@ -244,4 +252,4 @@ def build_torch(conf: dict) -> TorchData:
     train = resolve_target(conf["_target_"], "dataset._target_")(**kwargs)
     evald = resolve_target(conf["eval_target"], "dataset.eval_target")(**kwargs) if conf.get("eval_target") else None
     return TorchData(train, eval_dataset=evald, data_unit=conf.get("data_unit"), seed=int(conf.get("seed", 0)),
-                     eval_size=conf.get("eval_size"), name=conf.get("name"))
+                     eval_size=conf.get("eval_size"), name=conf.get("name"), unique_units=conf.get("unique_units"))

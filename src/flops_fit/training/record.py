@@ -13,6 +13,9 @@ fixed for scripts and users):
 ``history``                     [{tokens, flops, loss}] evaluation points along the run
 ``cooldown_frac, warmup_basis_tokens``  a WSD run's plan entry's (what ff-plan and ff-train compare)
 ``min_steps, batch_basis_tokens`` the plan entry's grid.min_steps rule, when on (docs/short-runs.md)
+``unique_units, unique_units_seen, epochs``  when the plan knows the data's unique units U: U, the
+                                unique units this run could see (min(tokens, U); text windows are drawn
+                                at random, so a single-epoch run covers about 1 - 1/e of them), tokens / U
 ``trainer, data_unit, finished`` and what the trainer adds: ``batch_size`` (examples per step: this run's,
                                 under the rule; ``trainer_settings.batch_size`` is the cap), ``steps``,
                                 ``warmup`` (steps), seed, ``trainer_settings``, device, timings, error, ...
@@ -82,6 +85,9 @@ def run_record(
     }
     record.update((rec_key, experiment[key]) for key, rec_key in RUN_PLAN_KEYS.items()
                   if key != "tokens" and experiment.get(key) is not None)
+    if experiment.get("unique_units"):  # the data's unique units: how often this run repeats them
+        U = int(experiment["unique_units"])
+        record.update(unique_units=U, unique_units_seen=min(int(tokens), U), epochs=float(tokens) / U)
     if experiment.get("min_steps"):  # the rule its batch was chosen by (planning.plan_differences reads them)
         record.update(min_steps=experiment["min_steps"], batch_basis_tokens=experiment.get("batch_basis_tokens"))
     record.update((k, v) for k, v in details.items() if v is not None)
