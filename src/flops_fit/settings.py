@@ -37,6 +37,10 @@ class ModelConfig:
     # Constructor arguments that follow the size: {num_attention_heads: "size // 64", intermediate_size: "4 * size"}
     # (an integer formula of size with + - * //, parentheses, integers, min(), max(); see flops_fit.models).
     tie: Dict[str, Any] = field(default_factory=dict)
+    # model=hf (conf/model/hf.yaml passes both to its builder, flops_fit.examples.hf): a transformers model class,
+    # config class or model_type, and/or a local config.json
+    architecture: Optional[str] = None
+    config: Optional[str] = None
 
 
 @dataclass

