@@ -98,7 +98,13 @@ def analyses():
     tiny = mock_runs(1, budgets=(1e17,), points=3)
     source = run_analysis(mock_runs(2), n_bootstrap=8)
     check = mock_runs(3, budgets=(4e19,), points=5)
+    repeats = mock_runs(4)  # runs that record their unique data, some of them repeating it
+    U = float(np.median([r["tokens"] for r in repeats]))
+    for r in repeats:
+        r["unique_units"] = U
     return [
+        ("repeats", repeats, _as_written_by_stages(repeats, run_analysis(repeats, n_bootstrap=4,
+                                                                          inference_tokens=1e12))),
         ("full", full, _as_written_by_stages(full, run_analysis(full, n_bootstrap=8, holdout=1, table_max_budget=1e21))),
         ("continuous", cont, _as_written_by_stages(cont, run_analysis(cont, n_bootstrap=4, holdout=1),
                                                    input_path="runs.csv")),

@@ -115,12 +115,20 @@ class Result:
 
         return "\n".join(summary_lines(self.analysis))
 
-    def predict(self, budget: float) -> dict:
+    def predict(self, budget: float, *, inference_tokens: float | None = None,
+                unique_tokens: float | None = None) -> dict:
         """The table's row at ``budget`` FLOPs, on the table or off it: params, tokens, loss and their intervals
-        (``*_ci``: the bootstrap's; ``*_ci_with_model``: what the table prints, with model uncertainty)."""
-        from flops_fit.analysis import predict
+        (``*_ci``: the bootstrap's; ``*_ci_with_model``: what the table prints, with model uncertainty).
 
-        return predict(self.analysis, float(budget))
+        With the unique data known (the analysis's, or ``unique_tokens=``): ``epochs`` and, past one epoch,
+        ``data_constrained`` (N, D, epochs, loss for that data); with ``inference_tokens=``: ``inference``, the
+        model that reaches the row's loss at the least training + 2N-per-token FLOPs (docs/data-constrained.md)."""
+        from flops_fit.analysis import predict
+        from flops_fit.analysis.data_constrained import row_extras
+
+        row = predict(self.analysis, float(budget))
+        row.update(row_extras(self.analysis, row, unique_tokens=unique_tokens, inference_tokens=inference_tokens))
+        return row
 
     def plot(self, show: bool = False) -> list:
         """Write the figures and report.html into the run directory; return the matplotlib Figures."""

@@ -340,6 +340,45 @@ def plot_forecast_check(analysis: Mapping, path: Path, dpi: int = 130) -> Path |
     return _save(fig, path, dpi)
 
 
+def plot_data_constrained(analysis: Mapping, path: Path, dpi: int = 130) -> Path | None:
+    """At one budget (the verdict's, else the table's largest), the optimum for less and less unique data: its
+    loss against the epochs the unlimited-data D_opt would take (left) and how N_opt and D_opt shift (right)."""
+    from flops_fit.analysis.data_constrained import law_from_analysis
+
+    ud = analysis.get("unique_data") or {}
+    law = law_from_analysis(analysis) if ud else None
+    rows = [r for r in analysis.get("table") or [] if r.get("params") and r.get("tokens")]
+    if law is None or not rows:
+        return None
+    v = analysis.get("verdict") or {}
+    C = float(v.get("budget") or max(r["budget"] for r in rows))
+    row = min(rows, key=lambda r: abs(np.log(r["budget"] / C)))
+    C, k = float(row["budget"]), float(row["budget"]) / (row["params"] * row["tokens"])
+    d0 = float(law.surface.d_opt(C, k))
+    U = ud.get("unique_tokens")
+    epochs = np.geomspace(1.0, max(64.0, 1.5 * d0 / float(U)) if U else 64.0, 40)
+    opts = [law.optimum(C, d0 / e, k) for e in epochs]
+    plt = _plt()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ax.plot(epochs, [o.loss for o in opts], "-", color="tab:red", label="data-constrained optimum")
+    ax.axhline(opts[0].loss_unlimited, color="k", ls="--", lw=1, label="unlimited data")
+    bx.plot(epochs, [o.params / o.params_unlimited for o in opts], "-", color="tab:blue", label="N_opt / unlimited")
+    bx.plot(epochs, [o.tokens / o.tokens_unlimited for o in opts], "-", color="tab:green", label="D_opt / unlimited")
+    bx.plot(epochs, [o.epochs for o in opts], ":", color="tab:purple", label="epochs trained at the optimum")
+    for a in (ax, bx):
+        a.set_xscale("log")
+        a.axvline(4.0, color="0.6", lw=1, ls=":")  # up to ~4 epochs repeats are nearly free (Muennighoff et al.)
+        if U:
+            a.axvline(d0 / float(U), color="tab:orange", lw=1.5, label=f"your data: {human(U)} unique")
+        a.set_xlabel(f"epochs of the unlimited-data D_opt ({human(d0)}) over the unique data")
+        a.legend(fontsize=8)
+    bx.set_yscale("log")
+    ax.set_ylabel("loss")
+    src = "fitted" if ((analysis.get("fits") or {}).get("data_constrained") or {}).get("status") == "ok" else "published"
+    fig.suptitle(f"Less unique data at {sci(C)} FLOPs (R_D*={law.R_D_star:.3g}, R_N*={law.R_N_star:.3g}, {src})")
+    return _save(fig, path, dpi)
+
+
 def make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: str = "png", dpi: int = 130,
                figures: list | None = None) -> list[Path]:
     """Draw every figure that the analysis supports; returns the files written.
@@ -365,6 +404,7 @@ def _make_plots(analysis: Mapping, runs: Sequence[Mapping], out_dir: Path, fmt: 
         ("loss_vs_compute", lambda p: plot_loss_vs_compute(analysis, runs, p, dpi)),
         ("parametric_residuals", lambda p: plot_residuals(analysis, p, dpi)),
         ("bootstrap_exponents", lambda p: plot_bootstrap(analysis, p, dpi)),
+        ("data_constrained", lambda p: plot_data_constrained(analysis, p, dpi)),
     ]
     written = []
     for name, draw in jobs:

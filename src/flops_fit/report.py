@@ -139,6 +139,7 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
             out.append(f"<li><code>{html.escape(str(e.get('id')))}</code>: {html.escape(str(e.get('status')))} "
                        f"{html.escape(str(e.get('reason', '')))}</li>")
         out.append("</ul>")
+    out += _data_html(analysis)
     ho = analysis.get("holdout")
     if ho:
         out.append("<h2>Extrapolation check</h2>")
@@ -162,6 +163,20 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     out += _figures_html(figures)
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _data_html(analysis: Mapping) -> list[str]:
+    """The unique data, what repeating it costs and the inference-aware model (docs/data-constrained.md)."""
+    from flops_fit.analysis.data_constrained import data_lines
+
+    lines = data_lines(analysis)
+    if not lines:
+        return []
+    return ["<h2>The data you have and the model you will serve</h2>",
+            "<p>Epochs are the passes over the unique data that each row's D_opt needs. Past one epoch the "
+            "data-constrained optimum (Muennighoff et al. 2023) is the answer for this data; past about four, "
+            "repeated data is worth clearly less than new data.</p>",
+            "<pre>" + html.escape("\n".join(line for line in lines if line)) + "</pre>"]
 
 
 def _figures_html(figures) -> list[str]:

@@ -119,6 +119,11 @@ class AnalyzeSettings:
     objective: str = "sse"
     engine: str = "vp"  # vp (variable projection) | lbfgs (the 4500-start 5-D fit)
     table_source: str = "auto"  # auto (F-test: one surface, else per-budget curves) | isoflop | isoflop_vp | parametric
+    # the unique data to read the table for (default: the plan's); past one epoch the table gives the
+    # data-constrained optimum (docs/data-constrained.md)
+    unique_tokens: Optional[float] = None
+    # tokens the model will serve: beside each row, the model that reaches its loss at least training + 2N/token
+    inference_tokens: Optional[float] = None
     quiet: bool = False
     debug: bool = False  # show the traceback of an error instead of its one line
 

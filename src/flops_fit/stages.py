@@ -351,6 +351,8 @@ def _analyze_sweep(runs, plan, cfg) -> dict:
         engine=cfg["engine"],
         table_source=cfg["table_source"],
         progress=not cfg["quiet"],
+        unique_tokens=None if cfg.get("unique_tokens") is None else float(cfg["unique_tokens"]),
+        inference_tokens=None if cfg.get("inference_tokens") is None else float(cfg["inference_tokens"]),
     )
 
 

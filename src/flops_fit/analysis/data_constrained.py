@@ -206,6 +206,7 @@ class DataConstrainedFit:
     n_excess_params: int = 0
     huber_delta: float = 1e-3
     n_bootstrap: int = 0
+    surface_source: str = "given"  # the runs the fixed surface was fitted on
 
     @property
     def ok(self) -> bool:
@@ -220,7 +221,8 @@ class DataConstrainedFit:
                 "R_D_star_ci": self.R_D_star_ci, "R_N_star_ci": self.R_N_star_ci, "fixed": list(self.fixed),
                 "objective": self.objective, "r2": self.r2, "n_runs": self.n_runs, "n_repeated": self.n_repeated,
                 "n_excess_params": self.n_excess_params, "huber_delta": self.huber_delta,
-                "n_bootstrap": self.n_bootstrap, "surface": self.surface.to_json()}
+                "n_bootstrap": self.n_bootstrap, "surface": self.surface.to_json(),
+                "surface_source": self.surface_source}
 
 
 def fit_data_constrained(params, tokens, unique_tokens, loss, surface: ChinchillaLaw, *, huber_delta: float = 1e-3,
@@ -322,5 +324,234 @@ def table_rows(law: DataConstrainedLaw, rows, unique_tokens: float, flops_per_to
     return out
 
 
-__all__ = ["DataConstrainedLaw", "DataConstrainedOptimum", "DataConstrainedFit", "fit_data_constrained",
+# ---------------------------------------------------------------------------------------------- ff-analyze
+
+
+def run_unique_units(run) -> float | None:
+    """A run record's unique data: ``unique_units`` (ff-train's records) or ``unique_tokens`` (external files)."""
+    for key in ("unique_units", "unique_tokens"):
+        v = run.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return float(v)
+    return None
+
+
+@dataclass
+class DataAnswer:
+    """What ff-analyze adds for the data the user has and the model they will serve: the data-constrained fit
+    (``fits.data_constrained``), the unique data the table is read for, and extra keys for each table row."""
+
+    fit: DataConstrainedFit | None
+    unique_tokens: float | None
+    unique_source: str | None  # option | plan | runs
+    law_source: str | None  # fitted | published: where the table's R_D*, R_N* come from
+    inference_tokens: float | None
+    rows: list  # per table row: {epochs, data_constrained, inference} (None where not asked or not known)
+    R_D_star: float | None = None
+    R_N_star: float | None = None
+
+    def fit_json(self) -> dict:
+        return self.fit.to_json() if self.fit is not None else {
+            "status": "skipped", "reason": "no run records its unique data (unique_units / a unique_tokens column)"}
+
+    def to_json(self) -> dict:
+        return {"unique_tokens": self.unique_tokens, "source": self.unique_source, "law_source": self.law_source,
+                "R_D_star": self.R_D_star, "R_N_star": self.R_N_star, "inference_tokens": self.inference_tokens}
+
+    def extend_table(self, table: list) -> None:
+        """Add each row's extra keys to analysis.json's table rows (same order as the rows they came from)."""
+        for row, extra in zip(table, self.rows):
+            row.update({k: v for k, v in extra.items() if v is not None or k == "data_constrained"})
+
+
+MIN_SINGLE_EPOCH_RUNS = 8  # enough runs that never repeat data to fit the 5-parameter surface on them alone
+
+
+def single_epoch_surface(N, D, U, L, surface: ChinchillaLaw, *, objective: str = "sse", delta: float = 1e-3):
+    """The surface to fit R_D*, R_N* over: refitted on the runs that never repeat data when there are enough
+    of them (repeated runs would otherwise bend E, A, B, alpha, beta to absorb what repetition costs, leaving
+    nothing for R_D* to measure), else ``surface`` (the sweep's parametric fit). Returns (law, where from)."""
+    once = D <= U * (1 + 1e-9)
+    if once.sum() < MIN_SINGLE_EPOCH_RUNS or once.all() or np.unique(N[once]).size < 3:
+        return surface, "all runs" if once.all() else "all runs (too few single-epoch runs to refit)"
+    from flops_fit.analysis.varpro import fit_surface
+
+    res = fit_surface(N[once], D[once], L[once], objective=objective, delta=delta)
+    law = ChinchillaLaw(E=float(res["E"]), A=float(res["A"]), B=float(res["B"]), alpha=float(res["alpha"]),
+                        beta=float(res["beta"]))
+    if law.degenerate() is not None or not all(np.isfinite(v) for v in law.to_json().values()):
+        return surface, "all runs (the single-epoch refit was degenerate)"
+    return law, f"{int(once.sum())} single-epoch runs"
+
+
+def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, params_kind: str = "total",
+                unique_tokens: float | None = None, inference_tokens: float | None = None, n_bootstrap: int = 0,
+                seed: int = 0, ci: float = 0.95, huber_delta: float = 1e-3, objective: str = "sse") -> DataAnswer | None:
+    """The data-constrained fit over ``surface`` (the parametric fit) from the runs that record their unique
+    data, and for each table row: the epochs its D_opt implies for U, the data-constrained optimum where they
+    pass 1, and (``inference_tokens``) the inference-aware optimum for the row's loss. None when there is
+    nothing to say (no U anywhere, no inference_tokens)."""
+    from flops_fit.analysis.inference import inference_optimum
+
+    if unique_tokens is not None and not float(unique_tokens) > 0:
+        raise FlopsFitError(f"unique_tokens={unique_tokens} must be a positive number of unique tokens (or samples)")
+    if inference_tokens is not None and not float(inference_tokens) >= 0:
+        raise FlopsFitError(f"inference_tokens={inference_tokens} must be >= 0 (tokens the model will serve)")
+    sweep_surface = surface
+    used = [r for r in runs if isinstance(r, dict) and r.get("status", "completed") == "completed"
+            and isinstance(r.get("loss"), (int, float)) and np.isfinite(r["loss"]) and r["loss"] > 0]
+    with_u = [r for r in used if run_unique_units(r) is not None]
+    fit = None
+    if with_u and surface is not None:
+        pkey = "non_embedding_params" if params_kind == "non_embedding" else "params"
+        N, D, Uu, L = (np.array(v, dtype=float) for v in zip(*[(r.get(pkey) or r["params"], r["tokens"],
+                                                                 run_unique_units(r), r["loss"]) for r in with_u]))
+        surface, surface_source = single_epoch_surface(N, D, Uu, L, surface, objective=objective, delta=huber_delta)
+        fit = fit_data_constrained(N, D, Uu, L, surface, huber_delta=huber_delta, n_bootstrap=n_bootstrap,
+                                   seed=seed, ci=ci)
+        fit.surface_source = surface_source
+    elif with_u:
+        fit = DataConstrainedFit("skipped", "no parametric surface to fit the data-constrained law on", None, None,
+                                 ChinchillaLaw(), n_runs=len(with_u))
+    U, source = None, None
+    if unique_tokens is not None:
+        U, source = float(unique_tokens), "option"
+    elif plan and plan.get("unique_units"):
+        U, source = float(plan["unique_units"]), "plan"
+    elif with_u and len({run_unique_units(r) for r in with_u}) == 1:
+        U, source = run_unique_units(with_u[0]), "runs"
+    if U is None and fit is None and inference_tokens is None:
+        return None
+    law, law_source = None, None
+    if surface is not None:
+        if fit is not None and fit.ok:
+            law, law_source = fit.law, "fitted"
+        else:
+            law, law_source = DataConstrainedLaw(surface), "published"
+    rows = []
+    for r in table_rows:
+        C, N, D, L = r.get("budget"), r.get("params"), r.get("tokens"), r.get("loss")
+        extra = {"epochs": None, "data_constrained": None, "inference": None}
+        k = float(C) / (float(N) * float(D)) if C and N and D else SIX_ND  # the sweep's FLOPs per param-token here
+        if U is not None and D:
+            extra["epochs"] = float(D) / U
+            if extra["epochs"] > 1.0 and law is not None:
+                opt = law.optimum(C, U, k)
+                opt.doubling_saves = law.doubling_saves(C, U, k)
+                extra["data_constrained"] = opt.to_json()
+        if inference_tokens is not None and sweep_surface is not None and L is not None:
+            try:
+                extra["inference"] = inference_optimum(sweep_surface, float(L), float(inference_tokens),
+                                                       flops_per_token_coeff=k).to_json()
+            except FlopsFitError:
+                extra["inference"] = None  # the row's loss is below what the surface can reach
+        rows.append(extra)
+    return DataAnswer(fit=fit, unique_tokens=U, unique_source=source, law_source=law_source,
+                      inference_tokens=None if inference_tokens is None else float(inference_tokens), rows=rows,
+                      R_D_star=None if law is None else float(law.R_D_star),
+                      R_N_star=None if law is None else float(law.R_N_star))
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+
+def law_from_analysis(analysis) -> DataConstrainedLaw | None:
+    """The data-constrained law analysis.json's table used: the fitted one (``fits.data_constrained``), else the
+    published R_D*, R_N* over the sweep's parametric surface; None without a surface."""
+    fits = analysis.get("fits") or {}
+    dc = fits.get("data_constrained") or {}
+    if dc.get("status") == "ok":
+        return DataConstrainedLaw(ChinchillaLaw.from_mapping(dc["surface"]), dc["R_D_star"], dc["R_N_star"])
+    par = fits.get("parametric") or {}
+    if par.get("status") == "ok":
+        return DataConstrainedLaw(ChinchillaLaw.from_mapping(par))
+    return None
+
+
+def row_extras(analysis, row, *, unique_tokens: float | None = None, inference_tokens: float | None = None) -> dict:
+    """For one table row (say :func:`~flops_fit.analysis.predict`'s, off the table): ``epochs`` for U (default:
+    the analysis's unique data) and, past one epoch, ``data_constrained``; with ``inference_tokens``, the
+    ``inference`` optimum for the row's loss over the sweep's parametric surface. Same keys as the table's rows."""
+    from flops_fit.analysis.inference import inference_optimum
+
+    out: dict = {}
+    U = unique_tokens if unique_tokens is not None else (analysis.get("unique_data") or {}).get("unique_tokens")
+    C, N, D, L = row.get("budget"), row.get("params"), row.get("tokens"), row.get("loss")
+    k = float(C) / (float(N) * float(D)) if C and N and D else SIX_ND
+    if U is not None:
+        if not float(U) > 0:
+            raise FlopsFitError(f"unique_tokens={U} must be a positive number of unique tokens (or samples)")
+        law = law_from_analysis(analysis)
+        out["epochs"] = float(D) / float(U) if D else None
+        out["data_constrained"] = None
+        if out["epochs"] and out["epochs"] > 1 and law is not None:
+            opt = law.optimum(C, float(U), k)
+            opt.doubling_saves = law.doubling_saves(C, float(U), k)
+            out["data_constrained"] = opt.to_json()
+    if inference_tokens is not None:
+        par = (analysis.get("fits") or {}).get("parametric") or {}
+        if par.get("status") != "ok":
+            raise FlopsFitError("inference_tokens= needs the parametric surface L(N, D) (approach 3), which this "
+                                "analysis did not fit; see its diagnostics")
+        if L is None:
+            raise FlopsFitError(f"the row at {C:g} FLOPs has no loss to reach; the inference-aware optimum needs one")
+        out["inference"] = inference_optimum(ChinchillaLaw.from_mapping(par), float(L), float(inference_tokens),
+                                             flops_per_token_coeff=k).to_json()
+    return out
+
+
+def data_lines(analysis) -> list[str]:
+    """ff-analyze's lines on the unique data, repetition and inference (empty when the analysis has none)."""
+    from flops_fit.units import fmt_flops, fmt_percent, human
+
+    ud = analysis.get("unique_data")
+    if not ud:
+        return []
+    unit = analysis.get("data_unit") or "tokens"
+    out = [""]
+    U = ud.get("unique_tokens")
+    where = {"option": "unique_tokens=", "plan": "the plan", "runs": "the run records"}.get(ud.get("source"), "")
+    out.append(f"unique data: {human(U)} {unit} (from {where})" if U else
+               f"unique data: unknown (state it with unique_tokens=<{unit}>)")
+    dc = (analysis.get("fits") or {}).get("data_constrained") or {}
+    if dc.get("status") == "ok":
+        def iv(k):
+            ci = dc.get(f"{k}_ci")
+            return f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+        out.append(f"  data-constrained law fitted on {dc['n_runs']} runs ({dc['n_repeated']} repeat data; surface from "
+                   f"{dc.get('surface_source')}): R_D* = {dc['R_D_star']:.3g}{iv('R_D_star')}, R_N* = "
+                   f"{dc['R_N_star']:.3g}{iv('R_N_star')}" + (f"; held at the published value: {', '.join(dc['fixed'])}"
+                                                              if dc.get("fixed") else ""))
+    elif dc:
+        out.append(f"  data-constrained fit: {dc.get('status')}: {dc.get('reason')}")
+    if ud.get("law_source") == "published" and U:
+        out.append(f"  the table reads the data limit with Muennighoff et al.'s published R_D* = {ud['R_D_star']:.3g}, "
+                   f"R_N* = {ud['R_N_star']:.3g} (no run here measures repetition)")
+    rows = analysis.get("table") or []
+    if U and any(r.get("epochs") is not None for r in rows):
+        out.append(f"  {'budget':<14}{'D_opt epochs':>13}   data-constrained optimum: params, {unit}, epochs, loss "
+                   f"(vs unlimited), 2x data saves")
+        for r in rows:
+            if r.get("epochs") is None:
+                continue
+            c = r.get("data_constrained")
+            tail = (f"   {human(c['params'])}, {human(c['tokens'])}, {c['epochs']:.1f}, {c['loss']:.4g} "
+                    f"({c['loss_cost']:+.3g}), {fmt_percent(c.get('doubling_saves'), 0, signed=False)} of the compute"
+                    if c else "   within the data: the table's answer stands")
+            out.append(f"  {fmt_flops(r['budget']):<14}{r['epochs']:>13.2f}{tail}")
+    T = ud.get("inference_tokens")
+    if T is not None and any(r.get("inference") for r in rows):
+        out.append(f"inference-aware (Sardana et al. 2023), serving {human(T)} {unit}: the model that reaches each "
+                   f"row's loss at least training + inference FLOPs")
+        for r in rows:
+            i = r.get("inference")
+            if i:
+                out.append(f"  {fmt_flops(r['budget']):<14}Chinchilla {human(i['chinchilla_params'])} -> "
+                           f"{human(i['params'])} params on {human(i['tokens'])} {unit}; lifetime FLOPs "
+                           f"{i['total_flops']:.3g} vs {i['chinchilla_total_flops']:.3g} "
+                           f"({fmt_percent(i['flops_saved'], 1, signed=False)} saved)")
+    return out
+
+
+__all__ = ["row_extras", "law_from_analysis", "data_lines", "DataAnswer", "data_answer", "run_unique_units", "DataConstrainedLaw", "DataConstrainedOptimum", "DataConstrainedFit", "fit_data_constrained",
            "table_rows", "PUBLISHED_SURFACE", "PUBLISHED_R_D_STAR", "PUBLISHED_R_N_STAR", "REPEAT_FREE_EPOCHS"]

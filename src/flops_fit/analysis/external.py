@@ -1,4 +1,7 @@
-"""Runs trained elsewhere: a CSV or JSONL with columns params, tokens, loss [, budget, flops, id].
+"""Runs trained elsewhere: a CSV or JSONL with columns params, tokens, loss [, budget, flops, id, unique_tokens].
+
+``unique_tokens`` (optional): the unique data a run was trained on; a run with tokens > unique_tokens repeated
+it, and ff-analyze fits the data-constrained law to such runs (docs/data-constrained.md).
 
 The only module of :mod:`flops_fit.analysis` that reads files. Each row becomes a run record in
 the shape ``runs/<id>.json`` has (status "completed", no history), ready for
@@ -17,7 +20,7 @@ from flops_fit.errors import FlopsFitError
 from flops_fit.law import SIX_ND
 
 REQUIRED = ("params", "tokens", "loss")
-OPTIONAL_NUMERIC = ("budget", "flops", "non_embedding_params")
+OPTIONAL_NUMERIC = ("budget", "flops", "non_embedding_params", "unique_tokens")
 
 
 def load_external(path) -> list[dict]:

@@ -13,6 +13,7 @@ Each step lives in its own module and returns a typed result with ``to_json()``:
     agreement.compare_approaches    the approaches side by side
     holdout.holdout_check       refit without the largest budgets, predict them  (Holdout)
     backtest.backtest           rolling-origin forecasts of the larger budgets: chooses the table's model (Backtest)
+    data_constrained.data_answer    the data-constrained fit, epochs for U, the inference-aware optimum (DataAnswer)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from flops_fit.analysis.agreement import compare_approaches, explain
 from flops_fit.analysis.backtest import Backtest, backtest
 from flops_fit.analysis.common import resample_counts
+from flops_fit.analysis.data_constrained import DataAnswer, data_answer
 from flops_fit.analysis.diagnostics import Diagnostics
 from flops_fit.analysis.envelope import EnvelopeFit, envelope_approach
 from flops_fit.analysis.frontier import FrontierFit, frontier_approach
@@ -63,6 +65,7 @@ class Analysis:
     short_runs: dict | None = None
     selection: ModelSelection | None = None
     explanation: dict | None = None
+    data: DataAnswer | None = None  # unique data, repetition and inference (docs/data-constrained.md)
 
     @property
     def fits(self) -> dict:
@@ -94,6 +97,10 @@ class Analysis:
             "diagnostics": self.diagnostics.to_json(),
             "residuals": self.parametric.residuals(s) if self.parametric.ok else [],
         }
+        if self.data is not None:
+            out["fits"]["data_constrained"] = self.data.fit_json()
+            out["unique_data"] = self.data.to_json()
+            self.data.extend_table(out["table"])
         if self.holdout is not None:
             out["holdout"] = self.holdout.to_json()
         if self.short_runs is not None:
@@ -121,12 +128,15 @@ def check_options(*, ci, n_bootstrap, holdout, huber_delta, objective="sse", eng
 
 def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=0, ci=0.95, holdout=0,
                  table_budgets=(), table_max_budget=1e24, huber_delta=1e-3, objective="sse", engine="vp",
-                 table_source="auto", progress=False, check_short=True) -> Analysis:
+                 table_source="auto", progress=False, check_short=True, unique_tokens=None,
+                 inference_tokens=None) -> Analysis:
     """Fit approaches 1-3 and the loss frontier to ``runs``; return the typed :class:`Analysis`.
 
     ``objective``/``engine``: approach 3's objective and optimiser (see parametric_approach);
     ``table_source``: the approach the table follows ("auto": see table.AUTO_ORDER); ``check_short``: flag
-    the runs trained for too few optimizer steps and say how much they move the answer."""
+    the runs trained for too few optimizer steps and say how much they move the answer; ``unique_tokens``:
+    the unique data to read the table for (default: the plan's); ``inference_tokens``: tokens the model will
+    serve, for the inference-aware optimum beside each row (docs/data-constrained.md)."""
     check_options(ci=ci, n_bootstrap=n_bootstrap, holdout=holdout, huber_delta=huber_delta, objective=objective,
                   engine=engine, table_source=table_source)
     ci, B, seed = float(ci), int(n_bootstrap), int(seed)
@@ -178,12 +188,24 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
         params_kind=params_kind, seed=seed, ci=ci, table_budgets=table_budgets, table_max_budget=table_max_budget,
         huber_delta=huber_delta, objective=objective, engine=engine, table_source=table_source), diags) \
         if check_short else None
+    surface = par.law if par.ok else None
+    data = data_answer(runs, table.to_json(), surface, plan=plan, params_kind=params_kind,
+                       unique_tokens=unique_tokens, inference_tokens=inference_tokens, n_bootstrap=B, seed=seed,
+                       ci=ci, huber_delta=huber_delta, objective=objective)
+    if data is not None and data.unique_tokens and any((r.get("epochs") or 0) > 1 for r in data.rows):
+        worst = max(data.rows, key=lambda r: r.get("epochs") or 0)
+        diags.add("warning", "repeats_data",
+                  f"the table's D_opt passes the {data.unique_tokens:.3g} unique {sweep.data_unit} (up to "
+                  f"{worst['epochs']:.1f} epochs)" + (
+                      f": where it does, the data-constrained optimum for that data (R_D*={data.R_D_star:.3g}, "
+                      f"R_N*={data.R_N_star:.3g}, {data.law_source}) is smaller and trained longer"
+                      if data.law_source else "") + "; see the table's epochs (docs/data-constrained.md)")
     hold = (holdout_check(int(holdout), sweep, iso, diags, huber_delta=huber_delta, objective=objective, engine=engine,
                           isovp=isovp) if int(holdout) > 0 else None)
     return Analysis(sweep=sweep, n_bootstrap=B, seed=seed, ci=ci, isoflop=iso, isoflop_vp=isovp, parametric=par,
                     envelope=env, selection=selection, explanation=explanation,
                     loss_vs_compute=lvc, table=table, agreement=agreement, diagnostics=diags, holdout=hold,
-                    backtest=bt, short_runs=shorts)
+                    backtest=bt, short_runs=shorts, data=data)
 
 
 def _short_runs_effect(runs, plan, table, options: dict, diags: Diagnostics) -> dict | None:

@@ -19,6 +19,13 @@ _LOSS_MODELS = ("loss_vs_compute", "parametric")
 _ALLOC = {"k_N": None, "a": None, "k_D": None, "b": None}
 _FRONTIER = {"E": None, "A0": None, "C0": None, "gamma": None}  # L*(C) = E + A0 (C/C0)^-gamma
 _SURFACE = {"E": None, "A": None, "B": None, "alpha": None, "beta": None}  # L(N, D)
+# data_constrained.DataConstrainedOptimum.to_json and inference.InferenceOptimum.to_json
+_DC_OPT = {"budget": None, "unique_tokens": None, "params": None, "tokens": None, "epochs": None, "loss": None,
+           "params_unlimited": None, "tokens_unlimited": None, "loss_unlimited": None, "loss_cost": None,
+           "doubling_saves": None}
+_INFERENCE = {"loss": None, "inference_tokens": None, "params": None, "tokens": None, "train_flops": None,
+              "inference_flops": None, "total_flops": None, "chinchilla_params": None, "chinchilla_tokens": None,
+              "chinchilla_total_flops": None, "flops_saved": None}
 
 SCHEMA: dict = {
     "schema_version": None,
@@ -52,10 +59,19 @@ SCHEMA: dict = {
         "loss_vs_compute": {"status": None, "reason": None, "E": None, "A": None, "gamma": None, "C0": None,
                             "A0": None, "E_ci": _CI, "A_ci": _CI, "gamma_ci": _CI, "source": None,
                             "n_points": None, "points": [{"flops": None, "loss": None}]},
+        # Muennighoff et al.'s R_D*, R_N* over a fixed surface, when runs record their unique data
+        "data_constrained": {"status": None, "reason": None, "R_D_star": None, "R_N_star": None, "R_D_star_ci": _CI,
+                             "R_N_star_ci": _CI, "fixed": None, "objective": None, "r2": None, "n_runs": None,
+                             "n_repeated": None, "n_excess_params": None, "huber_delta": None, "n_bootstrap": None,
+                             "surface": _SURFACE, "surface_source": None},
     },
+    # the unique data the table is read for and the inference tokens asked about (docs/data-constrained.md)
+    "unique_data": {"unique_tokens": None, "source": None, "law_source": None, "R_D_star": None, "R_N_star": None,
+                    "inference_tokens": None},
     "table": [{"budget": None, "params": None, "tokens": None, "tokens_per_param": None, "loss": None,
                "params_ci": _CI, "tokens_ci": _CI, "loss_ci": _CI, "planned": None, "params_model_range": _CI,
-               "params_ci_with_model": _CI, "tokens_ci_with_model": _CI, "loss_ci_with_model": _CI}],
+               "params_ci_with_model": _CI, "tokens_ci_with_model": _CI, "loss_ci_with_model": _CI,
+               "epochs": None, "data_constrained": _DC_OPT, "inference": _INFERENCE}],
     "table_source": None,
     "table_loss_source": None,
     "table_model": {"source": None, "ci": None, "competitive": None, "loss_source": None, "loss_competitive": None,

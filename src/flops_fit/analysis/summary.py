@@ -188,6 +188,9 @@ def summary_lines(analysis: dict) -> list[str]:
             lines.append(" " + c[0] + "   ".join(v.ljust(w) for v, w in zip(c[1:], widths[1:])).rstrip())
         if any(r.get("planned") for r in table):
             lines.append("  (* = a budget of the sweep)")
+    from flops_fit.analysis.data_constrained import data_lines
+
+    lines += data_lines(analysis)  # unique data, repetition, inference (docs/data-constrained.md)
     hold = analysis.get("holdout")
     if hold and hold.get("status") == "ok":
         lines.append("")
