@@ -131,3 +131,14 @@ def test_table_rows_mark_only_rows_past_one_epoch():
     c = out[1]["constrained"]
     assert out[1]["epochs"] == pytest.approx(7.2)
     assert c["epochs"] > 1 and c["loss_cost"] > 0 and c["doubling_saves"] > 0
+
+
+def test_runs_that_show_no_decay_give_only_a_lower_bound():
+    """Losses from the surface alone (a repeated token worth a new one, up to 40 epochs): R_D* runs off far past
+    the repetitions the runs reach, and the fit says it is a lower bound rather than a measurement."""
+    surf, N, D, U, _ = _synthetic(8.0, 3.0)
+    L = surf.loss(N, D)  # no decay at all
+    fit = fit_data_constrained(N, D, U, L, surf)
+    assert "R_D_star" in fit.lower_bound_only and fit.R_D_star > 390
+    measured = fit_data_constrained(*_synthetic(8.0, 3.0)[1:], surf)
+    assert measured.lower_bound_only == ()

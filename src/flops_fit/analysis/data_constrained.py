@@ -207,6 +207,9 @@ class DataConstrainedFit:
     huber_delta: float = 1e-3
     n_bootstrap: int = 0
     surface_source: str = "given"  # the runs the fixed surface was fitted on
+    # constants fitted far beyond the repetitions the runs reach (R* > 10 x the largest R): the runs show no
+    # measurable decay, so the value is only a lower bound and its interval says little
+    lower_bound_only: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -222,7 +225,7 @@ class DataConstrainedFit:
                 "objective": self.objective, "r2": self.r2, "n_runs": self.n_runs, "n_repeated": self.n_repeated,
                 "n_excess_params": self.n_excess_params, "huber_delta": self.huber_delta,
                 "n_bootstrap": self.n_bootstrap, "surface": self.surface.to_json(),
-                "surface_source": self.surface_source}
+                "surface_source": self.surface_source, "lower_bound_only": list(self.lower_bound_only)}
 
 
 def fit_data_constrained(params, tokens, unique_tokens, loss, surface: ChinchillaLaw, *, huber_delta: float = 1e-3,
@@ -264,8 +267,13 @@ def fit_data_constrained(params, tokens, unique_tokens, loss, surface: Chinchill
             reps = np.asarray(reps)
             q = [(1 - ci) / 2 * 100, (1 + ci) / 2 * 100]
             cis = [list(map(float, np.percentile(reps[:, j], q))) if free[j] else None for j in range(2)]
+    most_d = float(np.max(base.repetitions(D, U)))
+    most_n = float(np.max(N / base.unique_params(N, U) - 1.0))
+    loose = tuple(name for name, v, most, f in (("R_D_star", x[0], most_d, free[0]), ("R_N_star", x[1], most_n, free[1]))
+                  if f and v > 10.0 * max(most, 1e-12))
     return DataConstrainedFit("ok", None, float(x[0]), float(x[1]), R_D_star_ci=cis[0], R_N_star_ci=cis[1],
-                              fixed=fixed, objective=float(obj), r2=r2, n_bootstrap=int(n_bootstrap), **out)
+                              fixed=fixed, objective=float(obj), r2=r2, n_bootstrap=int(n_bootstrap),
+                              lower_bound_only=loose, **out)
 
 
 # Muennighoff et al.'s starts: R_D*, R_N* each from linspace(0, 20, 4) less the degenerate 0, optimised in the
@@ -522,6 +530,8 @@ def data_lines(analysis) -> list[str]:
                    f"{dc.get('surface_source')}): R_D* = {dc['R_D_star']:.3g}{iv('R_D_star')}, R_N* = "
                    f"{dc['R_N_star']:.3g}{iv('R_N_star')}" + (f"; held at the published value: {', '.join(dc['fixed'])}"
                                                               if dc.get("fixed") else ""))
+        for name in dc.get("lower_bound_only") or []:
+            out.append(f"  {name.replace('_star', '*')} is only a lower bound: the runs repeat too little to show its decay")
     elif dc:
         out.append(f"  data-constrained fit: {dc.get('status')}: {dc.get('reason')}")
     if ud.get("law_source") == "published" and U:
