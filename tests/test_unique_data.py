@@ -108,3 +108,14 @@ def test_run_record_gives_unique_units_seen_and_epochs():
     once = planned_record({**exp, "tokens": 4000}, status="completed", trainer="mock", flops_convention="6nd",
                           data_unit="tokens", loss=1.0, history=[])
     assert once["unique_units_seen"] == 4000 and once["epochs"] == pytest.approx(0.4)
+
+
+def test_train_subset_cuts_the_training_split_and_keeps_the_held_out_one():
+    full = build_data(SYNTH)
+    cut = build_data({**SYNTH, "options": {**SYNTH["options"], "train_subset": 5000}})
+    assert cut.unique_units == 5000 and cut.train_range == (0, 5000)
+    assert cut.eval_range == full.eval_range
+    import numpy as np
+    assert np.array_equal(next(iter(cut.eval_batches(8)))[0].numpy(), next(iter(full.eval_batches(8)))[0].numpy())
+    with pytest.raises(FlopsFitError, match="train_subset"):
+        build_data({**SYNTH, "options": {**SYNTH["options"], "train_subset": 3}})

@@ -30,6 +30,9 @@ OPTIONS: dict[str, Any] = {
     "hf_config": None,  # datasets.load_dataset(name=...)
     "revision": None,  # datasets.load_dataset(revision=...)
     "max_eval_bytes": 1 << 26,  # cap on raw text read from an HF eval split
+    # text: train on only the first this many tokens of the training split, the held-out split unchanged
+    # (a data-constrained study: the same data cut to several unique-token sizes; docs/data-constrained.md)
+    "train_subset": None,
     "streaming": False,  # dataset=hf: read rows as they come (datasets streaming=True) instead of materialising them
     # tokenizers
     "bpe_train_bytes": 1 << 26,  # text used to train the BPE tokenizer

@@ -95,6 +95,12 @@ class TextData(DataSource):
                 f"{what} has only {train_end} training tokens, fewer than dataset.seq_len+1={T + 1}; "
                 "lower dataset.seq_len or use more text"
             )
+        subset = (cfg.get("options") or {}).get("train_subset")
+        if subset is not None:  # a data-constrained study: the first `subset` training tokens, same held-out split
+            if isinstance(subset, bool) or not isinstance(subset, int) or subset < T + 1:
+                raise FlopsFitError(f"dataset.options.train_subset={subset!r} must be a whole number of tokens >= "
+                                    f"dataset.seq_len+1={T + 1}")
+            train_end = min(train_end, int(subset))
         self.train_range = (0, train_end)
         self.eval_range = (eval_start, eval_start + need)
         self.num_eval_windows = E // T
