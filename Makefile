@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= outputs/default
 ARGS ?=
+TEST_WORKERS ?= auto
 BENCH_SWEEP_ARGS ?=
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
@@ -25,11 +26,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv with the CPU torch wheel and flops-fit (editable, dev extras)
 
-test: $(STAMP) ## Run the test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+test: $(STAMP) ## Run the test suite, one worker per core (pytest-xdist; TEST_WORKERS=0 runs it in one process)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 test-fast: $(STAMP) ## Run the tests without the slow ones
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes; small runs packed) into outputs/demo
 	$(BIN)/ff-plan run_dir=outputs/demo grid.points=5 $(ARGS)

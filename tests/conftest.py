@@ -11,6 +11,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 BIN = Path(sys.executable).parent
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs one worker per core): one thread per worker and per
+    process it starts, so that workers share the cores instead of oversubscribing them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
 def script(name: str) -> str:
     """The installed console script (ff-plan, ...) next to this interpreter."""
     path = BIN / name
