@@ -11,7 +11,8 @@ from flops_fit.config.compose import config_dir
 from flops_fit.config.schema import register_configs
 
 CONF = Path(config_dir())
-STAGE_GROUPS = {"plan": ["model", "dataset", "budgets"], "train": ["trainer"]}
+STAGE_GROUPS = {"plan": ["model", "dataset", "budgets"], "train": ["trainer", "logger"], "analyze": ["logger"],
+                "plot": ["logger"]}
 
 
 def options(group):
@@ -66,3 +67,22 @@ def test_group_schemas_reject_typos():
     assert "grid.points" in str(wrong_type.value) + str(wrong_type.value.__cause__)
     with pytest.raises(ConfigCompositionException):  # a typo inside a group's YAML node
         _compose("train", ["trainer.lerning_rate=1e-3"])
+
+
+def test_hf_options_compose_from_the_command_line():
+    """model=hf and dataset=hf take their keys as the README writes them, and the dataset fills the model's config."""
+    cfg = _compose("plan", ["model=hf", "model.architecture=LlamaForCausalLM", "model.size_multiple=16",
+                            "model.kwargs.num_hidden_layers=4", "dataset=hf", "dataset.path=/data/train.parquet",
+                            "dataset.text_field=story", "dataset.options.streaming=true"])
+    kwargs = cfg["model"]["kwargs"]
+    assert kwargs["architecture"] == "LlamaForCausalLM" and kwargs["num_hidden_layers"] == 4
+    assert kwargs["data"] == {"kind": "text", "vocab_size": cfg["dataset"]["vocab_size"], "seq_len": cfg["dataset"]["seq_len"],
+                              "num_classes": 10, "image_size": 32, "channels": 3}
+    assert cfg["model"]["size_multiple"] == 16 and cfg["dataset"]["options"]["streaming"] is True
+    image = _compose("plan", ["model=hf", "model.config=/m/config.json", "dataset=hf", "dataset.kind=image",
+                              "dataset.input_column=img", "dataset.label_column=y", "dataset.num_classes=3"])
+    assert image["model"]["kwargs"]["config"] == "/m/config.json"
+    assert image["model"]["kwargs"]["data"]["kind"] == "image" and image["model"]["kwargs"]["data"]["num_classes"] == 3
+    logged = _compose("train", ["logger=mlflow", "logger.tracking_uri=http://localhost:5000", "logger.project=mine"])
+    assert logged["logger"] == {"name": "mlflow", "save_dir": None, "project": "mine", "group": None,
+                                "tracking_uri": "http://localhost:5000", "mode": "offline"}

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from flops_fit.data.config import DatasetConfig
 from flops_fit.errors import FlopsFitError
 from flops_fit.planning import COOLDOWN_FRAC, FORECAST_FACTOR, Grid
+from flops_fit.trackers import LoggerConfig
 from flops_fit.training.config import TrainerConfig
 
 MISSING: Any = "???"  # OmegaConf's marker for a required value
@@ -81,6 +82,7 @@ class TrainSettings:
 
     run_dir: str = "outputs/default"
     trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # an experiment tracker (flops_fit.trackers)
     data_path: Optional[str] = None  # relocate the planned dataset's files on this machine
     shard: int = 0
     num_shards: int = 1
@@ -124,6 +126,7 @@ class AnalyzeSettings:
     unique_tokens: Optional[float] = None
     # tokens the model will serve: beside each row, the model that reaches its loss at least training + 2N/token
     inference_tokens: Optional[float] = None
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # log the table and the figures to a tracker
     quiet: bool = False
     debug: bool = False  # show the traceback of an error instead of its one line
 
@@ -134,6 +137,7 @@ class PlotSettings:
     format: str = "png"
     dpi: int = 130
     report: bool = True
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # log the figures to a tracker
     quiet: bool = False
     debug: bool = False  # show the traceback of an error instead of its one line
 

@@ -16,6 +16,7 @@ from flops_fit.artifacts import RunDir
 from flops_fit.errors import FlopsFitError
 from flops_fit.settings import (AnalyzeSettings, PlanSettings, PlotSettings, StatusSettings, TrainSettings,
                                 with_defaults)
+from flops_fit.trackers import check_logger
 
 SETTINGS = {"plan": PlanSettings, "train": TrainSettings, "analyze": AnalyzeSettings, "plot": PlotSettings,
             "status": StatusSettings}
@@ -47,12 +48,16 @@ def check(stage: str, cfg: Mapping[str, Any]) -> dict:
         from flops_fit.training.config import check_trainer
 
         check_trainer(cfg["trainer"])
+        check_logger(cfg["logger"])
         if int(cfg["num_shards"]) < 1 or not 0 <= int(cfg["shard"]) < int(cfg["num_shards"]):
             raise FlopsFitError(f"shard={cfg['shard']} must be in [0, num_shards={cfg['num_shards']})")
+    elif stage == "plot":
+        check_logger(cfg["logger"])
     elif stage == "status":
         if not float(cfg["stale_after"]) > 0:
             raise FlopsFitError(f"stale_after={cfg['stale_after']} must be a number of seconds > 0, e.g. stale_after=300")
     elif stage == "analyze":
+        check_logger(cfg["logger"])
         if cfg["params"] not in ("total", "non_embedding"):
             raise FlopsFitError(f"params={cfg['params']!r} must be 'total' or 'non_embedding'")
         from flops_fit.analysis.run import check_options
@@ -282,6 +287,7 @@ def train(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None, loss_f
         model=model,
         data=data,
         loss_fn=loss_fn,
+        logger=cfg["logger"],
     )
 
 
@@ -330,7 +336,27 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
     ]
     _record_config(rd, "analyze", cfg)
     rd.write_analysis(result)
-    return rd.read_analysis()
+    analysis = rd.read_analysis()
+    _track(cfg, rd, analysis, "analysis", sorted(rd.plots_dir.glob("*.png")) if rd.plots_dir.is_dir() else [])
+    return analysis
+
+
+def _track(cfg: Mapping, rd: RunDir, analysis: Mapping, name: str, figures: list) -> None:
+    """ff-analyze and ff-plot with a ``logger``: the table, the fitted exponents and the figures, as ``name``."""
+    from flops_fit.trackers import flatten, open_tracker
+
+    tracker = open_tracker(cfg.get("logger"), rd.root)
+    if tracker is None:
+        return
+    from flops_fit.analysis.summary import markdown_table, no_table_message
+
+    table = [{k: v for k, v in row.items() if isinstance(v, (int, float, str))} for row in analysis.get("table") or []]
+    text = markdown_table(analysis) if table else no_table_message("why: the diagnostics in analysis.json")
+    fits = analysis.get("fits") or {}
+    summary = {f"{approach}.{k}": float(fit[k]) for approach, fit in fits.items() if isinstance(fit, Mapping)
+               for k in ("a", "b") if isinstance(fit.get(k), (int, float)) and not isinstance(fit.get(k), bool)}
+    settings = {k: v for k, v in cfg.items() if k not in ("logger", "run_dir", "quiet", "debug")}
+    tracker.log_analysis(flatten(settings, f"{name}."), table, text, summary, [str(p) for p in figures], name=name)
 
 
 def _analyze_sweep(runs, plan, cfg) -> dict:
@@ -377,4 +403,5 @@ def plot(cfg: Mapping[str, Any], *, keep_figures: bool = False) -> dict:
         out["figures"] = figures
     if cfg["report"]:
         out["report"] = str(write_report(analysis, paths, rd.report_path))
+    _track(cfg, rd, analysis, "plots", [p for p in paths if str(p).endswith(".png")])
     return out

@@ -20,6 +20,7 @@ from flops_fit.settings import (
     TrainerConfig,
     TrainSettings,
 )
+from flops_fit.trackers import LoggerConfig
 
 # the group nodes a Python caller may give as whole dicts (flops_fit.config.compose)
 GROUP_SCHEMAS = {"model": ModelConfig, "dataset": DatasetConfig, "trainer": TrainerConfig, "budgets": BudgetsConfig}
@@ -38,3 +39,4 @@ def register_configs() -> None:
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
     cs.store(group="budgets", name="budgets_schema", node=BudgetsConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)

@@ -57,11 +57,13 @@ def train_plan(
     model: ModelSpec | None = None,
     data: Any = None,
     loss_fn: Any = None,
+    logger: Mapping[str, Any] | None = None,
 ) -> dict:
     """Train the pending runs of ``run_dir``'s plan. Returns counts per outcome.
 
     ``model``, ``data`` and ``loss_fn`` are Python objects (from ``find_optimal``) that replace what
     the plan records: a model spec built from a callable, a data source, a loss function.
+    ``logger``: the ``logger`` config (:mod:`flops_fit.trackers`); each recorded run is logged to it.
     """
     cfg = TrainerConfig.from_mapping(trainer)  # every setting checked before data or models are built
     world, joined = distributed.join(cfg)
@@ -70,13 +72,14 @@ def train_plan(
             return _nothing_to_do()  # mock runs take no device: rank 0 trains them all
         return _train_plan(run_dir, cfg, world if cfg.kind != "mock" else distributed.World(), shard=shard,
                            num_shards=num_shards, retry_failed=retry_failed, limit=limit, data_path=data_path,
-                           quiet=quiet, allow_mismatch=allow_mismatch, model=model, data=data, loss_fn=loss_fn)
+                           quiet=quiet, allow_mismatch=allow_mismatch, model=model, data=data, loss_fn=loss_fn,
+                           logger=logger)
     finally:
         distributed.leave(joined)
 
 
 def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard, num_shards, retry_failed, limit,
-                data_path, quiet, allow_mismatch, model, data, loss_fn) -> dict:
+                data_path, quiet, allow_mismatch, model, data, loss_fn, logger=None) -> dict:
     rd = RunDir(run_dir)
     counts = dict.fromkeys(OUTCOMES + ("skipped_completed", "skipped_failed", "skipped_locked"), 0)
 
@@ -118,6 +121,10 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
                unit="run", disable=True if not talk or not pending else None, position=0, dynamic_ncols=True)
     tasks = sweep_tasks(plan["experiments"], pending, real=isinstance(train_one, RealTrainer))
     sweep = Sweep(rd, cfg, train_one, retry_failed=retry_failed, quiet=not talk, counts=counts, bar=bar, world=world)
+    if world.is_main and pending:
+        from flops_fit.trackers import open_tracker
+
+        sweep.track(open_tracker(logger, run_dir), plan)
     try:
         packing = None
         if isinstance(train_one, RealTrainer) and train_one.packable:
@@ -219,6 +226,11 @@ class Sweep:
         self.counts = counts if counts is not None else dict.fromkeys(
             OUTCOMES + ("skipped_completed", "skipped_failed", "skipped_locked"), 0)
         self.locks = RunLocks(rd) if self.world.is_main else None  # rank 0 claims runs for all the ranks
+        self.tracker, self.plan = None, None
+
+    def track(self, tracker, plan: Mapping) -> None:
+        """Log every run recorded from now on to ``tracker`` (:mod:`flops_fit.trackers`; None: none)."""
+        self.tracker, self.plan = tracker, plan
 
     def task(self, task: Task) -> None:
         if task.trunk is not None:
@@ -245,6 +257,8 @@ class Sweep:
             if record["status"] != "failed" and not self.cfg.keep_checkpoints:  # the record is safe now
                 checkpoints.discard(self.rd.checkpoint_path(record["id"]))
             discard_heartbeat(self.rd, record["id"])
+            if self.tracker is not None:
+                self._log(record)
         self.counts[record["status"]] += 1
         if record["status"] == "failed" and self.world.enabled:  # the other workers may be stuck mid-step
             raise FlopsFitError(f"{record['id']} failed ({record.get('error')}); its record says so. The other "
@@ -252,6 +266,17 @@ class Sweep:
                                 f"(retry_failed=true retries this one)")
         if record["status"] == "failed" and not self.quiet:  # the loop prints its own line for the others
             self.note(f"{record['id']}: failed: {record.get('error')}")
+
+    def _log(self, record: dict) -> None:
+        """The run in the tracker; a tracker that fails says so in one line and the sweep goes on (the record
+        is written)."""
+        from flops_fit.training.track import run_log
+
+        try:
+            self.tracker.log_run(record["id"], *run_log(record, self.plan))
+        except Exception as e:  # noqa: BLE001 - a tracker's trouble never costs a trained run
+            self.note(f"{record['id']}: not logged to {self.tracker.name} ({type(e).__name__}: "
+                      f"{' '.join(str(e).split())[:160]})")
 
     def note(self, line: str) -> None:
         if self.bar is not None:

@@ -1,0 +1,226 @@
+"""Experiment trackers (``logger=tensorboard | mlflow | wandb``): what a sweep writes, read back with each
+tracker's own reader. Each test skips where its tracker is not installed (the dev extra installs tensorboard)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from flops_fit import stages
+from flops_fit.config.compose import compose
+from flops_fit.errors import FlopsFitError
+from tests.conftest import REPO
+
+GPT_TINY = ["model=gpt", "model.kwargs.n_layer=1", "model.kwargs.head_dim=8",
+            "dataset=synthetic_text", "dataset.seq_len=32", "dataset.vocab_size=64", "dataset.eval_size=1024",
+            "dataset.options.num_tokens=65536", "quiet=true"]
+
+
+def _records(run):
+    return {r["id"]: r for r in (json.loads(p.read_text()) for p in (run / "runs").glob("*.json"))}
+
+
+def _mock_sweep(run, logger, plot=False):
+    """Twelve mock runs over three budgets, analysed (and plotted): the table and every run go to ``logger``."""
+    stages.plan(compose("plan", [f"run_dir={run}", *GPT_TINY, "model.size_range=[8,256]",
+                                 "budgets.values=[1e11,1e12,1e13]", "grid.points=4"]))
+    stages.train(compose("train", [f"run_dir={run}", "trainer=mock", f"logger={logger}", "quiet=true"]))
+    analysis = stages.analyze(compose("analyze", [f"run_dir={run}", "bootstrap=0", f"logger={logger}", "quiet=true"]))
+    if plot:
+        stages.plot(compose("plot", [f"run_dir={run}", f"logger={logger}", "report=false", "quiet=true"]))
+    return _records(run), analysis
+
+
+def _real_runs(run, logger, limit=1):
+    """Tiny runs trained for real (a learning rate, a throughput), logged to ``logger``: {id: record}."""
+    stages.plan(compose("plan", [f"run_dir={run}", *GPT_TINY, "model.size_range=[8,64]", "budgets.values=[3e8]",
+                                 "grid.points=2", "grid.min_steps=0"]))
+    stages.train(compose("train", [f"run_dir={run}", "trainer=local", "trainer.batch_size=8", "trainer.threads=1",
+                                   "trainer.progress=false", f"limit={'null' if limit is None else limit}",
+                                   f"logger={logger}", "quiet=true"]))
+    records = _records(run)
+    assert all(r["status"] == "completed" and len(r["history"]) >= 2 for r in records.values())
+    return records
+
+
+def _table_text(analysis):
+    from flops_fit.analysis.summary import markdown_table
+
+    return markdown_table(analysis)
+
+
+def _check_lr(record, lrs):
+    """The logged learning rates: warmup then cosine decay down to lr x min_lr_ratio at the last step."""
+    peak, floor = record["lr"], record["lr"] * record["trainer_settings"]["min_lr_ratio"]
+    assert len(lrs) == len(record["history"])
+    assert all(floor * (1 - 1e-6) <= v <= peak * (1 + 1e-6) for v in lrs)  # TensorBoard stores float32
+    assert lrs[-1] == pytest.approx(floor, rel=1e-6) and max(lrs) > 2 * floor
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # the warmup ends before the first evaluation
+
+
+# ------------------------------------------------------------------------------------------ TensorBoard
+
+
+def test_tensorboard_holds_every_run_curve_and_the_table(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def read(folder):
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+        acc.Reload()
+        return acc
+
+    run = tmp_path / "sweep"
+    records, analysis = _mock_sweep(run, "tensorboard", plot=True)
+    assert analysis["table"]
+    logs = run / "logs" / "tensorboard"
+    assert {p.name for p in logs.iterdir()} == set(records) | {"analysis", "plots"}
+    for rid, rec in records.items():
+        acc = read(logs / rid)
+        loss = acc.Scalars("loss")
+        assert [e.step for e in loss] == [h["tokens"] for h in rec["history"]]
+        assert [e.value for e in loss] == pytest.approx([h["loss"] for h in rec["history"]], rel=1e-6)
+        assert acc.Scalars("final_loss")[-1].value == pytest.approx(rec["loss"], rel=1e-6)
+        params = acc.Tensors("params")[0].tensor_proto.string_val[0].decode()
+        assert "| model.name | gpt |" in params and f"| run.id | {rid} |" in params
+    acc = read(logs / "analysis")
+    assert acc.Tensors("table")[0].tensor_proto.string_val[0].decode() == _table_text(analysis)
+    assert acc.Scalars("isoflop.a")[0].value == pytest.approx(analysis["fits"]["isoflop"]["a"], rel=1e-6)
+    plots = read(logs / "plots")
+    assert "figures/isoflop" in plots.Tags()["images"]
+    assert plots.Images("figures/isoflop")[0].encoded_image_string == (run / "plots" / "isoflop.png").read_bytes()
+
+    real = tmp_path / "real"
+    (record,) = _real_runs(real, "tensorboard").values()
+    acc = read(real / "logs" / "tensorboard" / record["id"])
+    _check_lr(record, [e.value for e in acc.Scalars("lr")])
+    assert record["tokens_per_s"] > 0
+    assert acc.Scalars("tokens_per_s")[-1].value == pytest.approx(record["tokens_per_s"], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ MLflow
+
+
+def test_mlflow_file_store_holds_every_run_curve_and_the_table(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow import MlflowClient
+
+    run = tmp_path / "sweep"
+    records, analysis = _mock_sweep(run, "mlflow")
+    client = MlflowClient(tracking_uri=(run / "logs" / "mlflow" / "mlruns").as_uri())
+    experiment = client.get_experiment_by_name("flops-fit")
+    found = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(found) == set(records) | {"analysis"}
+    for rid, rec in records.items():
+        r = found[rid]
+        assert r.data.tags["flops_fit.sweep"] == "sweep"
+        assert r.data.params["model.name"] == "gpt" and r.data.params["grid.points"] == "4"
+        assert r.data.params["run.budget"] == str(rec["budget"])
+        history = sorted(client.get_metric_history(r.info.run_id, "loss"), key=lambda m: m.step)
+        assert [m.step for m in history] == [h["tokens"] for h in rec["history"]]
+        assert [m.value for m in history] == pytest.approx([h["loss"] for h in rec["history"]])
+        assert r.data.metrics["final_loss"] == pytest.approx(rec["loss"])
+    table = client.download_artifacts(found["analysis"].info.run_id, "table.md", str(tmp_path))
+    assert open(table).read() == _table_text(analysis)
+    assert found["analysis"].data.metrics["parametric.a"] == pytest.approx(analysis["fits"]["parametric"]["a"])
+
+    real = tmp_path / "real"
+    (record,) = _real_runs(real, "mlflow").values()
+    client = MlflowClient(tracking_uri=(real / "logs" / "mlflow" / "mlruns").as_uri())
+    (r,) = client.search_runs([client.get_experiment_by_name("flops-fit").experiment_id])
+    lrs = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "lr"), key=lambda m: m.step)]
+    _check_lr(record, lrs)
+    assert r.data.metrics["tokens_per_s"] == pytest.approx(record["tokens_per_s"]) and record["tokens_per_s"] > 0
+
+
+# ------------------------------------------------------------------------------------------ W&B
+
+
+def _wandb_runs(folder):
+    """Every offline run under ``folder``, read with W&B's own reader of its run files (``wandb leet inspect``)."""
+    out = {}
+    for run_dir in sorted((folder / "wandb").glob("offline-run-*")):
+        lines = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", str(run_dir), "--json"],
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+        found = {"history": [], "summary": {}, "dir": run_dir}
+        for rec in map(json.loads, lines):
+            if rec["type"] == "run":
+                found.update(name=rec["run"]["display_name"], project=rec["run"]["project"],
+                             group=rec["run"].get("run_group"),
+                             config={k: v for k, v in rec["run"]["config"]["update"].items() if k != "_wandb"})
+            elif rec["type"] == "history":
+                found["history"].append(rec["history"]["item"])
+            elif rec["type"] == "summary":
+                found["summary"].update(rec["summary"]["update"])
+            elif rec["type"] == "exit":
+                found["exit_code"] = rec["exit"].get("exit_code", 0)
+        out[found["name"]] = found
+    return out
+
+
+def test_wandb_offline_runs_hold_every_run_curve_and_the_table(tmp_path):
+    pytest.importorskip("wandb")
+    # two runs trained for real, each an offline W&B run (a W&B run costs about a second, so the sweep is small)
+    real = tmp_path / "real"
+    records = _real_runs(real, "wandb", limit=None)
+    found = _wandb_runs(real / "logs" / "wandb")
+    assert set(found) == set(records) and len(records) == 2
+    for rid, rec in records.items():
+        logged = found[rid]
+        assert logged["exit_code"] == 0 and logged["project"] == "flops-fit" and logged["group"] == "real"
+        assert logged["config"]["model.name"] == "gpt" and logged["config"]["run.id"] == rid
+        assert [h["tokens"] for h in logged["history"]] == [h["tokens"] for h in rec["history"]]
+        assert [h["loss"] for h in logged["history"]] == pytest.approx([h["loss"] for h in rec["history"]])
+        assert logged["summary"]["final_loss"] == pytest.approx(rec["loss"])
+        assert logged["summary"]["tokens_per_s"] == pytest.approx(rec["tokens_per_s"])
+        _check_lr(rec, [h["lr"] for h in logged["history"]])
+    # the analysis of a sweep: its table and exponents
+    run = tmp_path / "sweep"
+    _mock_sweep(run, "none")
+    analysis = stages.analyze(compose("analyze", [f"run_dir={run}", "bootstrap=0", "logger=wandb", "quiet=true"]))
+    (found,) = _wandb_runs(run / "logs" / "wandb").values()
+    assert found["name"] == "analysis" and found["summary"]["isoflop.a"] == pytest.approx(analysis["fits"]["isoflop"]["a"])
+    (table_file,) = (found["dir"] / "files" / "media" / "table").glob("*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"][:2] == ["budget", "params"] and len(table["data"]) == len(analysis["table"])
+    assert [row[1] for row in table["data"]] == [row["params"] for row in analysis["table"]]
+
+
+# ------------------------------------------------------------------------------------------ choosing
+
+
+def test_logger_none_writes_nothing_and_imports_no_tracker(tmp_path):
+    code = ("import sys\nfrom flops_fit import stages\nfrom flops_fit.config.compose import compose\n"
+            f"run = {str(tmp_path / 'r')!r}\n"
+            f"stages.plan(compose('plan', ['run_dir=' + run, *{GPT_TINY!r}, 'budgets.values=[1e11]', 'grid.points=3']))\n"
+            "stages.train(compose('train', ['run_dir=' + run, 'quiet=true']))\n"
+            "bad = [m for m in ('tensorboard', 'mlflow', 'wandb') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "r" / "logs").exists()
+
+
+def test_a_tracker_that_is_not_installed_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(FlopsFitError, match=r"logger=wandb needs the wandb package.*flops-fit\[wandb\]"):
+        stages.check("train", compose("train", [f"run_dir={tmp_path}", "logger=wandb"]))
+    # and through the command line: one line, the usage exit code, nothing trained
+    code = ("import importlib.util as u, sys\nreal = u.find_spec\n"
+            "u.find_spec = lambda n, *a: None if n == 'mlflow' else real(n, *a)\n"
+            f"sys.argv = ['ff-train', 'run_dir={tmp_path}', 'logger=mlflow']\n"
+            "from flops_fit.cli.train import main\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "logger=mlflow needs the mlflow package" in proc.stderr and "pip install 'flops-fit[mlflow]'" in proc.stderr
+    with pytest.raises(FlopsFitError, match="logger=neptune"):
+        from flops_fit.trackers import check_logger
+
+        check_logger({"name": "neptune"})
