@@ -35,6 +35,8 @@ PUBLISHED_SURFACE = ChinchillaLaw(E=float(np.exp(0.6254804)), A=float(np.exp(6.2
                                   alpha=0.3526596, beta=0.3526596)
 PUBLISHED_R_D_STAR = 15.387756
 PUBLISHED_R_N_STAR = 5.309743
+# a run planned for one epoch trains whole batches, a little more than U tokens (25.6K for 25K at 1024 a step)
+SINGLE_EPOCH_SLACK = 1.05
 
 
 @dataclass
@@ -239,7 +241,7 @@ def fit_data_constrained(params, tokens, unique_tokens, loss, surface: Chinchill
     ok = np.isfinite(N) & np.isfinite(D) & np.isfinite(U) & np.isfinite(L) & (N > 0) & (D > 0) & (U > 0) & (L > 0)
     N, D, U, L = N[ok], D[ok], U[ok], L[ok]
     base = DataConstrainedLaw(surface)
-    repeated = D > U * (1 + 1e-9)
+    repeated = D > U * SINGLE_EPOCH_SLACK  # a one-epoch run's last partial batch is not a repeat
     excess = N > base.unique_params(N, U) * (1 + 1e-9)
     out = dict(surface=surface, n_runs=int(N.size), n_repeated=int(repeated.sum()),
                n_excess_params=int(excess.sum()), huber_delta=huber_delta)
@@ -379,7 +381,7 @@ def single_epoch_surface(N, D, U, L, surface: ChinchillaLaw, *, objective: str =
     """The surface to fit R_D*, R_N* over: refitted on the runs that never repeat data when there are enough
     of them (repeated runs would otherwise bend E, A, B, alpha, beta to absorb what repetition costs, leaving
     nothing for R_D* to measure), else ``surface`` (the sweep's parametric fit). Returns (law, where from)."""
-    once = D <= U * (1 + 1e-9)
+    once = D <= U * SINGLE_EPOCH_SLACK
     if once.sum() < MIN_SINGLE_EPOCH_RUNS or once.all() or np.unique(N[once]).size < 3:
         return surface, "all runs" if once.all() else "all runs (too few single-epoch runs to refit)"
     from flops_fit.analysis.varpro import fit_surface
