@@ -220,3 +220,43 @@ def test_missing_column_is_one_line_naming_the_key(tmp_path):
                        check=False)
     err = _one_line(proc)
     assert "dataset.text_field='text' is not a column" in err and "body" in err
+
+
+# ----------------------------------------------------------------------------------------- model=hf from Python
+
+
+def test_a_local_config_json_names_the_architecture_and_its_fields(tmp_path):
+    from flops_fit.config.compose import compose
+    from flops_fit.models import ModelSpec
+
+    saved = transformers.LlamaConfig(num_hidden_layers=3, rms_norm_eps=1e-3, tie_word_embeddings=True)
+    saved.architectures = ["LlamaForCausalLM"]
+    saved.save_pretrained(str(tmp_path / "cfg"))
+    cfg = compose("plan", ["model=hf", f"model.config={tmp_path / 'cfg'}", *TEXT[:-1]])
+    model = ModelSpec.from_config(cfg["model"]).build(32, device="meta")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    c = model.config
+    assert (c.num_hidden_layers, c.rms_norm_eps, c.tie_word_embeddings) == (3, 1e-3, True)  # the file's values
+    assert (c.hidden_size, c.num_attention_heads, c.intermediate_size) == (32, 2, 128)  # the size rules
+    assert (c.vocab_size, c.max_position_embeddings) == (VOCAB, T)  # the dataset's
+    # a config class or model_type alone gets the head the data asks for
+    lm = ModelSpec.from_config(compose("plan", ["model=hf", "model.architecture=llama", *TEXT])["model"])
+    assert type(lm.build(16, device="meta")).__name__ == "LlamaForCausalLM"
+    image = compose("plan", ["model=hf", "model.architecture=ViTConfig", "dataset=synthetic_images",
+                             "+model.kwargs.patch_size=4"])
+    vit = ModelSpec.from_config(image["model"]).build(16, device="meta")
+    assert type(vit).__name__ == "ViTForImageClassification" and vit.data_unit == "images"
+    assert (vit.config.image_size, vit.config.num_labels) == (16, 10)
+
+
+def test_measured_flops_work_on_an_hf_model(tmp_path):
+    from flops_fit import stages
+    from flops_fit.config.compose import compose
+
+    plan = stages.plan(compose("plan", [f"run_dir={tmp_path}", "model=hf", "model.architecture=LlamaForCausalLM",
+                                        *TEXT, "budgets.values=[1e11,1e12]", "grid.points=3", "flops=measured",
+                                        "quiet=true"]))
+    runs = sorted({e["size"]: e for e in plan["experiments"]}.values(), key=lambda e: e["size"])
+    ratios = [e["flops_per_token"] / e["params"] for e in runs]
+    # counted matmuls: below 6N (the embedding lookup is no matmul), nearer 6N as the lookup's share shrinks
+    assert all(4.5 < r < 6.5 for r in ratios) and ratios == sorted(ratios) and len(runs) >= 3

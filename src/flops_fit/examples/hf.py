@@ -15,7 +15,9 @@ from that config, with random weights: nothing is ever downloaded.
     what the dataset fixes (``conf/model/hf.yaml`` passes it from ``dataset.*``): text sets
     ``vocab_size`` and ``max_position_embeddings`` (to ``seq_len``), images set ``image_size``,
     ``num_channels`` and ``num_labels``, where the config has those fields and ``fields`` does not
-    give them. An image model gets ``data_unit = "images"`` so FLOPs and data count per image.
+    give them (over the values of a ``config`` file: the data decides them). An image model gets ``data_unit = "images"`` so FLOPs and data count per image.
+``fields``
+    config fields; a field set to None keeps the config's own value (the file's, or the class default).
 
 Parameter counts, the non-embedding count, the logits and FLOPs then come from the model as it is
 (``flops_fit.flops``: ``num_parameters()``, 6ND, or measured).
@@ -114,9 +116,10 @@ def hf_model(architecture: str | None = None, config: str | None = None, data: M
     if not architecture:
         raise FlopsFitError(f"model=hf needs model.architecture (e.g. {EXAMPLES}) or model.config=/path/config.json")
     model_cls, config_cls = _named(transformers, str(architecture))
+    fields = {k: v for k, v in fields.items() if v is not None}  # null: the config's own value
     base = {k: v for k, v in base.items() if k not in ("architectures", "transformers_version", "model_type")}
-    given = {**base, **fields}
-    values = {**_data_fields(config_cls(), data), **given}
+    # the file's values, then what the dataset fixes, then the sweep's own fields (size, ties, model.kwargs)
+    values = {**base, **_data_fields(config_cls(), data), **fields}
     if "num_labels" in values:  # a label count, not the id2label of another dataset
         values.pop("id2label", None)
         values.pop("label2id", None)
