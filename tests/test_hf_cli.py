@@ -260,3 +260,22 @@ def test_measured_flops_work_on_an_hf_model(tmp_path):
     ratios = [e["flops_per_token"] / e["params"] for e in runs]
     # counted matmuls: below 6N (the embedding lookup is no matmul), nearer 6N as the lookup's share shrinks
     assert all(4.5 < r < 6.5 for r in ratios) and ratios == sorted(ratios) and len(runs) >= 3
+
+
+def test_a_sweep_whose_loss_ignores_data_is_reported_through_the_cli(tmp_path):
+    """B = 0 (a sweep on random tokens): ff-analyze names the degenerate fit, writes analysis.json and ends with
+    one line and exit code 1 when no approach leaves a table, never a traceback."""
+    from tests.test_hf_models import _flat_in_data
+
+    lines = ["params,tokens,loss,budget"] + [f"{r['params']},{r['tokens']},{r['loss']},{r['budget']}"
+                                             for r in _flat_in_data()]
+    (tmp_path / "runs.csv").write_text("\n".join(lines) + "\n")
+    proc = run_cli("ff-analyze", f"run_dir={tmp_path / 'out'}", f"input={tmp_path / 'runs.csv'}", "bootstrap=20",
+                   cwd=REPO, check=False)
+    analysis = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert any(d["code"] == "parametric_degenerate" for d in analysis["diagnostics"])
+    assert "parametric_degenerate" in proc.stdout and "does not fall with data" in proc.stdout
+    if analysis["table"]:
+        assert proc.returncode == 0
+    else:
+        assert "no compute-optimal table" in _one_line(proc) and proc.returncode == 1
