@@ -119,3 +119,50 @@ def test_train_subset_cuts_the_training_split_and_keeps_the_held_out_one():
     assert np.array_equal(next(iter(cut.eval_batches(8)))[0].numpy(), next(iter(full.eval_batches(8)))[0].numpy())
     with pytest.raises(FlopsFitError, match="train_subset"):
         build_data({**SYNTH, "options": {**SYNTH["options"], "train_subset": 3}})
+
+
+def test_with_train_subset_for_text_images_and_datasets():
+    text = build_data(SYNTH)
+    sub = text.with_train_subset(2000)
+    assert sub.unique_units == 2000 and sub.eval_range == text.eval_range and text.unique_units == 50_000
+    x = torch.randint(0, 10, (100, 8))
+    data = TorchData(TensorDataset(x, x), eval_size=10)
+    assert data.with_train_subset(80).unique_units == 80 and data.unique_units == 720
+    img = build_data({"kind": "image", "source": "synthetic", "num_classes": 3, "image_size": 8, "channels": 1,
+                      "eval_size": 16})
+    with pytest.raises(FlopsFitError, match="repeat_epochs"):
+        img.with_train_subset(10)  # images generated on the fly: no subset to repeat
+
+
+def test_grid_repeat_epochs_plans_a_data_constrained_study_inside_the_sweep(tmp_path):
+    plan = make_plan(_gpt(), [1e10, 1e11], grid=Grid(points=5, min_steps=0, repeat_epochs=[4, 16]),
+                     unique_units=10**9)
+    reps = [e for e in plan["experiments"] if e.get("train_subset")]
+    assert len(reps) == 4
+    for r in reps:
+        twin = next(e for e in plan["experiments"] if e["id"] == r["repeat_of"])
+        assert r["tokens"] == twin["tokens"] and r["params"] == twin["params"]  # same compute as its fresh twin
+        assert r["unique_units"] == r["train_subset"] and r["epochs"] == pytest.approx(r["id"].endswith("rep4") and 4 or 16, rel=1e-3)
+    with pytest.raises(FlopsFitError, match="unique units"):
+        make_plan(_gpt(), [1e10], grid=Grid(points=3, min_steps=0, repeat_epochs=[4]))
+    with pytest.raises(FlopsFitError, match="repeat_epochs"):
+        Grid(repeat_epochs=[0.5]).validate()
+
+
+def test_repeat_runs_train_on_the_subset_and_only_the_data_constrained_fit_reads_them(tmp_path):
+    from flops_fit.analysis import run_analysis
+    from flops_fit.artifacts import RunDir
+
+    rd = tmp_path / "s"
+    stages.plan(compose("plan", [f"run_dir={rd}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e11,3e11,1e12]",
+                                 "grid.points=5", "grid.repeat_epochs=[4,16]", "quiet=true"]))
+    stages.train(compose("train", [f"run_dir={rd}", "trainer=mock"]))
+    runs, plan = stages.load_runs(RunDir(rd))
+    reps = [r for r in runs if r.get("train_subset")]
+    assert reps and all(r["epochs"] == pytest.approx(r["tokens"] / r["train_subset"]) for r in reps)
+    both = run_analysis(runs, plan=plan, n_bootstrap=0, check_short=False)
+    fresh = run_analysis([r for r in runs if not r.get("train_subset")], plan=plan, n_bootstrap=0, check_short=False)
+    assert both["fits"]["isoflop"]["a"] == pytest.approx(fresh["fits"]["isoflop"]["a"])
+    assert both["fits"]["data_constrained"]["n_runs"] == len(runs)
+    assert fresh["fits"]["data_constrained"]["n_runs"] == len(runs) - len(reps)
+    assert any(d["code"] == "repeat_runs" for d in both["diagnostics"])

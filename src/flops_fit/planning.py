@@ -31,8 +31,8 @@ one (docs/data-constrained.md); ``grid.max_epochs`` drops the runs that would re
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -58,6 +58,10 @@ class Grid:
     min_steps: Optional[int] = 100
     # drop runs that would see the unique data more than this many times (null: keep them, with a warning)
     max_epochs: Optional[float] = None
+    # a data-constrained study inside the sweep (Muennighoff et al.'s design): each budget's middle size again,
+    # with the same tokens on a subset of the data seen this many times, e.g. [4, 16]; they measure what
+    # repetition costs on your data and only the data-constrained fit uses them (docs/data-constrained.md)
+    repeat_epochs: List[float] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.points < 1:
@@ -66,6 +70,9 @@ class Grid:
             raise FlopsFitError(f"grid.span={self.span} must be > 1 (the factor either side of the expected optimum)")
         if not self.tokens_per_param > 0:
             raise FlopsFitError(f"grid.tokens_per_param={self.tokens_per_param} must be positive")
+        if any(not (isinstance(e, (int, float)) and e > 1) for e in self.repeat_epochs or []):
+            raise FlopsFitError(f"grid.repeat_epochs={list(self.repeat_epochs)} must be epoch counts above 1, "
+                                f"e.g. grid.repeat_epochs=[4,16]")
         if self.max_epochs is not None and not (isinstance(self.max_epochs, (int, float)) and self.max_epochs > 0):
             raise FlopsFitError(f"grid.max_epochs={self.max_epochs!r} must be a positive number of passes over the "
                                 f"unique data (e.g. grid.max_epochs=4), or null")
@@ -276,7 +283,12 @@ def make_plan(
             "every planned run was dropped for having too few tokens: raise the budgets (budgets.values=...), "
             "lower grid.min_tokens_per_param, or shrink model.size_range"
         )
-    warnings += repetition_warnings(experiments, unique_units, data_unit)
+    if grid.repeat_epochs:
+        if schedule != "cosine":
+            raise FlopsFitError("grid.repeat_epochs plans runs trained alone on a subset of the data; use "
+                                "schedule=cosine with it")
+        experiments += repeat_runs(experiments, budgets, grid.repeat_epochs, unique_units, data_unit)
+    warnings += repetition_warnings([e for e in experiments if not e.get("train_subset")], unique_units, data_unit)
     per_budget = [sum(e["budget"] == b for e in experiments) for b in budgets]
     if max(per_budget) < 3:
         warnings.insert(0, (
@@ -309,6 +321,31 @@ def make_plan(
         "dropped": dropped,
         "warnings": warnings,
     }
+
+
+def repeat_runs(experiments: Sequence[Mapping], budgets: Sequence[float], epochs: Sequence[float],
+                unique_units: float | None, data_unit: str) -> list[dict]:
+    """Each budget's middle size again for each epoch count e: the same tokens D on the first D / e units of the
+    data (``train_subset``), so D / e unique units seen e times, at the same compute as the fresh-data run."""
+    if not unique_units:
+        raise FlopsFitError("grid.repeat_epochs needs the data's unique units, and this data's are unknown: state "
+                            "them with dataset.unique_units=<count>")
+    out = []
+    for b in budgets:
+        runs = sorted((e for e in experiments if e["budget"] == b), key=lambda e: e["params"])
+        if not runs:
+            continue
+        mid = runs[len(runs) // 2]
+        for ep in epochs:
+            subset = int(mid["tokens"] / float(ep))
+            if subset < 1 or subset > unique_units:
+                continue  # the data cannot hold this many epochs' subset of fresh units
+            out.append({**mid, "id": f"{mid['id']}_rep{float(ep):g}", "unique_units": subset,
+                        "epochs": mid["tokens"] / subset, "train_subset": subset, "repeat_of": mid["id"]})
+    if not out:
+        raise FlopsFitError(f"grid.repeat_epochs={list(epochs)}: no budget's middle run trains enough {data_unit} "
+                            f"for a subset to repeat; raise the budgets")
+    return out
 
 
 def repetition_warnings(experiments: Sequence[Mapping], unique_units: float | None, data_unit: str) -> list[str]:

@@ -332,7 +332,7 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
     # every run the analysis saw, so ff-plot and readers need nothing but analysis.json
     result["points"] = [
         {k: r.get(k) for k in ("id", "status", "budget", "params", "non_embedding_params", "tokens", "flops", "loss")}
-        for r in runs
+        for r in runs if not r.get("train_subset")  # grid.repeat_epochs runs: the data-constrained fit's alone
     ]
     _record_config(rd, "analyze", cfg)
     rd.write_analysis(result)

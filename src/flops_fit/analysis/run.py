@@ -141,6 +141,13 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
                   engine=engine, table_source=table_source)
     ci, B, seed = float(ci), int(n_bootstrap), int(seed)
     diags = Diagnostics()
+    # grid.repeat_epochs runs (trained on a subset of the data) measure repetition: only the data-constrained fit
+    # reads them; the IsoFLOP fits and the table see the fresh-data runs
+    all_runs = runs
+    runs = [r for r in runs if not (isinstance(r, dict) and r.get("train_subset"))]
+    if len(runs) < len(all_runs):
+        diags.add("info", "repeat_runs", f"{len(all_runs) - len(runs)} run(s) trained on a subset of the data "
+                  f"(grid.repeat_epochs) are fitted only by the data-constrained law")
     sweep = load_sweep(runs, params_kind, plan, diags)
     groups = sweep.isoflop_groups
     # one set of resample counts (stratified by budget when there are IsoFLOP profiles) drives
@@ -189,7 +196,7 @@ def analyze_runs(runs, *, plan=None, params_kind="total", n_bootstrap=200, seed=
         huber_delta=huber_delta, objective=objective, engine=engine, table_source=table_source), diags) \
         if check_short else None
     surface = par.law if par.ok else None
-    data = data_answer(runs, table.to_json(), surface, plan=plan, params_kind=params_kind,
+    data = data_answer(all_runs, table.to_json(), surface, plan=plan, params_kind=params_kind,
                        unique_tokens=unique_tokens, inference_tokens=inference_tokens, n_bootstrap=B, seed=seed,
                        ci=ci, huber_delta=huber_delta, objective=objective)
     if data is not None and data.unique_tokens and any((r.get("epochs") or 0) > 1 for r in data.rows):

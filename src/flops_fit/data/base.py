@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from flops_fit.errors import FlopsFitError
+
 
 def spread_batches(n: int, batch_size: int) -> Iterator[slice]:
     """The ``n`` examples of a held-out split as batches of at most ``batch_size``, each spread evenly over
@@ -72,6 +74,12 @@ class DataSource:
 
     def _count_unique(self) -> int | None:
         return None  # a stream of unknown length
+
+    def with_train_subset(self, units: int) -> "DataSource":
+        """The same source trained on only its first ``units`` training units, the held-out split unchanged
+        (a repetition run of a data-constrained study, ``grid.repeat_epochs``)."""
+        raise FlopsFitError(f"{self.name}: grid.repeat_epochs trains runs on a subset of the data, which this "
+                            f"source cannot give (a stream); plan without grid.repeat_epochs")
 
     def info(self) -> dict[str, Any]:
         """Public entries of ``self._info`` (set by subclasses) plus what every source has."""

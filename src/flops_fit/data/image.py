@@ -8,6 +8,8 @@ fixed (seeded) subset of ``eval_size`` test images, the same for every run.
 
 from __future__ import annotations
 
+import copy
+
 import gzip
 import os
 import pickle
@@ -82,6 +84,14 @@ class ImageData(DataSource):
 
     def _count_unique(self) -> int | None:
         return self.num_train  # None for images generated on the fly
+
+    def with_train_subset(self, units: int) -> "ImageData":
+        if self.train_x is None:
+            return super().with_train_subset(units)
+        sub = copy.copy(self)
+        sub.cfg = {**self.cfg, "unique_units": None}
+        sub.train_x, sub.train_y = self.train_x[: int(units)], self.train_y[: int(units)]
+        return sub
 
     def examples_per_batch(self, batch_size: int) -> int:
         return int(batch_size)

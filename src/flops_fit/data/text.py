@@ -13,6 +13,8 @@ fixed tail of the stream starting at a document boundary. Training windows never
 
 from __future__ import annotations
 
+import copy
+
 import math
 import time
 from pathlib import Path
@@ -125,6 +127,15 @@ class TextData(DataSource):
 
     def _count_unique(self) -> int:
         return self.train_tokens
+
+    def with_train_subset(self, units: int) -> "TextData":
+        if int(units) < self.seq_len + 1:
+            raise FlopsFitError(f"a training subset of {units} tokens is shorter than one window of "
+                                f"dataset.seq_len+1={self.seq_len + 1} tokens")
+        sub = copy.copy(self)
+        sub.cfg = {**self.cfg, "unique_units": None}
+        sub.train_range = (0, min(self.train_range[1], int(units)))
+        return sub
 
     @property
     def eval_tokens(self) -> int:

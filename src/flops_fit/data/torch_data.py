@@ -21,6 +21,8 @@ The data unit is inferred from one batch: integer inputs of shape ``(B, T)`` are
 
 from __future__ import annotations
 
+import copy
+
 import itertools
 from typing import Any, Iterable, Iterator
 
@@ -124,6 +126,14 @@ class TorchData(DataSource):
                       "eval": "eval_dataset" if eval_dataset is not None else f"held-out split (seed {self.seed})"}
         if self.mode == "map":
             self._info.update(train_examples=int(self._train_idx.numel()), eval_examples=int(self._eval_idx.numel()))
+
+    def with_train_subset(self, units: int) -> "TorchData":
+        if self.mode != "map":
+            return super().with_train_subset(units)
+        sub = copy.copy(self)
+        sub._stated_unique = None
+        sub._train_idx = self._train_idx[: max(1, int(units) // int(self.units_per_example))]
+        return sub
 
     def _count_unique(self) -> int | None:
         """A map-style dataset's training examples x units per example; a stream's is unknown."""

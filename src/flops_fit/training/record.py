@@ -16,6 +16,7 @@ fixed for scripts and users):
 ``unique_units, unique_units_seen, epochs``  when the plan knows the data's unique units U: U, the
                                 unique units this run could see (min(tokens, U); text windows are drawn
                                 at random, so a single-epoch run covers about 1 - 1/e of them), tokens / U
+``train_subset, repeat_of``     a grid.repeat_epochs run: the units of the data it trained on, and its fresh twin
 ``trainer, data_unit, finished`` and what the trainer adds: ``batch_size`` (examples per step: this run's,
                                 under the rule; ``trainer_settings.batch_size`` is the cap), ``steps``,
                                 ``warmup`` (steps), seed, ``trainer_settings``, device, timings, error, ...
@@ -88,6 +89,8 @@ def run_record(
     if experiment.get("unique_units"):  # the data's unique units: how often this run repeats them
         U = int(experiment["unique_units"])
         record.update(unique_units=U, unique_units_seen=min(int(tokens), U), epochs=float(tokens) / U)
+    if experiment.get("train_subset"):  # a grid.repeat_epochs run: trained on the data's first train_subset units
+        record.update(train_subset=int(experiment["train_subset"]), repeat_of=experiment.get("repeat_of"))
     if experiment.get("min_steps"):  # the rule its batch was chosen by (planning.plan_differences reads them)
         record.update(min_steps=experiment["min_steps"], batch_basis_tokens=experiment.get("batch_basis_tokens"))
     record.update((k, v) for k, v in details.items() if v is not None)

@@ -427,7 +427,9 @@ class RealTrainer(_Trainer):
     def train(self, exp: dict, **details: Any) -> dict:
         from flops_fit.training.loop import train_run
 
-        return train_run(exp, model=self.fresh_model(exp["size"]), data=self.data, trainer=self.run_cfg,
+        # a grid.repeat_epochs run trains on the data's first train_subset units (same held-out split)
+        data = self.data.with_train_subset(exp["train_subset"]) if exp.get("train_subset") else self.data
+        return train_run(exp, model=self.fresh_model(exp["size"]), data=data, trainer=self.run_cfg,
                          flops_convention=self.convention, loss_fn=self.loss_fn,
                          checkpoint_path=self.rd.checkpoint_path(exp["id"]),
                          provenance={**self.provenance, "concurrent_runs": self.concurrent, **details},
