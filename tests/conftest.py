@@ -30,11 +30,68 @@ def script(name: str) -> str:
     return str(path)
 
 
-def run_cli(name: str, *args: str, cwd=None, check=True, env=None, timeout=600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    # the tests' own plug-in model must import from the subprocess, as a user's package would
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH", "")]))
-    proc = subprocess.run([script(name), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+# ff-* runs in the test process unless the process boundary is part of what a test checks: a
+# multirun (its launcher starts processes), more than one training worker, an environment of its
+# own, or ``subprocess=True`` (entry points, signals, imports). Same argv, exit code, stdout and
+# stderr as the console script; each call restores the working directory, sys.path, sys.argv, the
+# logging setup and torch's thread count, and Hydra's global state is cleared around it.
+SUBPROCESS_ONLY = ("-m", "--multirun", "trainer.devices=")
+
+
+def _in_process(name: str, args, cwd) -> subprocess.CompletedProcess:
+    import contextlib
+    import io
+    import logging
+    import traceback
+    from importlib.metadata import entry_points
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    main = next(ep for ep in entry_points(group="console_scripts") if ep.name == name).load()
+    out, err = io.StringIO(), io.StringIO()
+    saved = (os.getcwd(), list(sys.path), list(sys.argv), logging.root.level, list(logging.root.handlers))
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    code = 0
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.path.insert(0, str(REPO))  # the tests' own plug-in model imports, as from the script's PYTHONPATH
+        sys.argv = [name, *args]
+        GlobalHydra.instance().clear()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except BaseException:  # what a console script would print as a traceback, exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        GlobalHydra.instance().clear()
+        os.chdir(saved[0])
+        sys.path[:], sys.argv[:] = saved[1], saved[2]
+        logging.root.setLevel(saved[3])
+        logging.root.handlers[:] = saved[4]
+        torch = sys.modules.get("torch")
+        if torch is not None and threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
+
+
+def run_cli(name: str, *args: str, cwd=None, check=True, env=None, timeout=600,
+            subprocess: bool = False) -> "subprocess.CompletedProcess":
+    import subprocess as sp
+
+    if subprocess or env or any(a.startswith(SUBPROCESS_ONLY) for a in args):
+        full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+        # the tests' own plug-in model must import from the subprocess, as a user's package would
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH", "")]))
+        proc = sp.run([script(name), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    else:
+        proc = _in_process(name, args, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
