@@ -114,3 +114,19 @@ def test_ff_analyze_options_and_result_predict(tmp_path):
     assert row["data_constrained"]["epochs"] > 1 and row["inference"]["params"] < row["inference"]["chinchilla_params"]
     other = res.predict(1e20, unique_tokens=1e13)
     assert other["epochs"] < 1 and other["data_constrained"] is None and "inference" not in other
+
+
+def test_repeats_worse_than_any_decay_explains_fall_back_to_the_published_constants():
+    """Repeated runs far above the surface (30% worse at 2 epochs, say a bad surface at their sizes): R_D* is
+    (or R_N*) driven to its floor, the fit says so, and the table reads the limit with the published constants."""
+    runs = _sweep()
+    for r in runs:
+        if r["tokens"] > r["unique_tokens"]:
+            r["loss"] *= 1.3
+    out = run_analysis(runs, n_bootstrap=0, unique_tokens=5e7, check_short=False)
+    dc = out["fits"]["data_constrained"]
+    assert dc["at_lower_bound"]  # R_D* or R_N* (either can absorb it) at the floor
+    assert out["unique_data"]["law_source"] == "published"
+    assert "went to its lower bound" in "\n".join(summary_lines(out))
+    clean = run_analysis(_sweep(), n_bootstrap=0, unique_tokens=5e7, check_short=False)
+    assert clean["fits"]["data_constrained"]["at_lower_bound"] == [] and clean["unique_data"]["law_source"] == "fitted"

@@ -212,6 +212,10 @@ class DataConstrainedFit:
     # constants fitted far beyond the repetitions the runs reach (R* > 10 x the largest R): the runs show no
     # measurable decay, so the value is only a lower bound and its interval says little
     lower_bound_only: tuple = ()
+    # constants driven to the fit's lower bound (R* -> 0: a repeat worth nothing): the repeated runs are worse
+    # than the surface predicts for reasons the law cannot separate from repetition (the surface's own error at
+    # their sizes, say); ff-analyze then reads the table with the published constants
+    at_lower_bound: tuple = ()
 
     @property
     def ok(self) -> bool:
@@ -227,7 +231,8 @@ class DataConstrainedFit:
                 "objective": self.objective, "r2": self.r2, "n_runs": self.n_runs, "n_repeated": self.n_repeated,
                 "n_excess_params": self.n_excess_params, "huber_delta": self.huber_delta,
                 "n_bootstrap": self.n_bootstrap, "surface": self.surface.to_json(),
-                "surface_source": self.surface_source, "lower_bound_only": list(self.lower_bound_only)}
+                "surface_source": self.surface_source, "lower_bound_only": list(self.lower_bound_only),
+                "at_lower_bound": list(self.at_lower_bound)}
 
 
 def fit_data_constrained(params, tokens, unique_tokens, loss, surface: ChinchillaLaw, *, huber_delta: float = 1e-3,
@@ -275,7 +280,9 @@ def fit_data_constrained(params, tokens, unique_tokens, loss, surface: Chinchill
                   if f and v > 10.0 * max(most, 1e-12))
     return DataConstrainedFit("ok", None, float(x[0]), float(x[1]), R_D_star_ci=cis[0], R_N_star_ci=cis[1],
                               fixed=fixed, objective=float(obj), r2=r2, n_bootstrap=int(n_bootstrap),
-                              lower_bound_only=loose, **out)
+                              lower_bound_only=loose, at_lower_bound=tuple(
+                                  name for name, v, f in (("R_D_star", x[0], free[0]), ("R_N_star", x[1], free[1]))
+                                  if f and v <= 1.01 * _STAR_BOUNDS[0]), **out)
 
 
 # Muennighoff et al.'s starts: R_D*, R_N* each from linspace(0, 20, 4) less the degenerate 0, optimised in the
@@ -434,7 +441,7 @@ def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, p
         return None
     law, law_source = None, None
     if surface is not None:
-        if fit is not None and fit.ok:
+        if fit is not None and fit.ok and not fit.at_lower_bound:
             law, law_source = fit.law, "fitted"
         else:
             law, law_source = DataConstrainedLaw(surface), "published"
@@ -532,13 +539,18 @@ def data_lines(analysis) -> list[str]:
                    f"{dc.get('surface_source')}): R_D* = {dc['R_D_star']:.3g}{iv('R_D_star')}, R_N* = "
                    f"{dc['R_N_star']:.3g}{iv('R_N_star')}" + (f"; held at the published value: {', '.join(dc['fixed'])}"
                                                               if dc.get("fixed") else ""))
+        for name in dc.get("at_lower_bound") or []:
+            out.append(f"  {name.replace('_star', '*')} went to its lower bound: the repeated runs are worse than the "
+                       f"surface predicts, which the law cannot tell from its own error at their sizes; the table "
+                       f"uses the published constants (grid.repeat_epochs measures repetition at fixed size and tokens)")
         for name in dc.get("lower_bound_only") or []:
             out.append(f"  {name.replace('_star', '*')} is only a lower bound: the runs repeat too little to show its decay")
     elif dc:
         out.append(f"  data-constrained fit: {dc.get('status')}: {dc.get('reason')}")
     if ud.get("law_source") == "published" and U:
         out.append(f"  the table reads the data limit with Muennighoff et al.'s published R_D* = {ud['R_D_star']:.3g}, "
-                   f"R_N* = {ud['R_N_star']:.3g} (no run here measures repetition)")
+                   f"R_N* = {ud['R_N_star']:.3g}" + (" (no run here measures repetition)" if dc.get("status") != "ok"
+                                                     else " (the fit above is not used)"))
     rows = analysis.get("table") or []
     if U and any(r.get("epochs") is not None for r in rows):
         out.append(f"  {'budget':<14}{'D_opt epochs':>13}   data-constrained optimum: params, {unit}, epochs, loss "

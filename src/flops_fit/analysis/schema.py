@@ -63,7 +63,8 @@ SCHEMA: dict = {
         "data_constrained": {"status": None, "reason": None, "R_D_star": None, "R_N_star": None, "R_D_star_ci": _CI,
                              "R_N_star_ci": _CI, "fixed": None, "objective": None, "r2": None, "n_runs": None,
                              "n_repeated": None, "n_excess_params": None, "huber_delta": None, "n_bootstrap": None,
-                             "surface": _SURFACE, "surface_source": None, "lower_bound_only": None},
+                             "surface": _SURFACE, "surface_source": None, "lower_bound_only": None,
+                             "at_lower_bound": None},
     },
     # the unique data the table is read for and the inference tokens asked about (docs/data-constrained.md)
     "unique_data": {"unique_tokens": None, "source": None, "law_source": None, "R_D_star": None, "R_N_star": None,
