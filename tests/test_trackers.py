@@ -34,13 +34,13 @@ def _mock_sweep(run, logger, plot=False):
     return _records(run), analysis
 
 
-def _real_runs(run, logger, limit=1):
+def _real_runs(run, logger, limit=1, *extra):
     """Tiny runs trained for real (a learning rate, a throughput), logged to ``logger``: {id: record}."""
     stages.plan(compose("plan", [f"run_dir={run}", *GPT_TINY, "model.size_range=[8,64]", "budgets.values=[3e8]",
                                  "grid.points=2", "grid.min_steps=0"]))
     stages.train(compose("train", [f"run_dir={run}", "trainer=local", "trainer.batch_size=8", "trainer.threads=1",
                                    "trainer.progress=false", f"limit={'null' if limit is None else limit}",
-                                   f"logger={logger}", "quiet=true"]))
+                                   f"logger={logger}", "quiet=true", *extra]))
     records = _records(run)
     assert all(r["status"] == "completed" and len(r["history"]) >= 2 for r in records.values())
     return records
@@ -99,6 +99,15 @@ def test_tensorboard_holds_every_run_curve_and_the_table(tmp_path):
     _check_lr(record, [e.value for e in acc.Scalars("lr")])
     assert record["tokens_per_s"] > 0
     assert acc.Scalars("tokens_per_s")[-1].value == pytest.approx(record["tokens_per_s"], rel=1e-6)
+
+    # runs trained in packed worker processes are logged too (from the sweep's process, as their records land)
+    packed = tmp_path / "packed"
+    records = _real_runs(packed, "tensorboard", None, "trainer.pack=2")
+    assert len(records) == 2 and {r["concurrent_runs"] for r in records.values()} == {2}
+    for rid, rec in records.items():
+        acc = read(packed / "logs" / "tensorboard" / rid)
+        assert [e.step for e in acc.Scalars("loss")] == [h["tokens"] for h in rec["history"]]
+        _check_lr(rec, [e.value for e in acc.Scalars("lr")])
 
 
 # ------------------------------------------------------------------------------------------ MLflow

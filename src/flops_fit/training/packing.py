@@ -228,7 +228,8 @@ def run_packed(packing: Packing, sweep, trainer, *, data_path: str | None = None
     pool = ProcessPoolExecutor(max_workers=packing.workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=args)
     try:
-        futures = {pool.submit(_train_task, task): task for task in packing.packed}
+        stamps = [sweep.stamps(task.runs) for task in packing.packed]  # taken before the workers write records
+        futures = {pool.submit(_train_task, task): i for i, task in enumerate(packing.packed)}
         remaining = set(futures)
         while remaining:
             done, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
@@ -236,12 +237,13 @@ def run_packed(packing: Packing, sweep, trainer, *, data_path: str | None = None
                 try:
                     counts = f.result()
                 except BrokenProcessPool:
-                    ids = ", ".join(e["id"] for e in futures[f].runs)
+                    ids = ", ".join(e["id"] for e in packing.packed[futures[f]].runs)
                     raise FlopsFitError(f"a packed training process died while training {ids}; re-run ff-train to "
                                         f"continue from the checkpoints, or pass trainer.pack=1") from None
                 for k, v in counts.items():
                     sweep.counts[k] = sweep.counts.get(k, 0) + v
-                sweep.tick(len(futures[f].runs))
+                sweep.log_written(stamps[futures[f]])  # the records the worker wrote, logged from here
+                sweep.tick(len(packing.packed[futures[f]].runs))
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         for p in list(getattr(pool, "_processes", {}).values()):  # the workers' runs stop with the sweep

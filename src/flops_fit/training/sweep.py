@@ -267,6 +267,30 @@ class Sweep:
         if record["status"] == "failed" and not self.quiet:  # the loop prints its own line for the others
             self.note(f"{record['id']}: failed: {record.get('error')}")
 
+    def stamps(self, runs: Iterable[Mapping]) -> dict:
+        """With a tracker: each run record's modification time (None: no record yet), so that the records
+        another process writes (packed workers, :mod:`flops_fit.training.packing`) are found and logged here."""
+        if self.tracker is None:
+            return {}
+        out = {}
+        for exp in runs:
+            try:
+                out[exp["id"]] = self.rd.run_path(exp["id"]).stat().st_mtime_ns
+            except OSError:
+                out[exp["id"]] = None
+        return out
+
+    def log_written(self, stamps: Mapping[str, Any]) -> None:
+        """Log to the tracker the records written since ``stamps`` (:meth:`stamps`) by another process."""
+        for run_id, before in stamps.items():
+            try:
+                now = self.rd.run_path(run_id).stat().st_mtime_ns
+            except OSError:
+                continue
+            record = self.rd.read_run(run_id) if now != before else None
+            if record is not None:
+                self._log(record)
+
     def _log(self, record: dict) -> None:
         """The run in the tracker; a tracker that fails says so in one line and the sweep goes on (the record
         is written)."""
