@@ -130,3 +130,18 @@ def test_repeats_worse_than_any_decay_explains_fall_back_to_the_published_consta
     assert "went to its lower bound" in "\n".join(summary_lines(out))
     clean = run_analysis(_sweep(), n_bootstrap=0, unique_tokens=5e7, check_short=False)
     assert clean["fits"]["data_constrained"]["at_lower_bound"] == [] and clean["unique_data"]["law_source"] == "fitted"
+
+
+def test_readers_use_the_law_the_table_used():
+    from flops_fit.analysis.data_constrained import law_from_analysis, row_extras
+
+    runs = _sweep()
+    for r in runs:
+        if r["tokens"] > r["unique_tokens"]:
+            r["loss"] *= 1.3
+    out = run_analysis(runs, n_bootstrap=0, unique_tokens=5e7, check_short=False)
+    law = law_from_analysis(out)
+    assert law.R_D_star == pytest.approx(15.387756) and law.R_N_star == pytest.approx(5.309743)
+    row = next(r for r in out["table"] if r.get("data_constrained"))
+    again = row_extras(out, row)["data_constrained"]
+    assert again["params"] == pytest.approx(row["data_constrained"]["params"], rel=1e-9)

@@ -474,11 +474,14 @@ def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, p
 
 def law_from_analysis(analysis) -> DataConstrainedLaw | None:
     """The data-constrained law analysis.json's table used: the fitted one (``fits.data_constrained``), else the
-    published R_D*, R_N* over the sweep's parametric surface; None without a surface."""
+    published R_D*, R_N* over its surface (a constant at its floor) or the sweep's parametric surface (no fit);
+    None without a surface."""
     fits = analysis.get("fits") or {}
     dc = fits.get("data_constrained") or {}
-    if dc.get("status") == "ok":
+    if dc.get("status") == "ok" and not dc.get("at_lower_bound"):
         return DataConstrainedLaw(ChinchillaLaw.from_mapping(dc["surface"]), dc["R_D_star"], dc["R_N_star"])
+    if dc.get("status") == "ok":  # a constant at its floor: the published ones over the same surface, as the table
+        return DataConstrainedLaw(ChinchillaLaw.from_mapping(dc["surface"]))
     par = fits.get("parametric") or {}
     if par.get("status") == "ok":
         return DataConstrainedLaw(ChinchillaLaw.from_mapping(par))
