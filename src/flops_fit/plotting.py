@@ -374,7 +374,7 @@ def plot_data_constrained(analysis: Mapping, path: Path, dpi: int = 130) -> Path
         a.legend(fontsize=8)
     bx.set_yscale("log")
     ax.set_ylabel("loss")
-    src = "fitted" if ((analysis.get("fits") or {}).get("data_constrained") or {}).get("status") == "ok" else "published"
+    src = ud.get("law_source") or "published"
     fig.suptitle(f"Less unique data at {sci(C)} FLOPs (R_D*={law.R_D_star:.3g}, R_N*={law.R_N_star:.3g}, {src})")
     return _save(fig, path, dpi)
 
