@@ -45,6 +45,10 @@ def test_dataset_config_is_headed_typed_and_consistent(path):
     shape_keys = ("vocab_size", "seq_len") if cfg["kind"] == "text" else ("num_classes", "image_size", "channels")
     for key in shape_keys:  # model configs interpolate ${dataset.<key>}: each file states them
         assert key in raw, f"{path.name} must set {key}"
+    if cfg["source"] == "hf":  # which dataset is the user's to name: a local path or a Hub name
+        with pytest.raises(FlopsFitError, match=r"dataset=hf needs dataset\.path=.* or dataset\.hf_name="):
+            normalize_config(cfg)
+        cfg["path"] = str(path)  # any existing path: normalizing reads nothing
     conf = normalize_config(cfg)
     if conf["kind"] == "text" and conf["tokenizer"] == "gpt2":
         assert conf["vocab_size"] >= 50257
