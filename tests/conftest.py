@@ -32,13 +32,15 @@ def script(name: str) -> str:
 
 # ff-* runs in the test process unless the process boundary is part of what a test checks: a
 # multirun (its launcher starts processes), more than one training worker, an environment of its
-# own, or ``subprocess=True`` (entry points, signals, imports). Same argv, exit code, stdout and
+# own (other than the variables flops-fit reads when it runs, set for the call: IN_PROCESS_ENV), or
+# ``subprocess=True`` (entry points, signals, imports). Same argv, exit code, stdout and
 # stderr as the console script; each call restores the working directory, sys.path, sys.argv, the
 # logging setup and torch's thread count, and Hydra's global state is cleared around it.
 SUBPROCESS_ONLY = ("-m", "--multirun", "trainer.devices=")
+IN_PROCESS_ENV = {"FLOPS_FIT_CACHE"}
 
 
-def _in_process(name: str, args, cwd) -> subprocess.CompletedProcess:
+def _in_process(name: str, args, cwd, env=None) -> subprocess.CompletedProcess:
     import contextlib
     import io
     import logging
@@ -50,6 +52,7 @@ def _in_process(name: str, args, cwd) -> subprocess.CompletedProcess:
     main = next(ep for ep in entry_points(group="console_scripts") if ep.name == name).load()
     out, err = io.StringIO(), io.StringIO()
     saved = (os.getcwd(), list(sys.path), list(sys.argv), logging.root.level, list(logging.root.handlers))
+    saved_env = {k: os.environ.get(k) for k in (env or {})}
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     code = 0
@@ -58,6 +61,7 @@ def _in_process(name: str, args, cwd) -> subprocess.CompletedProcess:
             os.chdir(cwd)
         sys.path.insert(0, str(REPO))  # the tests' own plug-in model imports, as from the script's PYTHONPATH
         sys.argv = [name, *args]
+        os.environ.update(env or {})
         GlobalHydra.instance().clear()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -71,6 +75,11 @@ def _in_process(name: str, args, cwd) -> subprocess.CompletedProcess:
                 code = 1
     finally:
         GlobalHydra.instance().clear()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         os.chdir(saved[0])
         sys.path[:], sys.argv[:] = saved[1], saved[2]
         logging.root.setLevel(saved[3])
@@ -85,13 +94,13 @@ def run_cli(name: str, *args: str, cwd=None, check=True, env=None, timeout=600,
             subprocess: bool = False) -> "subprocess.CompletedProcess":
     import subprocess as sp
 
-    if subprocess or env or any(a.startswith(SUBPROCESS_ONLY) for a in args):
+    if subprocess or set(env or ()) - IN_PROCESS_ENV or any(a.startswith(SUBPROCESS_ONLY) for a in args):
         full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
         # the tests' own plug-in model must import from the subprocess, as a user's package would
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH", "")]))
         proc = sp.run([script(name), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     else:
-        proc = _in_process(name, args, cwd)
+        proc = _in_process(name, args, cwd, env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
