@@ -166,3 +166,18 @@ def test_repeat_runs_train_on_the_subset_and_only_the_data_constrained_fit_reads
     assert both["fits"]["data_constrained"]["n_runs"] == len(runs)
     assert fresh["fits"]["data_constrained"]["n_runs"] == len(runs) - len(reps)
     assert any(d["code"] == "repeat_runs" for d in both["diagnostics"])
+
+
+def test_find_optimal_unique_units_is_a_statement_the_plan_records(tmp_path):
+    import warnings
+
+    import flops_fit
+    from flops_fit.artifacts import RunDir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flops_fit.find_optimal(run_dir=str(tmp_path / "r"), model="gpt", dataset="synthetic_text",
+                               budgets=[1e11, 1e12], trainer="mock", unique_units=123_456, plot=False)
+    plan = RunDir(tmp_path / "r").read_plan()
+    assert plan["unique_units"] == 123_456 and plan["unique_units_source"] == "stated"
+    assert all(e["epochs"] == pytest.approx(e["tokens"] / 123_456) for e in plan["experiments"])
