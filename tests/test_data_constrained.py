@@ -127,8 +127,8 @@ def test_table_rows_mark_only_rows_past_one_epoch():
     law = DataConstrainedLaw()
     rows = [{"budget": 1e18, "tokens": 2e9}, {"budget": 1e22, "tokens": 1.8e11}]
     out = table_rows(law, rows, 25e9)
-    assert out[0]["epochs"] == pytest.approx(0.08) and out[0]["constrained"] is None
-    c = out[1]["constrained"]
+    assert out[0]["epochs"] == pytest.approx(0.08) and out[0]["data_constrained"] is None
+    c = out[1]["data_constrained"]
     assert out[1]["epochs"] == pytest.approx(7.2)
     assert c["epochs"] > 1 and c["loss_cost"] > 0 and c["doubling_saves"] > 0
 

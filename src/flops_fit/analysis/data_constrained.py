@@ -12,7 +12,7 @@ repeated data and excess parameters are worth less than new ones:
     L(N, D, U) = E + A / N'^alpha + B / D'^beta
 
 R_D* is the number of repetitions after which repeated data has lost 1 - 1/e of its value; a token
-seen for the fifth time is still worth about (1 - 4/R_D*) of a new one. Muennighoff et al. fitted
+seen for the fifth time is still worth exp(-4/R_D*) of a new one. Muennighoff et al. fitted
 R_D* = 15.39 and R_N* = 5.31 on 182 C4 runs with (E, A, B, alpha, beta) held fixed; :func:`fit_data_constrained`
 refits them the same way (summed Huber, delta 1e-3, on log loss) with bootstrap intervals.
 
@@ -323,22 +323,31 @@ def _fit_stars(N, D, U, L, surface, delta, free, starts=None):
 # ---------------------------------------------------------------------------------------------- the table
 
 
-def table_rows(law: DataConstrainedLaw, rows, unique_tokens: float, flops_per_token_coeff: float = SIX_ND) -> list[dict]:
-    """For each table row ({budget, tokens, ...}): the epochs its D_opt implies for U and, where they pass 1,
-    the data-constrained optimum (N, D, epochs, loss), its loss cost and the budget share 2U would save."""
-    out = []
-    for r in rows:
-        C, D = r.get("budget"), r.get("tokens")
-        if not C or not D:
-            continue
-        epochs = float(D) / float(unique_tokens)
-        row = {"budget": float(C), "epochs": epochs, "constrained": None}
-        if epochs > 1.0:
-            opt = law.optimum(C, unique_tokens, flops_per_token_coeff)
-            opt.doubling_saves = law.doubling_saves(C, unique_tokens, flops_per_token_coeff)
-            row["constrained"] = opt.to_json()
-        out.append(row)
+def row_coeff(row) -> float:
+    """k in C = k N D at a table row (budget / (params x tokens)): the sweep's FLOPs convention there; 6 without."""
+    C, N, D = row.get("budget"), row.get("params"), row.get("tokens")
+    return float(C) / (float(N) * float(D)) if C and N and D else SIX_ND
+
+
+def row_answer(law: DataConstrainedLaw | None, row, unique_tokens: float) -> dict:
+    """For one table row ({budget, params, tokens, ...}): ``epochs``, the passes over U its D_opt needs, and,
+    where they pass 1, ``data_constrained``: the optimum for U at the row's budget (N, D, epochs, loss), its loss
+    cost and the budget share 2U would save (None within one epoch, or without a law)."""
+    C, D, U = row.get("budget"), row.get("tokens"), float(unique_tokens)
+    if not U > 0:
+        raise FlopsFitError(f"unique_tokens={unique_tokens} must be a positive number of unique tokens (or samples)")
+    out = {"epochs": float(D) / U if D else None, "data_constrained": None}
+    if out["epochs"] and out["epochs"] > 1.0 and law is not None and C:
+        k = row_coeff(row)
+        opt = law.optimum(C, U, k)
+        opt.doubling_saves = law.doubling_saves(C, U, k)
+        out["data_constrained"] = opt.to_json()
     return out
+
+
+def table_rows(law: DataConstrainedLaw, rows, unique_tokens: float) -> list[dict]:
+    """:func:`row_answer` for every row of a table, each with its budget."""
+    return [{"budget": float(r["budget"]), **row_answer(law, r, unique_tokens)} for r in rows if r.get("budget")]
 
 
 # ---------------------------------------------------------------------------------------------- ff-analyze
@@ -447,19 +456,13 @@ def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, p
             law, law_source = DataConstrainedLaw(surface), "published"
     rows = []
     for r in table_rows:
-        C, N, D, L = r.get("budget"), r.get("params"), r.get("tokens"), r.get("loss")
         extra = {"epochs": None, "data_constrained": None, "inference": None}
-        k = float(C) / (float(N) * float(D)) if C and N and D else SIX_ND  # the sweep's FLOPs per param-token here
-        if U is not None and D:
-            extra["epochs"] = float(D) / U
-            if extra["epochs"] > 1.0 and law is not None:
-                opt = law.optimum(C, U, k)
-                opt.doubling_saves = law.doubling_saves(C, U, k)
-                extra["data_constrained"] = opt.to_json()
-        if inference_tokens is not None and sweep_surface is not None and L is not None:
+        if U is not None:
+            extra.update(row_answer(law, r, U))
+        if inference_tokens is not None and sweep_surface is not None and r.get("loss") is not None:
             try:
-                extra["inference"] = inference_optimum(sweep_surface, float(L), float(inference_tokens),
-                                                       flops_per_token_coeff=k).to_json()
+                extra["inference"] = inference_optimum(sweep_surface, float(r["loss"]), float(inference_tokens),
+                                                       flops_per_token_coeff=row_coeff(r)).to_json()
             except FlopsFitError:
                 extra["inference"] = None  # the row's loss is below what the surface can reach
         rows.append(extra)
@@ -496,18 +499,9 @@ def row_extras(analysis, row, *, unique_tokens: float | None = None, inference_t
 
     out: dict = {}
     U = unique_tokens if unique_tokens is not None else (analysis.get("unique_data") or {}).get("unique_tokens")
-    C, N, D, L = row.get("budget"), row.get("params"), row.get("tokens"), row.get("loss")
-    k = float(C) / (float(N) * float(D)) if C and N and D else SIX_ND
+    C, L = row.get("budget"), row.get("loss")
     if U is not None:
-        if not float(U) > 0:
-            raise FlopsFitError(f"unique_tokens={U} must be a positive number of unique tokens (or samples)")
-        law = law_from_analysis(analysis)
-        out["epochs"] = float(D) / float(U) if D else None
-        out["data_constrained"] = None
-        if out["epochs"] and out["epochs"] > 1 and law is not None:
-            opt = law.optimum(C, float(U), k)
-            opt.doubling_saves = law.doubling_saves(C, float(U), k)
-            out["data_constrained"] = opt.to_json()
+        out.update(row_answer(law_from_analysis(analysis), row, U))
     if inference_tokens is not None:
         par = (analysis.get("fits") or {}).get("parametric") or {}
         if par.get("status") != "ok":
@@ -516,7 +510,7 @@ def row_extras(analysis, row, *, unique_tokens: float | None = None, inference_t
         if L is None:
             raise FlopsFitError(f"the row at {C:g} FLOPs has no loss to reach; the inference-aware optimum needs one")
         out["inference"] = inference_optimum(ChinchillaLaw.from_mapping(par), float(L), float(inference_tokens),
-                                             flops_per_token_coeff=k).to_json()
+                                             flops_per_token_coeff=row_coeff(row)).to_json()
     return out
 
 
@@ -580,5 +574,5 @@ def data_lines(analysis) -> list[str]:
     return out
 
 
-__all__ = ["row_extras", "law_from_analysis", "data_lines", "DataAnswer", "data_answer", "run_unique_units", "DataConstrainedLaw", "DataConstrainedOptimum", "DataConstrainedFit", "fit_data_constrained",
+__all__ = ["row_answer", "row_coeff", "row_extras", "law_from_analysis", "data_lines", "DataAnswer", "data_answer", "run_unique_units", "DataConstrainedLaw", "DataConstrainedOptimum", "DataConstrainedFit", "fit_data_constrained",
            "table_rows", "PUBLISHED_SURFACE", "PUBLISHED_R_D_STAR", "PUBLISHED_R_N_STAR", "REPEAT_FREE_EPOCHS"]
