@@ -60,6 +60,11 @@ demo-vit: $(STAMP) ## A real CPU ViT sweep on Fashion-MNIST (apt-get install dat
 	$(BIN)/ff-analyze run_dir=outputs/demo-vit table_max_budget=1e16
 	$(BIN)/ff-plot run_dir=outputs/demo-vit
 
+dc-study: $(STAMP) ## A data-constrained study on CPU (GPT on BBC News cut to 25K-400K unique tokens, 1-32 epochs, ~6 min; docs/data-constrained.md) into outputs/dc-study
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/data_constrained_study.py --out outputs/dc-study
+	$(BIN)/ff-analyze run_dir=outputs/dc-study input=outputs/dc-study/runs.csv
+	$(BIN)/ff-plot run_dir=outputs/dc-study
+
 demo-mock: $(STAMP) ## The whole pipeline in seconds with the mock trainer into outputs/demo-mock
 	$(BIN)/ff-plan run_dir=outputs/demo-mock budgets=chinchilla model.size_range=[16,32768] $(ARGS)
 	$(BIN)/ff-train run_dir=outputs/demo-mock trainer=mock
