@@ -181,3 +181,13 @@ def test_find_optimal_unique_units_is_a_statement_the_plan_records(tmp_path):
     plan = RunDir(tmp_path / "r").read_plan()
     assert plan["unique_units"] == 123_456 and plan["unique_units_source"] == "stated"
     assert all(e["epochs"] == pytest.approx(e["tokens"] / 123_456) for e in plan["experiments"])
+
+
+def test_a_stated_unique_units_plans_without_the_data_here(tmp_path):
+    """Data that lives only where ff-train runs (trainer data_path): stating U plans without reading it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = compose("plan", [f"run_dir={tmp_path / 'p'}", "model=vit", "dataset=fashion_mnist", f"dataset.path={empty}",
+                           "dataset.unique_units=60000", "budgets.values=[1e11,1e12]", "quiet=true"])
+    plan = stages.plan(cfg)
+    assert plan["unique_units"] == 60000 and plan["unique_units_source"] == "stated"

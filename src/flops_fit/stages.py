@@ -164,6 +164,8 @@ def _unique_data(dataset: Mapping, data: Any, source_plan: Mapping | None) -> tu
         return (data.unique_units, data.unique_source) if hasattr(data, "unique_source") else (None, None)
     if not dataset or dataset.get("kind") == "python":
         return None, None
+    if dataset.get("unique_units"):  # stated: trusted, and the data may live only where ff-train runs (data_path)
+        return int(dataset["unique_units"]), "stated"
     from flops_fit.data import build_data
 
     source = build_data(dataset)
