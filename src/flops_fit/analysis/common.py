@@ -1,5 +1,5 @@
 """Small shared pieces of the analysis: JSON-safe floats, percentile intervals, power laws,
-bootstrap resample counts. Pure numpy."""
+bootstrap resample counts, a 1-D minimiser over log N. Numpy (scipy only inside argmin_log)."""
 
 from __future__ import annotations
 
@@ -108,3 +108,16 @@ class PowerLawAllocation:
         with np.errstate(over="ignore", invalid="ignore"):
             return (r["k_N"][:, None] * C[None, :] ** r["a"][:, None],
                     r["k_D"][:, None] * C[None, :] ** r["b"][:, None])
+
+
+def argmin_log(f, x0, half_width: float = np.log(1e4), n: int = 801) -> float:
+    """The minimiser of a scalar function of log N near x0: a dense grid, then Brent in the best cell."""
+    from scipy.optimize import minimize_scalar
+
+    grid = np.linspace(x0 - half_width, x0 + half_width, n)
+    vals = np.asarray(f(grid), dtype=float)
+    i = int(np.nanargmin(vals))
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, n - 1)]
+    res = minimize_scalar(lambda x: float(f(np.asarray(x))), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-10})
+    return float(res.x) if res.fun <= vals[i] else float(grid[i])

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flops_fit.analysis.common import argmin_log
 from flops_fit.errors import FlopsFitError
 from flops_fit.law import REPEAT_FREE_EPOCHS, SIX_ND, ChinchillaLaw
 
@@ -131,19 +132,6 @@ def _decayed(base, reps, star):
     star = np.asarray(star, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return base + base * star * -np.expm1(-reps / star)
-
-
-def argmin_log(f, x0, half_width: float = np.log(1e4), n: int = 801) -> float:
-    """The minimiser of a scalar function of log N near x0: a dense grid, then Brent in the best cell."""
-    from scipy.optimize import minimize_scalar
-
-    grid = np.linspace(x0 - half_width, x0 + half_width, n)
-    vals = np.asarray(f(grid), dtype=float)
-    i = int(np.nanargmin(vals))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, n - 1)]
-    res = minimize_scalar(lambda x: float(f(np.asarray(x))), bounds=(lo, hi), method="bounded",
-                          options={"xatol": 1e-10})
-    return float(res.x) if res.fun <= vals[i] else float(grid[i])
 
 
 @dataclass

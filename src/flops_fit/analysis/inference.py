@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flops_fit.analysis.data_constrained import argmin_log
+from flops_fit.analysis.common import argmin_log
 from flops_fit.errors import FlopsFitError
 from flops_fit.law import SIX_ND, ChinchillaLaw
 
