@@ -259,3 +259,29 @@ def test_gpt_readout_gradients_are_linears():
     ours, plain = grads(False), grads(True)
     for name in plain:
         assert torch.allclose(ours[name], plain[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_a_meta_build_skips_the_initialisers_and_restores_them(monkeypatch):
+    """Planning builds every size on the meta device with torch.nn.init's initialisers skipped (they change
+    nothing there); the same counts as a real build, and the initialisers are back afterwards."""
+    import torch
+
+    from flops_fit.models import ModelSpec
+
+    calls = []
+    original = torch.nn.init.normal_
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda t, *a, **k: calls.append(t.device.type) or original(t, *a, **k))
+
+    spec = ModelSpec(target="flops_fit.examples.GPT", size_param="d_model", size_range=(16, 64),
+                     kwargs={"n_layer": 2, "head_dim": 16, "vocab_size": 256, "seq_len": 32})
+    normal = torch.nn.init.normal_
+    meta = spec.build(32, device="meta")
+    assert calls == []  # skipped on the meta device
+    real = spec.build(32)
+    assert calls and set(calls) == {"cpu"}  # and called again for a real build
+    assert torch.nn.init.normal_ is normal
+    assert [(n, p.shape) for n, p in meta.named_parameters()] == [(n, p.shape) for n, p in real.named_parameters()]
+    assert all(p.is_meta for p in meta.parameters())
+    w = torch.empty(1000)
+    torch.nn.init.normal_(w, std=1.0)
+    assert 0.9 < float(w.std()) < 1.1  # still initialises outside a meta build
