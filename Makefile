@@ -29,7 +29,7 @@ setup: $(STAMP) ## Create .venv with the CPU torch wheel and flops-fit (editable
 test: $(STAMP) ## Run the test suite, one worker per core (pytest-xdist; TEST_WORKERS=0 runs it in one process)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
-test-fast: $(STAMP) ## Run the tests without the slow ones
+test-fast: $(STAMP) ## The edit-test loop: every test not marked slow (unit tests, the mock pipeline; under a minute on 2 cores)
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 demo: $(STAMP) ## A real CPU sweep (GPT on BBC News, 4 budgets x 5 sizes; small runs packed) into outputs/demo

@@ -19,6 +19,13 @@ def pytest_configure(config):
         os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """With several workers, the slow tests go first (a stable sort): the longest jobs start while the
+    rest fill in around them, instead of one of them starting last and running alone."""
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def script(name: str) -> str:
     """The installed console script (ff-plan, ...) next to this interpreter."""
     path = BIN / name

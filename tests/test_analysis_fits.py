@@ -77,6 +77,7 @@ def chinchilla_fit():
     return (N, D, L), fit_parametric(N, D, L)
 
 
+@pytest.mark.slow
 def test_chinchilla_reproduces_epoch_fit(chinchilla_fit):
     _, f = chinchilla_fit
     assert f["n_starts"] == 4500
@@ -91,6 +92,7 @@ def test_chinchilla_reproduces_epoch_fit(chinchilla_fit):
     assert a == pytest.approx(f["a"])
 
 
+@pytest.mark.slow
 def test_chinchilla_bootstrap_standard_error(chinchilla_fit):
     (N, D, L), f = chinchilla_fit
     bs = bootstrap_parametric(N, D, L, fit=f, n_boot=500, seed=1)
@@ -155,6 +157,7 @@ def test_default_grid_is_the_chinchilla_grid():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.slow
 def test_parametric_recovers_exponents_at_low_noise(seed):
     N, D, L, _, _ = _sweep(seed, noise=0.002)
     f = fit_parametric(N, D, L)
@@ -163,6 +166,7 @@ def test_parametric_recovers_exponents_at_low_noise(seed):
     assert f["a"] == pytest.approx(A_TRUE, abs=0.03)
 
 
+@pytest.mark.slow
 def test_parametric_batched_weights_equal_separate_fits():
     N, D, L, _, _ = _sweep(3, noise=0.003)
     full = fit_parametric(N, D, L)

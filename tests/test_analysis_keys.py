@@ -113,6 +113,7 @@ def analyses():
     ]
 
 
+@pytest.mark.slow
 def test_writer_writes_only_and_all_schema_keys(analyses):
     written = set()
     for name, _, out in analyses:
@@ -142,6 +143,7 @@ def _reads(reader, analysis) -> set[str]:
     return log
 
 
+@pytest.mark.slow
 def test_every_reader_reads_only_schema_keys(analyses, tmp_path):
     for name, runs, out in analyses:
         for rname, reader in _readers(tmp_path, runs).items():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import REPO, run_cli
 from tests.test_analysis_run import mock_runs
 
 
+@pytest.mark.slow
 def test_report_states_the_interval_level_the_analysis_used(tmp_path):
     csv = tmp_path / "runs.csv"
     rows = ["params,tokens,loss,budget"] + [f"{r['params']},{r['tokens']},{r['loss']},{r['budget']}"

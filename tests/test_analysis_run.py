@@ -56,6 +56,7 @@ def base():
     return runs, run_analysis(runs, n_bootstrap=60, seed=0, holdout=1, table_max_budget=1e22)
 
 
+@pytest.mark.slow
 def test_shape_matches_the_contract(base):
     _, out = base
     for key in ("schema_version", "created", "params_kind", "data_unit", "n_runs", "excluded_runs", "fits",
@@ -233,6 +234,7 @@ def test_non_embedding_params_and_bad_options():
         run_analysis(runs, ci=95)
 
 
+@pytest.mark.slow
 def test_bootstrap_is_seeded():
     runs = mock_runs(7, history=2)
     a = run_analysis(runs, n_bootstrap=20, seed=3)

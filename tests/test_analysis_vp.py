@@ -68,6 +68,7 @@ def test_surface_exact_without_noise(objective):
         assert f[k] == pytest.approx(getattr(truth, k), rel=1e-6), k
 
 
+@pytest.mark.slow
 def test_vp_and_lbfgs_engines_agree_where_both_apply():
     runs = sweep(HOFFMANN, points=7, noise=0.01, seed=3)
     for objective in ("sse_log",):  # huber_log: on Chinchilla's runs, in test_analysis_fits

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 import flops_fit
@@ -19,6 +20,7 @@ def test_trainer_dict_builds_on_the_named_trainer_like_the_cli(tmp_path):
     assert gpu["dtype"] == "bfloat16" and gpu["lr"] == 1e-3  # the gpu option, then the dict's keys
 
 
+@pytest.mark.slow
 def test_real_run_through_find_optimal_trains_at_the_clis_learning_rate(tmp_path, one_torch_thread):
     flops_fit.find_optimal(run_dir=str(tmp_path / "r"), model="gpt", dataset="synthetic_text", budgets=[3e9],
                            trainer={"kind": "local", "progress": False}, train_overrides=["limit=1"], plot=False,
@@ -27,6 +29,7 @@ def test_real_run_through_find_optimal_trains_at_the_clis_learning_rate(tmp_path
     assert [r["lr"] for r in records] == [8e-3]
 
 
+@pytest.mark.slow
 def test_options_reach_the_stage_that_owns_them(tmp_path):
     flops_fit.find_optimal(run_dir=str(tmp_path / "r"), model="gpt", dataset="synthetic_text", budgets="tiny",
                            trainer="mock", points=5, noise=0.0, bootstrap=10, plot=False)

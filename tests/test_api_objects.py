@@ -67,6 +67,7 @@ def _objects(tmp_path, **kw):
     return flops_fit.find_optimal(**args)
 
 
+@pytest.mark.slow
 def test_mock_mode_writes_the_clis_artifacts_and_a_table(tmp_path):
     result = _objects(tmp_path, mode="mock")
     run = tmp_path / "run"
@@ -103,6 +104,7 @@ def test_a_sweep_too_thin_to_fit_warns_and_its_table_says_why(tmp_path):
         result.chinchilla_table()
 
 
+@pytest.mark.slow
 def test_result_plot_returns_the_open_figures_it_wrote(tmp_path):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
@@ -128,6 +130,7 @@ def _uniform_guess():
 
 
 @pytest.mark.parametrize("kind", ["tensor", "iterable", "loader"])
+@pytest.mark.slow
 def test_local_mode_learns_on_each_kind_of_dataset(tmp_path, kind, one_torch_thread):
     data = {"tensor": TensorDataset(*_blobs()), "iterable": BlobStream(),
             "loader": DataLoader(TensorDataset(*_blobs()), batch_size=32, shuffle=True,
@@ -140,6 +143,7 @@ def test_local_mode_learns_on_each_kind_of_dataset(tmp_path, kind, one_torch_thr
     assert result.run_dir == str(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_custom_loss_is_used_for_training_and_evaluation(tmp_path, one_torch_thread):
     """CE + 10 has CE's gradients, so training is the same run; the held-out loss is the user's: + 10."""
     calls = {"n": 0}
@@ -162,6 +166,7 @@ def test_custom_loss_is_used_for_training_and_evaluation(tmp_path, one_torch_thr
         assert shifted[k] == pytest.approx(plain[k] + 10.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_second_call_skips_completed_runs(tmp_path, one_torch_thread):
     kw = dict(mode="local", compute_budgets=[3e6], points=2, batch_size=32, progress=False, bootstrap=0)
     _objects(tmp_path, **kw)
@@ -194,6 +199,7 @@ def hidden_count(m):
     return sum(p.numel() for p in m.parameters())
 
 
+@pytest.mark.slow
 def test_a_module_without_num_params_is_counted_by_its_parameters(tmp_path):
     _objects(tmp_path, model_cls=NoCount, mode="mock")
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
@@ -225,6 +231,7 @@ def test_unknown_option_names_the_known_ones(tmp_path):
         _objects(tmp_path, mode="mock", lerning_rate=1e-3)
 
 
+@pytest.mark.slow
 def test_size_range_is_found_when_not_given(tmp_path):
     _objects(tmp_path, mode="mock", size_range=None, compute_budgets=[1e8, 1e9])
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
@@ -234,6 +241,7 @@ def test_size_range_is_found_when_not_given(tmp_path):
         assert params[0] < centre < params[-1], (budget, params, centre)
 
 
+@pytest.mark.slow
 def test_user_data_and_loss_through_the_cli(tmp_path):
     """The same kind of user model, data factory and loss, from a user config folder."""
     conf = tmp_path / "my_conf"

@@ -74,6 +74,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_changes_nothing(study, case):
     _, stage, args, fname, ftext, code, needles = case
     run = study / "r"
@@ -94,6 +95,7 @@ def test_bad_input_is_one_line_and_changes_nothing(study, case):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "newer schema"])
+@pytest.mark.slow
 def test_damaged_plan_is_refused_and_kept(study, damage):
     run = study / f"damaged-{damage.split()[0]}"
     run_cli("ff-plan", f"run_dir={run}", "budgets=tiny", "quiet=true", cwd=study)
@@ -126,6 +128,7 @@ def test_artifacts_honour_the_umask(tmp_path):
     assert (tmp_path / "u" / "plan.json").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_a_new_cooldown_over_completed_wsd_runs_is_refused_by_both_stages(tmp_path):
     run = tmp_path / "w"
     run_cli("ff-plan", f"run_dir={run}", "budgets=tiny", "schedule=wsd", "quiet=true", cwd=tmp_path)
@@ -143,6 +146,7 @@ def test_a_new_cooldown_over_completed_wsd_runs_is_refused_by_both_stages(tmp_pa
     assert proc.returncode == 1 and "was trained with cooldown_frac=0.2 but" in line and "allow_mismatch=true" in line
 
 
+@pytest.mark.slow
 def test_replanning_over_completed_runs_of_another_plan_needs_force(study):
     run = study / "r"
     before = _snapshot(run)

@@ -58,6 +58,7 @@ def test_whole_pipeline_mock(tmp_path):
     assert json.loads((run / "analysis.json").read_text())["fits"]["isoflop"]["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_analyze_without_a_table_says_why_and_exits_non_zero(tmp_path):
     """Two runs at one budget fit nothing: ff-analyze writes analysis.json with the reasons, then fails
     with one line saying what to plan; ff-plot still draws the runs."""
@@ -73,6 +74,7 @@ def test_analyze_without_a_table_says_why_and_exits_non_zero(tmp_path):
     assert (run / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_user_model_class_through_the_cli(tmp_path):
     """A user's own class, from the user's own config folder on Hydra's search path."""
     conf = tmp_path / "my_conf" / "model"
@@ -104,6 +106,7 @@ def test_user_model_class_through_the_cli(tmp_path):
     (["grid.points=many"], ["grid.points"]),
     (["flops=6n"], ["flops", "6nd"]),
 ])
+@pytest.mark.slow
 def test_wrong_plan_input_is_one_clear_line(tmp_path, args, needles):
     proc = run_cli("ff-plan", f"run_dir={tmp_path / 'r'}", *args, cwd=tmp_path, check=False)
     _one_line_error(proc, *needles)
@@ -116,6 +119,7 @@ def test_missing_plan_is_one_clear_line(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_leaves_the_run_dir_as_it_was(tmp_path):
     run = tmp_path / "r"
     run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, cwd=tmp_path)
@@ -125,6 +129,7 @@ def test_bad_input_leaves_the_run_dir_as_it_was(tmp_path):
     assert (run / "plan.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_multirun_shards_with_joblib(tmp_path):
     run = tmp_path / "shards"
     run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, cwd=tmp_path)
@@ -137,6 +142,7 @@ def test_multirun_shards_with_joblib(tmp_path):
     assert sorted(p.name for p in (run / "configs").glob("train-shard*.yaml")) == [f"train-shard{k}.yaml" for k in range(4)]
 
 
+@pytest.mark.slow
 def test_config_tree_found_from_a_built_wheel(tmp_path):
     """The wheel carries conf/ as flops_fit/conf; the scripts find it from any directory."""
     dist = tmp_path / "dist"
@@ -158,6 +164,7 @@ def test_config_tree_found_from_a_built_wheel(tmp_path):
     assert (run / "plan.json").is_file()
 
 
+@pytest.mark.slow
 def test_runs_trained_elsewhere_reproduce_chinchilla(tmp_path):
     """`ff-analyze input=FILE` on Epoch AI's extraction of Chinchilla's runs (../shared/data)."""
     src = REPO.parent / "shared" / "data" / "chinchilla_svg_extracted.csv"
@@ -184,6 +191,7 @@ def test_bad_dataset_fails_at_plan_time(tmp_path):
     assert not (tmp_path / "r" / "plan.json").exists()
 
 
+@pytest.mark.slow
 def test_analyze_and_plot_never_import_torch(tmp_path):
     run = tmp_path / "r"
     run_cli("ff-plan", f"run_dir={run}", *PLAN_ARGS, "quiet=true", cwd=tmp_path)

@@ -43,6 +43,7 @@ def test_every_group_option_composes(stage, group, option):
     assert isinstance(node, dict) and node.get("name") == option
 
 
+@pytest.mark.slow
 def test_every_model_composes_with_every_dataset_of_its_kind():
     for model in options("model"):
         for dataset in options("dataset"):

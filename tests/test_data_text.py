@@ -312,6 +312,7 @@ def test_gpt2_files_are_checked(tmp_path):
 # --------------------------------------------------------------------------- laziness and locking
 
 
+@pytest.mark.slow
 def test_import_loads_no_heavy_text_libraries(corpus, cache):
     out = _run_py(
         """
@@ -341,6 +342,7 @@ def test_import_loads_no_heavy_text_libraries(corpus, cache):
     assert "HIT True []" in out
 
 
+@pytest.mark.slow
 def test_parallel_jobs_build_one_entry(corpus, cache):
     cfg = text_cfg(corpus, tokenizer="bpe", vocab_size=300)
     code = f"""

@@ -43,6 +43,7 @@ def one_process(tmp_path_factory):
     return rd
 
 
+@pytest.mark.slow
 def test_two_workers_follow_the_single_process_loss_curve(tmp_path, one_process):
     rd = _plan(tmp_path / "run", budgets=(1e9, 2e9))
     proc = run_cli("ff-train", f"run_dir={rd.root}", *TRAINER, "trainer.devices=2", cwd=tmp_path)
@@ -70,6 +71,7 @@ def test_two_workers_follow_the_single_process_loss_curve(tmp_path, one_process)
     assert out.count("trained 2 runs") == 1 and "cpu x 2" in out and proc.stderr == "", proc.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_on_the_ff_train_entry_point(tmp_path, one_process):
     """torchrun starts the workers itself: each is a whole ff-train that composes alike, and rank 0 alone
     writes and speaks."""
@@ -105,6 +107,7 @@ checkpoints.save = save
 '''
 
 
+@pytest.mark.slow
 def test_a_killed_two_worker_run_resumes_from_its_checkpoint(tmp_path, one_process):
     hook = tmp_path / "hook"
     hook.mkdir()

@@ -13,6 +13,7 @@ from tests.conftest import REPO
     ("vit_study", ["--budgets", "1e15", "1e16", "1e17"]),
     ("cli_wrapper", ["--budgets", "1e18", "1e19", "1e20", "--points", "5"]),
 ])
+@pytest.mark.slow
 def test_example_runs_offline_and_prints_the_table(tmp_path, module, args):
     proc = subprocess.run([sys.executable, "-m", f"flops_fit.examples.{module}", *args,
                            "--output-dir", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,

@@ -137,6 +137,7 @@ def swept(tmp_path_factory):
     return src
 
 
+@pytest.mark.slow
 def test_a_forecast_check_registers_then_trains_then_scores(swept, tmp_path):
     from flops_fit.artifacts import RunDir
 
@@ -213,6 +214,7 @@ def test_runs_under_min_steps_are_flagged_with_how_far_they_move_the_answer():
     assert "short_runs" not in clean
 
 
+@pytest.mark.slow
 def test_result_check_forecast_trains_the_same_objects_and_scores_the_forecast(tmp_path):
     """From a notebook: find_optimal(model_cls=...) then result.check_forecast(): the check's plan registers the
     forecast, trains the user's own model class as the sweep did (here the mock trainer), and scores it."""

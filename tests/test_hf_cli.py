@@ -35,6 +35,7 @@ def _reference_count(architecture: str, size: int) -> int:
 
 
 @pytest.mark.parametrize("architecture", ["LlamaForCausalLM", "GPT2LMHeadModel"])
+@pytest.mark.slow
 def test_hf_architecture_plans_trains_and_analyzes_through_the_cli(tmp_path, architecture):
     run = tmp_path / "run"
     run_cli("ff-plan", f"run_dir={run}", "model=hf", f"model.architecture={architecture}", "model.size_multiple=16",
@@ -55,6 +56,7 @@ def test_hf_architecture_plans_trains_and_analyzes_through_the_cli(tmp_path, arc
     assert analysis["table"] and "compute-optimal table" in out
 
 
+@pytest.mark.slow
 def test_hf_llama_trains_for_real_through_the_cli(tmp_path):
     run = tmp_path / "run"
     env = {"FLOPS_FIT_CACHE": str(tmp_path / "cache")}
@@ -82,6 +84,7 @@ def _image_rows(n: int, seed: int = 0):
     return images.astype(np.uint8), labels
 
 
+@pytest.mark.slow
 def test_hf_image_classifier_trains_on_a_local_parquet_dataset(tmp_path):
     from PIL import Image
 
@@ -208,6 +211,7 @@ def test_unknown_architecture_is_one_line_naming_the_key(tmp_path):
     assert not (tmp_path / "r" / "plan.json").exists()
 
 
+@pytest.mark.slow
 def test_missing_column_is_one_line_naming_the_key(tmp_path):
     datasets.Dataset.from_dict({"body": _texts(50)}).to_parquet(str(tmp_path / "t.parquet"))
     run, env = tmp_path / "r", {"FLOPS_FIT_CACHE": str(tmp_path / "cache")}

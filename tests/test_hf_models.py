@@ -170,6 +170,7 @@ def test_a_size_the_model_refuses_is_one_line_naming_the_size_and_the_rules(tmp_
     (llama, "hidden_size", LLAMA_TIE),
     (gpt2, "n_embd", {"n_head": "size // 8"}),
 ])
+@pytest.mark.slow
 def test_hf_model_plans_and_analyzes_in_mock_mode(tmp_path, factory, size_param, tie):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -185,6 +186,7 @@ def test_hf_model_plans_and_analyzes_in_mock_mode(tmp_path, factory, size_param,
     assert result.analysis["table"] and "| budget |" in result.chinchilla_table()
 
 
+@pytest.mark.slow
 def test_hf_models_train_locally_with_their_logits_or_their_own_loss(tmp_path):
     common = dict(dataset=random_tokens(), compute_budgets=[3e8, 1e9], mode="local", size_multiple=8,
                   size_range=[8, 24], plot=False, points=3, span=2.0, tokens_per_param=1.0, min_tokens_per_param=0.2,

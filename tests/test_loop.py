@@ -132,6 +132,7 @@ def test_capped_history_evaluations_keep_each_curve_on_one_set_of_data(monkeypat
     assert full["history"][-1]["loss"] == full["loss"]
 
 
+@pytest.mark.slow
 def test_the_eval_budget_puts_every_run_of_a_sweep_on_the_same_held_out_batches(monkeypatch):
     """trainer.eval_budget (default 0.05): the history points of every run evaluate as many held-out batches
     as fit in 5% of the sweep's shortest run's training compute (plan.json's eval_basis_tokens), a forward pass

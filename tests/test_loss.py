@@ -106,6 +106,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
+@pytest.mark.slow
 def test_held_memory_spares_every_step_its_page_faults():
     """The demo's smallest GPT page-faults through megabytes of fresh pages at every step unless the
     allocator keeps what the previous step freed (training/memory.py)."""

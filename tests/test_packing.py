@@ -27,7 +27,8 @@ def _plan(root: Path, schedule: str) -> RunDir:
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-@pytest.mark.parametrize("schedule", ["cosine", pytest.param("wsd", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("schedule", ["cosine", "wsd"])
 def test_packed_and_sequential_execution_give_the_same_runs(tmp_path, schedule):
     one = _plan(tmp_path / "one", schedule)
     packed = _plan(tmp_path / "packed", schedule)

@@ -133,6 +133,7 @@ def test_every_run_of_the_demo_plan_gets_min_steps_at_one_batch_for_the_whole_sw
     assert row.split()[-3:-1] == ["8", "131"]  # 133K tokens: batch 8 gives 131 steps (33 at 32)
 
 
+@pytest.mark.slow
 def test_min_steps_off_reproduces_the_plan_without_the_rule_and_on_only_adds_keys():
     new_keys = {"min_steps", "max_batch_size", "batch_basis_tokens", "units_per_example"}
     for schedule in ("cosine", "wsd"):
@@ -182,6 +183,7 @@ def test_a_bad_min_steps_through_the_cli_exits_with_one_line(tmp_path):
     assert not (tmp_path / "r" / "plan.json").exists()
 
 
+@pytest.mark.slow
 def test_find_optimal_routes_min_steps_to_the_grid(tmp_path):
     import json
 

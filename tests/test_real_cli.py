@@ -15,6 +15,7 @@ def _records(run):
 
 
 @pytest.mark.parametrize("dataset", ["bbc_news", "synthetic_text"])
+@pytest.mark.slow
 def test_gpt_trains_for_real_through_the_cli(tmp_path, dataset):
     run = tmp_path / "gpt"
     env = {"FLOPS_FIT_CACHE": str(tmp_path / "cache")}
@@ -58,6 +59,7 @@ def test_vit_trains_for_real_through_the_cli(tmp_path):
     assert recs and all(r["status"] == "completed" and r["data_unit"] == "images" for r in recs)
 
 
+@pytest.mark.slow
 def test_gpu_trainer_falls_back_to_cpu_with_a_clear_line(tmp_path):
     import torch
 

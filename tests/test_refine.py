@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import REPO, run_cli
 
 TRUTH = ["trainer.ground_truth.E=1.69", "trainer.ground_truth.A=406.4", "trainer.ground_truth.B=410.7",
@@ -13,6 +15,7 @@ def _edge_budgets(analysis):
     return {d["budget"] for d in analysis["diagnostics"] if d["code"] == "isoflop_edge"}
 
 
+@pytest.mark.slow
 def test_edge_minimum_is_named_and_refine_from_moves_the_grid(tmp_path):
     shifted, refined = tmp_path / "shifted", tmp_path / "refined"
     # a prior of 2000 tokens per parameter puts every grid on much too small models

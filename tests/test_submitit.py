@@ -25,6 +25,7 @@ def _job_logs(rd) -> list[str]:
     return [p.read_text() for p in sorted((rd.root / ".multirun" / ".submitit").glob("*/*_log.out"))]
 
 
+@pytest.mark.slow
 def test_submitit_jobs_train_every_run_once_and_a_resubmission_only_the_unfinished(tmp_path, slow_mock):
     rd = _plan(tmp_path / "run", spec=GPT, budgets=CHINCHILLA[:3], points=4)
     experiments = rd.read_plan()["experiments"]

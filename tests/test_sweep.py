@@ -78,6 +78,7 @@ def test_a_plan_unlike_the_completed_runs_is_refused(tmp_path, change, was, now)
 
 
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.slow
 def test_completed_real_runs_refuse_other_trainer_settings_but_not_other_machinery(tmp_path):
     rd = _plan(tmp_path / "run", budgets=(3e9, 6e9))
     train_plan(str(rd.root), LOCAL, quiet=True, limit=1)

@@ -64,6 +64,7 @@ def _check_lr(record, lrs):
 # ------------------------------------------------------------------------------------------ TensorBoard
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_run_curve_and_the_table(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -118,6 +119,7 @@ def test_runs_trained_in_packed_worker_processes_are_logged(tmp_path):
 # ------------------------------------------------------------------------------------------ MLflow
 
 
+@pytest.mark.slow
 def test_mlflow_file_store_holds_every_run_curve_and_the_table(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -176,6 +178,7 @@ def _wandb_runs(folder):
     return out
 
 
+@pytest.mark.slow
 def test_wandb_offline_runs_hold_every_run_curve_and_the_table(tmp_path):
     pytest.importorskip("wandb")
     # two runs trained for real, each an offline W&B run (a W&B run costs about a second, so the sweep is small)
@@ -207,6 +210,7 @@ def test_wandb_offline_runs_hold_every_run_curve_and_the_table(tmp_path):
 # ------------------------------------------------------------------------------------------ choosing
 
 
+@pytest.mark.slow
 def test_logger_none_writes_nothing_and_imports_no_tracker(tmp_path):
     code = ("import sys\nfrom flops_fit import stages\nfrom flops_fit.config.compose import compose\n"
             f"run = {str(tmp_path / 'r')!r}\n"

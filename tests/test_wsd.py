@@ -104,6 +104,7 @@ def test_a_bad_schedule_is_one_line_naming_the_key(kw, key):
 # -- branches are standalone WSD runs -------------------------------------------------------------
 
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.slow
 def test_a_branch_record_is_the_standalone_wsd_run_of_its_size_and_budget(tmp_path):
     from flops_fit.data import build_data
     from flops_fit.training.loop import train_run
