@@ -200,11 +200,12 @@ def make_plan(
         model = model.with_size_range_for(min(rough) / (4 * grid.span), max(rough) * 4 * grid.span)
     counter = ModelCounter(model)
     fpt = _FlopsPerToken(counter, flops, dataset)
+    data_unit = data_unit or counter.info(model.round_size(model.size_range[0])).data_unit
+    unique = int(unique_units) if unique_units else None
 
     experiments: list[dict] = []
     dropped: list[dict] = []
     warnings: list[str] = []
-    data_unit = data_unit or counter.info(model.round_size(model.size_range[0])).data_unit
     iterator = budgets
     if progress:
         from tqdm.auto import tqdm
@@ -216,91 +217,24 @@ def make_plan(
         source = "refined" if centre is not None else "prior"
         if centre is None:
             centre = _expected_optimum(counter, fpt, budget, grid.tokens_per_param)
-        if ladder is not None:
-            targets = ladder.targets(centre)
-        else:
-            targets = centre * grid.span ** np.linspace(-1.0, 1.0, grid.points) if grid.points > 1 else [centre]
-        sizes: list[int] = []
-        for t in targets:
-            s = counter.size_for_params(float(t))
-            if s not in sizes:
-                sizes.append(s)
-        if len(sizes) < grid.points:
-            lo_p, hi_p = counter.info(min(sizes)).params, counter.info(max(sizes)).params
-            where = []
-            if min(targets) < 0.8 * lo_p and min(sizes) == model.round_size(model.size_range[0]):
-                where.append(f"below the smallest model ({human(lo_p)} params)")
-            if max(targets) > 1.25 * hi_p and max(sizes) == model.round_size(model.size_range[1]):
-                where.append(f"above the largest model ({human(hi_p)} params)")
-            if where:
-                why = " and ".join(where)
-                fix = (f"widen model.size_range={list(model.size_range)}, change the budgets or the model's "
-                       f"fixed shape (e.g. depth)")
-            else:
-                why = "closer together than the sizes the model accepts"
-                fix = "allow finer sizes (e.g. a smaller model.kwargs.head_dim), or plan fewer grid.points"
-            warnings.append(
-                f"budget {sci(budget)} FLOPs: only {len(sizes)} distinct sizes of {grid.points} planned; "
-                f"targets fall {why}: {fix}"
-            )
-        for size in sorted(sizes):
-            info = counter.info(size)
-            per_token = fpt(size)
-            tokens = int(budget // per_token)
-            entry = {
-                "id": experiment_id(budget, model.size_param, size),
-                "budget": budget,
-                "size": size,
-                "params": info.params,
-                "non_embedding_params": info.non_embedding_params,
-                "tokens": tokens,
-                "flops_per_token": per_token,
-                "flops": tokens * per_token,
-                "centre_params": centre,
-                "centre_source": source,
-            }
-            if unique_units:
-                entry.update(unique_units=int(unique_units), epochs=tokens / float(unique_units))
-            floor = max(grid.min_tokens_per_param * info.params, grid.min_tokens)
-            if grid.max_epochs is not None and unique_units and entry["epochs"] > grid.max_epochs:
-                dropped.append({k: entry[k] for k in ("id", "budget", "size", "params", "tokens")}
-                               | {"reason": f"{entry['epochs']:.1f} epochs of the unique data > grid.max_epochs={grid.max_epochs:g}"})
-            elif tokens < floor:
-                reason = (
-                    f"{human(tokens)} {data_unit} < {grid.min_tokens_per_param:g} per parameter"
-                    if tokens < grid.min_tokens_per_param * info.params
-                    else f"{human(tokens)} {data_unit} < grid.min_tokens={grid.min_tokens}"
-                )
+        sizes, warning = _budget_sizes(counter, grid, budget, centre, ladder)
+        warnings += [warning] if warning else []
+        for entry in _budget_entries(counter, fpt, budget, sizes, centre, source, unique):
+            reason = _drop_reason(entry, grid, data_unit)
+            if reason:
                 dropped.append({k: entry[k] for k in ("id", "budget", "size", "params", "tokens")} | {"reason": reason})
             else:
                 experiments.append(entry)
     if not experiments:
-        if grid.max_epochs is not None and dropped and all("max_epochs" in d["reason"] for d in dropped):
-            raise FlopsFitError(
-                f"every planned run would repeat the {human(unique_units)} unique {data_unit} more than "
-                f"grid.max_epochs={grid.max_epochs:g} times: lower the budgets or raise grid.max_epochs")
-        raise FlopsFitError(
-            "every planned run was dropped for having too few tokens: raise the budgets (budgets.values=...), "
-            "lower grid.min_tokens_per_param, or shrink model.size_range"
-        )
-    if grid.repeat_epochs:
-        if schedule != "cosine":
-            raise FlopsFitError("grid.repeat_epochs plans runs trained alone on a subset of the data; use "
-                                "schedule=cosine with it")
-        experiments += repeat_runs(experiments, budgets, grid.repeat_epochs, unique_units, data_unit)
-    warnings += repetition_warnings([e for e in experiments if not e.get("train_subset")], unique_units, data_unit)
-    per_budget = [sum(e["budget"] == b for e in experiments) for b in budgets]
-    if max(per_budget) < 3:
+        raise _nothing_planned(grid, dropped, unique, data_unit)
+    warnings += _complete_runs(experiments, budgets, grid, schedule, cooldown_frac, unique, data_unit,
+                               model.size_param)
+    if max(sum(e["budget"] == b for e in experiments) for b in budgets) < 3:
         warnings.insert(0, (
             f"no budget has 3 or more model sizes (grid.points={grid.points}): approaches 2 and 2b need them to "
             "locate each budget's minimum, and approaches 1 and 3 need runs that span several sizes and token "
             "counts; for a scaling study plan grid.points=5 or more"
         ))
-    shortest = min(e["tokens"] for e in experiments)
-    for e in experiments:  # trainer.eval_budget's basis: every run's loss curve on the same held-out batches
-        e["eval_basis_tokens"] = shortest
-    if schedule == "wsd":
-        _branch_from_trunks(experiments, model.size_param, cooldown_frac)
     per_example = units_per_example or dataset_units_per_example(dataset)
     if grid.min_steps:
         warnings += _apply_min_steps(experiments, int(grid.min_steps), per_example, data_unit, batch_basis)
@@ -315,12 +249,113 @@ def make_plan(
         "sweep_flops": sweep_flops(experiments),
         "runs_flops": float(sum(e["flops"] for e in experiments)),
         **({"units_per_example": per_example} if grid.min_steps and per_example else {}),
-        "unique_units": int(unique_units) if unique_units else None,
-        "unique_units_source": (unique_source or "counted") if unique_units else "unknown",
+        "unique_units": unique,
+        "unique_units_source": (unique_source or "counted") if unique else "unknown",
         "experiments": experiments,
         "dropped": dropped,
         "warnings": warnings,
     }
+
+
+def _budget_sizes(counter: "ModelCounter", grid: Grid, budget: float, centre: float, ladder) -> tuple[list[int], str | None]:
+    """The distinct accepted sizes nearest the budget's targets (``grid.points`` around ``centre``, or the
+    WSD ladder's rungs), and a warning when fewer than ``grid.points`` remain, saying why and what to change."""
+    model = counter.spec
+    if ladder is not None:
+        targets = ladder.targets(centre)
+    else:
+        targets = centre * grid.span ** np.linspace(-1.0, 1.0, grid.points) if grid.points > 1 else [centre]
+    sizes: list[int] = []
+    for t in targets:
+        s = counter.size_for_params(float(t))
+        if s not in sizes:
+            sizes.append(s)
+    if len(sizes) >= grid.points:
+        return sizes, None
+    lo_p, hi_p = counter.info(min(sizes)).params, counter.info(max(sizes)).params
+    where = []
+    if min(targets) < 0.8 * lo_p and min(sizes) == model.round_size(model.size_range[0]):
+        where.append(f"below the smallest model ({human(lo_p)} params)")
+    if max(targets) > 1.25 * hi_p and max(sizes) == model.round_size(model.size_range[1]):
+        where.append(f"above the largest model ({human(hi_p)} params)")
+    if where:
+        why = " and ".join(where)
+        fix = (f"widen model.size_range={list(model.size_range)}, change the budgets or the model's "
+               f"fixed shape (e.g. depth)")
+    else:
+        why = "closer together than the sizes the model accepts"
+        fix = "allow finer sizes (e.g. a smaller model.kwargs.head_dim), or plan fewer grid.points"
+    return sizes, (f"budget {sci(budget)} FLOPs: only {len(sizes)} distinct sizes of {grid.points} planned; "
+                   f"targets fall {why}: {fix}")
+
+
+def _budget_entries(counter: "ModelCounter", fpt, budget: float, sizes, centre: float, source: str,
+                    unique: int | None) -> list[dict]:
+    """One plan entry per size, smallest first: the tokens the budget buys at the size's FLOPs per token."""
+    out = []
+    for size in sorted(sizes):
+        info = counter.info(size)
+        per_token = fpt(size)
+        tokens = int(budget // per_token)
+        entry = {
+            "id": experiment_id(budget, counter.spec.size_param, size),
+            "budget": budget,
+            "size": size,
+            "params": info.params,
+            "non_embedding_params": info.non_embedding_params,
+            "tokens": tokens,
+            "flops_per_token": per_token,
+            "flops": tokens * per_token,
+            "centre_params": centre,
+            "centre_source": source,
+        }
+        if unique:
+            entry.update(unique_units=unique, epochs=tokens / float(unique))
+        out.append(entry)
+    return out
+
+
+def _drop_reason(entry: Mapping, grid: Grid, data_unit: str) -> str | None:
+    """Why the plan leaves ``entry`` out (beyond grid.max_epochs, or too few tokens), or None to keep it."""
+    tokens, params = entry["tokens"], entry["params"]
+    if grid.max_epochs is not None and entry.get("epochs") is not None and entry["epochs"] > grid.max_epochs:
+        return f"{entry['epochs']:.1f} epochs of the unique data > grid.max_epochs={grid.max_epochs:g}"
+    if tokens < grid.min_tokens_per_param * params:
+        return f"{human(tokens)} {data_unit} < {grid.min_tokens_per_param:g} per parameter"
+    if tokens < grid.min_tokens:
+        return f"{human(tokens)} {data_unit} < grid.min_tokens={grid.min_tokens}"
+    return None
+
+
+def _nothing_planned(grid: Grid, dropped, unique: int | None, data_unit: str) -> FlopsFitError:
+    """The error when every run was dropped, naming what to change."""
+    if grid.max_epochs is not None and dropped and all("max_epochs" in d["reason"] for d in dropped):
+        return FlopsFitError(
+            f"every planned run would repeat the {human(unique)} unique {data_unit} more than "
+            f"grid.max_epochs={grid.max_epochs:g} times: lower the budgets or raise grid.max_epochs")
+    return FlopsFitError(
+        "every planned run was dropped for having too few tokens: raise the budgets (budgets.values=...), "
+        "lower grid.min_tokens_per_param, or shrink model.size_range"
+    )
+
+
+def _complete_runs(experiments: list[dict], budgets, grid: Grid, schedule: str, cooldown_frac: float,
+                   unique: int | None, data_unit: str, size_param: str) -> list[str]:
+    """What the runs need beyond their budget's grid, in place: the repeated-data runs (grid.repeat_epochs),
+    the held-out evaluation's basis, the WSD branches; returns the plan's warnings about repeated data."""
+    warnings = []
+    if grid.repeat_epochs:
+        if schedule != "cosine":
+            raise FlopsFitError("grid.repeat_epochs plans runs trained alone on a subset of the data; use "
+                                "schedule=cosine with it")
+        experiments += repeat_runs(experiments, budgets, grid.repeat_epochs, unique, data_unit)
+    warnings += repetition_warnings([e for e in experiments if not e.get("train_subset")], unique, data_unit)
+    shortest = min(e["tokens"] for e in experiments)
+    for e in experiments:  # trainer.eval_budget's basis: every run's loss curve on the same held-out batches
+        e["eval_basis_tokens"] = shortest
+    if schedule == "wsd":
+        _branch_from_trunks(experiments, size_param, cooldown_frac)
+    return warnings
 
 
 def repeat_runs(experiments: Sequence[Mapping], budgets: Sequence[float], epochs: Sequence[float],
