@@ -31,6 +31,8 @@ def _num(x, digits=3) -> str:
 
 
 def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
+    """The self-contained report.html: the verdict first, then the table, the approaches, the
+    diagnostics, the data, the extrapolation check and the figures (each section a function below)."""
     fits = analysis.get("fits", {})
     unit = analysis.get("data_unit", "tokens")
     level = int(round(100 * interval_level(analysis)))
@@ -43,11 +45,25 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
 
     out += _verdict_html(analysis, unit, level)
     out += _forecast_check_html(analysis, unit)
-    if not analysis.get("table"):
-        out += _figures_html(figures)
-        out.append("</body></html>")
-        return "\n".join(out)
+    if analysis.get("table"):
+        out += _table_html(analysis, unit)
+        out += _approaches_html(analysis, fits)
+        out += _backtest_html(analysis)
+        out += _agreement_html(analysis)
+        lvc = fits.get("loss_vs_compute", {})
+        if lvc.get("status") == "ok":
+            out.append(f"<p>Loss on the compute-optimal frontier: L*(C) = {lvc['E']:.4g} + {lvc['A']:.4g} · C^-{lvc['gamma']:.4g}</p>")
+        out += _diagnostics_html(analysis)
+        out += _data_html(analysis)
+        out += _holdout_html(analysis)
+    out += _figures_html(figures)
+    out.append("</body></html>")
+    return "\n".join(out)
 
+
+def _table_html(analysis: Mapping, unit: str) -> list[str]:
+    """The compute-optimal table, with its intervals."""
+    out = []
     out.append("<h2>Compute-optimal table</h2>")
     out.append(f"<p>Allocation from <b>{html.escape(str(analysis.get('table_source', '')))}</b>, loss from "
                f"<b>{html.escape(str(analysis.get('table_loss_source') or 'n/a'))}</b>. Rows beyond the largest "
@@ -66,6 +82,12 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
         )
     out.append("</table>")
 
+    return out
+
+
+def _approaches_html(analysis: Mapping, fits: Mapping) -> list[str]:
+    """Every approach's exponents and fit notes, then the model test's choice."""
+    out = []
     out.append("<h2>The approaches side by side</h2>")
     out.append("<table><tr><th class=l>approach</th><th>status</th><th>a (N_opt ∝ C^a)</th><th>b (D_opt ∝ C^b)</th><th class=l>notes</th></tr>")
     names = {"envelope": "1: envelope of training curves", "isoflop": "2: IsoFLOP profiles (parabolas)",
@@ -92,7 +114,12 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     ms = analysis.get("model_selection")
     if ms:
         out.append(f"<p>Model test ({html.escape(str(ms.get('test')))}): {html.escape(str(ms.get('reason')))}.</p>")
-    out += _backtest_html(analysis)
+    return out
+
+
+def _agreement_html(analysis: Mapping) -> list[str]:
+    """The pairwise comparisons (folded) and, where approaches differ, why."""
+    out = []
     if analysis.get("agreement"):
         out.append("<details><summary>Pairwise comparisons of the approaches</summary>")
         for ag in analysis.get("agreement") or []:
@@ -118,10 +145,12 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
             out.append("</table>")
             out.append("<p>The table's interval with model uncertainty (every approach's N_opt included) is in the "
                        "last column.</p>")
-    lvc = fits.get("loss_vs_compute", {})
-    if lvc.get("status") == "ok":
-        out.append(f"<p>Loss on the compute-optimal frontier: L*(C) = {lvc['E']:.4g} + {lvc['A']:.4g} · C^-{lvc['gamma']:.4g}</p>")
+    return out
 
+
+def _diagnostics_html(analysis: Mapping) -> list[str]:
+    """The analysis's warnings and the runs left out of the fits."""
+    out = []
     out.append("<h2>Diagnostics</h2>")
     diags = analysis.get("diagnostics") or []
     if not diags:
@@ -139,7 +168,12 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
             out.append(f"<li><code>{html.escape(str(e.get('id')))}</code>: {html.escape(str(e.get('status')))} "
                        f"{html.escape(str(e.get('reason', '')))}</li>")
         out.append("</ul>")
-    out += _data_html(analysis)
+    return out
+
+
+def _holdout_html(analysis: Mapping) -> list[str]:
+    """holdout=k: the largest budgets refitted without, then predicted."""
+    out = []
     ho = analysis.get("holdout")
     if ho:
         out.append("<h2>Extrapolation check</h2>")
@@ -160,9 +194,7 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
                 )
             out.append("</table>")
 
-    out += _figures_html(figures)
-    out.append("</body></html>")
-    return "\n".join(out)
+    return out
 
 
 def _data_html(analysis: Mapping) -> list[str]:
