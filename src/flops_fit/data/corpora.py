@@ -309,9 +309,11 @@ class HFCorpus(Corpus):
         return None if ev is None else _cap(self._rows(ev), self.opts["max_eval_bytes"])
 
 
-class HFDatasetCorpus(Corpus):
+class HFDatasetCorpus(HFCorpus):
     """``dataset=hf``: the text column of any ``datasets`` dataset, from the Hub or local files
-    (:mod:`flops_fit.data.hf`), streamed row by row into the tokenizer."""
+    (:mod:`flops_fit.data.hf`), streamed row by row into the tokenizer. It reads its splits as
+    :class:`HFCorpus` does (capped train texts, the eval split when there is one); it loads them
+    through :mod:`flops_fit.data.hf`."""
 
     def __init__(self, cfg: dict):
         from flops_fit.data import hf
@@ -337,16 +339,6 @@ class HFDatasetCorpus(Corpus):
         for t in self._hf.rows(ds, self.cfg["text_field"]):
             if t and str(t).strip():
                 yield str(t), True
-
-    def has_eval_split(self) -> bool:
-        return self._load()["eval"] is not None
-
-    def train_texts(self) -> Iterator[Piece]:
-        return _cap(self._rows(self._load()["train"]), self.cfg["max_train_bytes"])
-
-    def eval_texts(self) -> Iterator[Piece] | None:
-        ev = self._load()["eval"]
-        return None if ev is None else _cap(self._rows(ev), self.opts["max_eval_bytes"])
 
 
 # --------------------------------------------------------------------------- choosing
