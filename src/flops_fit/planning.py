@@ -396,7 +396,7 @@ def repetition_warnings(experiments: Sequence[Mapping], unique_units: float | No
            f"the fitted law then describes this data repeated, not fresh data (docs/data-constrained.md)"]
     past = [e for e in over if e["tokens"] / unique_units > REPEAT_FREE_EPOCHS]
     if past:
-        out.append(f"{len(past)} runs pass {REPEAT_FREE_EPOCHS:g} epochs, where a repeated {data_unit[:-1] if data_unit.endswith('s') else data_unit} "
+        out.append(f"{len(past)} {'run passes' if len(past) == 1 else 'runs pass'} {REPEAT_FREE_EPOCHS:g} epochs, where a repeated {data_unit[:-1] if data_unit.endswith('s') else data_unit} "
                    f"is worth clearly less than a new one (Muennighoff et al. 2023): ff-analyze fits the "
                    f"data-constrained law to them; grid.max_epochs={REPEAT_FREE_EPOCHS:g} keeps runs within it")
     return out
