@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
+from flops_fit.analysis.design import Design
 from flops_fit.data.config import DatasetConfig
 from flops_fit.errors import FlopsFitError
 from flops_fit.planning import COOLDOWN_FRAC, FORECAST_FACTOR, Grid
@@ -71,6 +72,10 @@ class PlanSettings:
     # forecast, which plan.json registers (with every approach's) before anything trains (docs/forecasts.md)
     forecast_from: Optional[str] = None
     forecast_factor: float = FORECAST_FACTOR
+    # a sequential design: the next batch of runs into this run_dir's own plan, chosen to narrow the N_opt
+    # interval at design.target_budget most per FLOP (docs/design.md)
+    next_from: Optional[str] = None
+    design: Design = field(default_factory=Design)
     force: bool = False  # replace a plan whose completed runs the new plan would orphan
     quiet: bool = False
     debug: bool = False  # show the traceback of an error instead of its one line

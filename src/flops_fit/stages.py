@@ -36,7 +36,14 @@ def check(stage: str, cfg: Mapping[str, Any]) -> dict:
         if cfg.get("refine_from") and cfg.get("forecast_from"):
             raise FlopsFitError("refine_from= and forecast_from= plan different things (a re-centred sweep, a check of "
                                 "a forecast): give one")
-        if not cfg.get("refine_from") and not cfg.get("forecast_from"):
+        if cfg.get("next_from") and (cfg.get("refine_from") or cfg.get("forecast_from")):
+            raise FlopsFitError("next_from= adds a batch to its own run_dir's plan; give it without refine_from= "
+                                "or forecast_from=")
+        if cfg.get("next_from"):
+            from flops_fit.analysis.design import Design
+
+            Design(**dict(cfg.get("design") or {})).validate()
+        elif not cfg.get("refine_from") and not cfg.get("forecast_from"):
             check_budgets((cfg.get("budgets") or {}).get("values"))
         rng = (cfg.get("model") or {}).get("size_range")
         if rng is not None and (len(rng) != 2 or int(rng[0]) < 1 or int(rng[1]) < int(rng[0])):
@@ -82,6 +89,8 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     from flops_fit.planning import Grid, check_budgets, make_plan, units_per_example_of
 
     cfg = dict(check("plan", cfg))
+    if cfg.get("next_from"):
+        return _plan_next(cfg)
     if model is not None:
         cfg["model"] = model.describe()
         cfg["dataset"] = _describe_data(data)
@@ -149,6 +158,21 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     _record_config(rd, "plan", cfg)
     rd.write_plan(result)
     return rd.read_plan()
+
+
+def _plan_next(cfg: Mapping) -> dict:
+    """ff-plan next_from=RUN_DIR: the next batch of a sequential design, appended to RUN_DIR's plan (design.py);
+    the plan returned carries ``design_decision`` ("planned" | "stop" | "pending") and ``design_lines``."""
+    from flops_fit.design import plan_next
+
+    source = str(cfg["next_from"])
+    if str(cfg.get("run_dir")) not in (source, SETTINGS["plan"].run_dir) and \
+            RunDir(cfg["run_dir"]).root.resolve() != RunDir(source).root.resolve():
+        raise FlopsFitError(f"next_from={source} plans the next batch into its own run_dir; drop run_dir="
+                            f"{cfg['run_dir']} (or pass run_dir={source})")
+    out = plan_next(source, cfg.get("design") or {}, quiet=bool(cfg["quiet"]))
+    _record_config(RunDir(source), "plan", {**cfg, "run_dir": source})
+    return {**out["plan"], "design_decision": out["decision"], "design_lines": out["lines"]}
 
 
 def _unique_data(dataset: Mapping, data: Any, source_plan: Mapping | None) -> tuple[int | None, str | None]:
@@ -331,6 +355,10 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
         result = _analyze_sweep(runs, plan, cfg)
     if cfg.get("input"):
         result["input"] = str(cfg["input"])
+    if plan and plan.get("design"):  # a sequential design: what its last batch bought against what it expected
+        from flops_fit.analysis.design import outcome
+
+        result["design"] = outcome(plan["design"], result)
     # every run the analysis saw, so ff-plot and readers need nothing but analysis.json
     result["points"] = [
         {k: r.get(k) for k in ("id", "status", "budget", "params", "non_embedding_params", "tokens", "flops", "loss")}

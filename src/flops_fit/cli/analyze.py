@@ -10,6 +10,10 @@ def _task(cfg: dict) -> None:
     analysis = stages.analyze(cfg)
     if not cfg.get("quiet"):
         print("\n".join(summary_lines(analysis)))
+    bought = analysis.get("design")
+    if bought and bought.get("width") is not None:
+        print(f"design: batch {bought['batch']} narrowed the N_opt({bought['target_budget']:.2g} FLOPs) interval from "
+              f"{bought['width_before']:.1%} to {bought['width']:.1%} of it (expected {bought['expected_width']:.1%})")
     if not analysis.get("table") and not analysis.get("forecast_check"):
         from flops_fit.analysis.summary import no_table_message
         from flops_fit.errors import FlopsFitError

@@ -8,6 +8,14 @@ def _task(cfg: dict) -> None:
     from flops_fit.planning import format_plan
 
     plan = stages.plan(cfg)
+    if plan.get("design_decision"):  # next_from=: the next batch of a sequential design
+        run_dir = cfg["next_from"]
+        print("\n".join(plan["design_lines"]))
+        if plan["design_decision"] == "planned":
+            print(f"wrote {run_dir}/plan.json; next: ff-train run_dir={run_dir}")
+        elif plan["design_decision"] == "pending":
+            print(f"next: ff-train run_dir={run_dir}")
+        return
     if not cfg.get("quiet"):
         print(format_plan(plan))
         if plan.get("forecast_check"):

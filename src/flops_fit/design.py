@@ -1,0 +1,198 @@
+"""``ff-plan next_from=RUN_DIR``: the next batch of a sequential study, appended to RUN_DIR's own plan.
+
+The batch goes into the same run directory as the runs so far: plan.json keeps every earlier entry as it
+was (each with its ``batch``; entries of the first plan are batch 0) and appends the new ones, so ``ff-train``
+skips what is already trained (a kill at any point resumes as after any other kill) and ``ff-analyze`` fits
+every run. plan.json's ``design`` keeps the history: the target budget C*, each batch's runs, FLOPs, the
+width it started from and the width it was expected to reach (analysis/design.py chooses it); ff-analyze
+records what the last batch did buy (analysis.json's ``design``).
+
+Candidates are the model's own sizes, laid out by :func:`flops_fit.planning.make_plan` with the source
+plan's model, data, FLOPs convention, min_steps rule and batch basis (as a forecast check does): new sizes
+at every budget so far (around the fitted optimum, twice the grid's span), and a new IsoFLOP at
+``design.new_budget_factor`` (or its square root) x the largest budget (3 or ``design.new_points`` sizes). A planned id is never a
+candidate again.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import numpy as np
+
+from flops_fit.artifacts import RunDir
+from flops_fit.errors import FlopsFitError
+
+DONE = ("completed", "failed", "diverged")
+
+
+def plan_next(source: str, design_cfg: Mapping[str, Any], *, quiet: bool = True) -> dict:
+    """Decide and write the next batch into ``source``'s plan.json; returns ``{"plan", "decision", "lines"}``
+    (``decision``: "planned" | "stop" | "pending")."""
+    from flops_fit.analysis.design import (Candidate, Design, Simulator, choose_batch, existing_groups,
+                                           residual_sigma, surface_draws, width_of)
+    from flops_fit.analysis.predict import predict
+    from flops_fit.planning import sweep_flops
+    from flops_fit.units import fmt_flops, human
+
+    design = Design(**dict(design_cfg or {}))
+    design.validate()
+    rd = RunDir(source)
+    if not rd.root.is_dir():
+        raise FlopsFitError(f"next_from={source}: no such run directory")
+    if not rd.analysis_path.is_file():
+        raise FlopsFitError(f"next_from={source}: no analysis.json there; run ff-train and ff-analyze run_dir={source} "
+                            f"first")
+    plan, analysis = rd.read_plan(), rd.read_analysis()
+    if plan.get("forecast_check"):
+        raise FlopsFitError(f"next_from={source} is a forecast check; give the sweep it checked")
+    records = {r["id"]: r for r in rd.iter_runs()}
+    experiments = [dict(e, batch=int(e.get("batch", 0))) for e in plan["experiments"]]
+    history = dict(plan.get("design") or {})
+    batches = list(history.get("batches") or [])
+    if not batches:
+        batches = [{"batch": 0, "runs": [e["id"] for e in experiments], "flops": sweep_flops(experiments)}]
+    number = max(int(b["batch"]) for b in batches) + 1
+    pending = [e["id"] for e in experiments if (records.get(e["id"]) or {}).get("status") not in DONE]
+    if pending:
+        return {"plan": plan, "decision": "pending",
+                "lines": [f"design: {len(pending)} planned run(s) not trained yet (e.g. {pending[0]}): "
+                          f"ff-train run_dir={source}, then ff-analyze, then plan the next batch"]}
+    seen = {p.get("id") for p in analysis.get("points") or []}
+    done = [e for e in experiments if records[e["id"]].get("status") == "completed" and not e.get("train_subset")]
+    stale = [e["id"] for e in done if e["id"] not in seen]
+    if stale:
+        raise FlopsFitError(f"next_from={source}: analysis.json predates {len(stale)} completed run(s) (e.g. {stale[0]}); "
+                            f"re-run ff-analyze run_dir={source} first")
+    table = analysis.get("table") or []
+    if not analysis.get("table_model") or not table:
+        raise FlopsFitError(f"next_from={source}: its analysis.json has no table to narrow; see its diagnostics")
+    target = float(design.target_budget or history.get("target_budget") or max(float(r["budget"]) for r in table))
+    row = predict(analysis, target)
+    width_now = width_of(row.get("params_ci"), row.get("params"))
+    if width_now is None:
+        raise FlopsFitError(f"next_from={source}: its analysis has no interval on N_opt; re-run ff-analyze "
+                            f"run_dir={source} bootstrap=200")
+    target_width = design.target_width if design.target_width is not None else history.get("target_width")
+    spent = float(sweep_flops(experiments))
+    head = (f"design: N_opt({fmt_flops(target)}) = {human(row['params'])} params, interval width {width_now:.1%} "
+            f"of it; {fmt_flops(spent)} spent over {len(experiments)} runs in {number} batch(es)")
+    record = {"batch": number, "planned_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "width_before": width_now, "target_width": target_width}
+    allowance = float(design.max_flops) if design.max_flops else spent
+    if design.max_total_flops:
+        allowance = min(allowance, float(design.max_total_flops) - spent)
+    stop = None
+    if target_width is not None and width_now <= float(target_width):
+        stop = f"the interval's width {width_now:.1%} is within design.target_width={float(target_width):g}"
+    elif allowance <= 0:
+        stop = f"design.max_total_flops={design.max_total_flops:g} is spent ({fmt_flops(spent)})"
+    batch = None
+    if stop is None:
+        sim = Simulator(surface_draws(analysis["table_model"]), _sigma(done, records, residual_sigma), target,
+                        sims=design.sims, seed=design.seed + number, ci=float(analysis["table_model"].get("ci", 0.95)),
+                        k=_k_of(plan))
+        existing = existing_groups(sim, [e["budget"] for e in done], [e["params"] for e in done],
+                                   [e["tokens"] for e in done])
+        cands = [Candidate(kind, float(b), np.array([e["params"] for e in es], dtype=float),
+                           np.array([e["tokens"] for e in es], dtype=float), float(sweep_flops(es)), es)
+                 for kind, b, es in _candidates(plan, analysis, experiments, design)]
+        batch = choose_batch(sim, existing, cands, width_now=width_now, allowance=allowance,
+                             target_width=None if target_width is None else float(target_width),
+                             min_gain=float(design.min_gain))
+        stop = batch.stop
+        record.update(batch.to_json())
+    record["target_budget"] = target
+    lines = [head]
+    if stop:
+        record.update(runs=[], flops=0.0, stop=stop)
+        lines.append(f"design: stop: {stop}")
+        decision = "stop"
+        new_entries: list = []
+    else:
+        basis = plan["experiments"][0].get("eval_basis_tokens")
+        new_entries = []
+        for c in batch.chosen:
+            for e in c.entries:
+                e = dict(e, batch=number)
+                if basis is not None:
+                    e["eval_basis_tokens"] = basis
+                new_entries.append(e)
+        record.update(runs=[e["id"] for e in new_entries], flops=float(sweep_flops(new_entries)))
+        lines.append(f"design: batch {number}: {len(new_entries)} run(s), {fmt_flops(record['flops'])} of an allowance of "
+                     f"{fmt_flops(allowance)}; expected width {batch.expected_width:.1%} (now {width_now:.1%})"
+                     + (f", target {float(target_width):.1%}" if target_width is not None else ""))
+        lines += [f"  {label}: {fmt_flops(f)}, expected width after it {w:.1%}" for label, f, w in batch.steps]
+        decision = "planned"
+    batches.append(record)
+    experiments += new_entries
+    history.update(target_budget=target, target_width=target_width, batches=batches,
+                   width="(hi - lo) / N_opt of the table's params_ci at target_budget")
+    out = {k: v for k, v in plan.items() if k not in ("schema_version", "created", "provenance")}
+    out.update(experiments=experiments, budgets=sorted({float(e["budget"]) for e in experiments}),
+               sweep_flops=sweep_flops(experiments), runs_flops=float(sum(e["flops"] for e in experiments)),
+               design=history)
+    rd.write_plan(out)
+    return {"plan": rd.read_plan(), "decision": decision, "lines": lines}
+
+
+def _k_of(plan: Mapping) -> float:
+    """FLOPs per token per parameter of the plan's runs (6 under 6ND): the simulator's C = k N D."""
+    ks = [float(e["flops_per_token"]) / float(e["params"]) for e in plan["experiments"]
+          if e.get("flops_per_token") and e.get("params")]
+    return float(np.median(ks)) if ks else 6.0
+
+
+def _sigma(done, records, residual_sigma) -> float:
+    return residual_sigma([e["budget"] for e in done], [e["params"] for e in done],
+                          [records[e["id"]]["loss"] for e in done])
+
+
+def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> list[tuple[str, float, list]]:
+    """[(kind, budget, plan entries)]: one run per new size at each budget so far; a new budget's IsoFLOP."""
+    from flops_fit.analysis.predict import predict
+    from flops_fit.models import ModelSpec
+    from flops_fit.planning import Grid, make_plan
+
+    model = ModelSpec.from_config({**plan["model"], "_target_": plan["model"]["target"]})
+    src_grid = dict(plan.get("grid") or {})
+    planned = {e["id"] for e in experiments}
+    basis = min((float(e["batch_basis_tokens"]) for e in experiments if e.get("batch_basis_tokens")), default=None)
+
+    def lay(budget: float, points: int, span: float) -> list[dict]:
+        grid = Grid(points=points, span=span, tokens_per_param=float(src_grid.get("tokens_per_param", 20.0)),
+                    min_tokens_per_param=float(src_grid.get("min_tokens_per_param", 1.0)),
+                    min_tokens=int(src_grid.get("min_tokens", 0)), min_steps=src_grid.get("min_steps"),
+                    max_epochs=src_grid.get("max_epochs"))
+        try:
+            centre = float(predict(analysis, budget)["params"])
+        except FlopsFitError:
+            return []
+        try:
+            new = make_plan(model, [budget], grid=grid, flops=plan.get("flops_convention", "6nd"),
+                            dataset=plan.get("dataset"), centres={budget: centre},
+                            schedule=(plan.get("schedule") or {}).get("name", "cosine"),
+                            cooldown_frac=float((plan.get("schedule") or {}).get("cooldown_frac", 0.2)),
+                            batch_basis=basis, unique_units=plan.get("unique_units"),
+                            unique_source=plan.get("unique_units_source"))
+        except FlopsFitError:
+            return []
+        return [e for e in new["experiments"] if e["id"] not in planned]
+
+    span = float(src_grid.get("span", 4.0))
+    out = []
+    budgets = sorted({float(e["budget"]) for e in experiments})
+    for b in budgets:
+        for e in lay(b, 2 * int(src_grid.get("points", 7)) + 1, span * 2.0):
+            out.append(("size", b, [e]))
+    for factor in (math.sqrt(float(design.new_budget_factor)), float(design.new_budget_factor)):
+        top = budgets[-1] * factor
+        if any(math.isclose(top, b, rel_tol=1e-6) for b in budgets):
+            continue
+        for points in sorted({3, int(design.new_points)}):
+            entries = lay(top, points, span)
+            if len(entries) >= 3:
+                out.append(("budget", top, entries))
+    return out
