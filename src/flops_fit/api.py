@@ -177,6 +177,9 @@ def find_optimal(
     train_overrides: Sequence[str] = (),
     analyze_overrides: Sequence[str] = (),
     plot: bool = True,
+    target_width: float | None = None,
+    max_flops: float | None = None,
+    target_budget: float | None = None,
     **options: Any,
 ) -> Result:
     """Plan, train, analyze (and plot) a scaling-law study; returns a :class:`Result`.
@@ -200,8 +203,19 @@ def find_optimal(
     ``budgets`` as an option name or a list, Hydra-style ``*_overrides``.
 
     ``train=False`` plans only (and analyzes whatever runs the directory already holds).
+
+    A sequential design (config form, docs/design.md): ``target_width`` (the N_opt interval's width (hi - lo) /
+    N_opt at ``target_budget``, default the table's largest row) and/or ``max_flops`` (the whole study's FLOPs)
+    make the planned grid the first batch; then train, analyze and ``ff-plan next_from=`` alternate until the
+    interval reaches the target, the allowance is spent or no batch is expected to narrow it. Called again on
+    the same ``run_dir`` after a kill, it resumes: completed runs are not trained again.
     """
     objects = model_cls is not None
+    design = {k: float(v) for k, v in (("target_width", target_width), ("max_total_flops", max_flops),
+                                       ("target_budget", target_budget)) if v is not None}
+    if design and (objects or not train):
+        raise FlopsFitError("target_width=/max_flops= run a sequential design, which trains batch after batch through "
+                            "the config form: pass model='...' (not model_cls=) and keep train=True")
     given = {k for k, v in locals().items() if k in _CONFIG_KEYS and v not in (None, (), [])}
     if objects:
         if given:
@@ -240,7 +254,7 @@ def find_optimal(
     return _find_optimal_configs(
         run_dir or "outputs/find_optimal", model=model, dataset=dataset, budgets=budgets, trainer=trainer,
         plan_overrides=plan_overrides, train_overrides=train_overrides, analyze_overrides=analyze_overrides,
-        train=train, plot=plot, options=options)
+        train=train, plot=plot, options=options, design=design)
 
 
 def _check_mode(mode: str) -> str:
@@ -282,9 +296,14 @@ def _dotted(section: str, values: Mapping[str, Any]) -> list[str]:
 
 
 def _find_optimal_configs(run_dir, *, model, dataset, budgets, trainer, plan_overrides, train_overrides,
-                          analyze_overrides, train, plot, options) -> Result:
+                          analyze_overrides, train, plot, options, design=None) -> Result:
     from flops_fit import stages
     from flops_fit.config.compose import compose
+
+    rd = RunDir(run_dir)
+    if design and rd.has_plan() and rd.read_plan().get("design"):
+        # a sequential design under way (killed, or called again): its plan.json holds every batch so far
+        return _design_loop(run_dir, trainer, train_overrides, options, analyze_overrides, plot, design)
 
     routed = _route_options(options)
     plan_ov, plan_nodes = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"]),
@@ -302,7 +321,33 @@ def _find_optimal_configs(run_dir, *, model, dataset, budgets, trainer, plan_ove
         _group("trainer", trainer, train_ov, train_nodes)
         train_ov += _dotted("trainer", routed["trainer"])
         stages.train(compose("train", train_ov, train_nodes))
+    if design:
+        return _design_loop(run_dir, trainer, train_overrides, options, analyze_overrides, plot, design)
     return _analyze_and_plot(run_dir, [*_dotted("", routed["analyze"]), *analyze_overrides], plot)
+
+
+MAX_BATCHES = 20  # a sequential design stops after this many batches, whatever its target
+
+
+def _design_loop(run_dir, trainer, train_overrides, options, analyze_overrides, plot, design) -> Result:
+    """Train what is pending, analyze, plan the next batch (``next_from``); until the design says stop."""
+    from flops_fit import stages
+    from flops_fit.config.compose import compose
+
+    routed = _route_options(options)
+    analyze_ov = [f"run_dir={run_dir}", *_dotted("", routed["analyze"]), *analyze_overrides]
+    for _ in range(MAX_BATCHES):
+        train_ov, train_nodes = [f"run_dir={run_dir}", *train_overrides], {}
+        _group("trainer", trainer, train_ov, train_nodes)
+        stages.train(compose("train", [*train_ov, *_dotted("trainer", routed["trainer"])], train_nodes))
+        stages.analyze(compose("analyze", analyze_ov))
+        out = stages.plan(compose("plan", [f"run_dir={run_dir}", f"next_from={run_dir}",
+                                           *_dotted("design", design)]))
+        if out["design_decision"] != "planned":  # stop, or runs that failed to train ("pending")
+            if out["design_decision"] == "pending":
+                _warn_user(f"flops-fit design: {out['design_lines'][-1]}")
+            break
+    return _analyze_and_plot(run_dir, analyze_ov[1:], plot)
 
 
 def _warn_user(message: str) -> None:
