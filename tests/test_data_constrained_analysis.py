@@ -128,6 +128,13 @@ def test_repeats_worse_than_any_decay_explains_fall_back_to_the_published_consta
     assert dc["at_lower_bound"]  # R_D* or R_N* (either can absorb it) at the floor
     assert out["unique_data"]["law_source"] == "published"
     assert "went to its lower bound" in "\n".join(summary_lines(out))
+    # the published constants sit on the sweep's own surface (the one the table and predict agree with), not on the
+    # surface refitted for the fit that was not used: its unlimited-data model is the parametric fit's N_opt
+    from flops_fit.law import ChinchillaLaw
+
+    par = ChinchillaLaw.from_mapping(out["fits"]["parametric"])
+    row = next(r for r in out["table"] if r.get("data_constrained"))
+    assert row["data_constrained"]["params_unlimited"] == pytest.approx(float(par.n_opt(row["budget"])), rel=1e-3)
     clean = run_analysis(_sweep(), n_bootstrap=0, unique_tokens=5e7, check_short=False)
     assert clean["fits"]["data_constrained"]["at_lower_bound"] == [] and clean["unique_data"]["law_source"] == "fitted"
 

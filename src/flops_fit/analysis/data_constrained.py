@@ -440,8 +440,8 @@ def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, p
     if surface is not None:
         if fit is not None and fit.ok and not fit.at_lower_bound:
             law, law_source = fit.law, "fitted"
-        else:
-            law, law_source = DataConstrainedLaw(surface), "published"
+        else:  # the published constants over the sweep's own surface (the one its table and predict agree with)
+            law, law_source = DataConstrainedLaw(sweep_surface), "published"
     rows = []
     for r in table_rows:
         extra = {"epochs": None, "data_constrained": None, "inference": None}
@@ -464,17 +464,15 @@ def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, p
 
 
 def law_from_analysis(analysis) -> DataConstrainedLaw | None:
-    """The data-constrained law analysis.json's table used: the fitted one (``fits.data_constrained``), else the
-    published R_D*, R_N* over its surface (a constant at its floor) or the sweep's parametric surface (no fit);
-    None without a surface."""
+    """The data-constrained law analysis.json's table used: the fitted one (``fits.data_constrained``, over the
+    surface refitted on the single-epoch runs), else the published R_D*, R_N* over the sweep's parametric surface
+    (no fit, or a constant at its floor); None without a surface."""
     fits = analysis.get("fits") or {}
     dc = fits.get("data_constrained") or {}
     if dc.get("status") == "ok" and not dc.get("at_lower_bound"):
         return DataConstrainedLaw(ChinchillaLaw.from_mapping(dc["surface"]), dc["R_D_star"], dc["R_N_star"])
-    if dc.get("status") == "ok":  # a constant at its floor: the published ones over the same surface, as the table
-        return DataConstrainedLaw(ChinchillaLaw.from_mapping(dc["surface"]))
     par = fits.get("parametric") or {}
-    if par.get("status") == "ok":
+    if par.get("status") == "ok":  # no fit, or a constant at its floor: the published ones over the sweep's surface
         return DataConstrainedLaw(ChinchillaLaw.from_mapping(par))
     return None
 
@@ -538,14 +536,19 @@ def data_lines(analysis) -> list[str]:
                                                      else " (the fit above is not used)"))
     rows = analysis.get("table") or []
     if U and any(r.get("epochs") is not None for r in rows):
+        surface = ("the surface refitted on the single-epoch runs" if ud.get("law_source") == "fitted"
+                   else "the sweep's parametric surface L(N, D)")
+        out.append(f"  the data-constrained optimum is read on {surface}, so its unlimited-data model (in brackets) "
+                   f"can differ from the table's row")
         out.append(f"  {'budget':<14}{'D_opt epochs':>13}   data-constrained optimum: params, {unit}, epochs, loss "
-                   f"(vs unlimited), 2x data saves")
+                   f"(+ over unlimited data [its params, loss]), 2x data saves")
         for r in rows:
             if r.get("epochs") is None:
                 continue
             c = r.get("data_constrained")
             tail = (f"   {human(c['params'])}, {human(c['tokens'])}, {c['epochs']:.1f}, {c['loss']:.4g} "
-                    f"({c['loss_cost']:+.3g}), {fmt_percent(c.get('doubling_saves'), 0, signed=False)} of the compute"
+                    f"({c['loss_cost']:+.3g} [{human(c['params_unlimited'])}, {c['loss_unlimited']:.4g}]), "
+                    f"{fmt_percent(c.get('doubling_saves'), 0, signed=False)} of the compute"
                     if c else "   within the data: the table's answer stands")
             out.append(f"  {fmt_flops(r['budget']):<14}{r['epochs']:>13.2f}{tail}")
     T = ud.get("inference_tokens")
