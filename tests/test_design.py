@@ -1,0 +1,135 @@
+"""Sequential design (ff-plan next_from=, find_optimal(target_width=, max_flops=)): it stops at its target,
+resumes after a kill without retraining, never plans a run twice, and bad input is one line."""
+
+import json
+
+import numpy as np
+import pytest
+
+import flops_fit
+from flops_fit.analysis.design import Candidate, Simulator, choose_batch, existing_groups, residual_sigma
+from flops_fit.law import ChinchillaLaw
+from tests.conftest import REPO, run_cli
+
+TRUTH = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+TRAINER = {"kind": "mock", "name": "mock", "noise": 0.005, "ground_truth": TRUTH}
+PLAN = ["model.size_range=[16,32768]", "grid.points=5", "quiet=true"]
+ANALYZE = ["bootstrap=50", "table_max_budget=1e21", "quiet=true"]
+CLI_TRUTH = [f"trainer.ground_truth.{k}={v}" for k, v in TRUTH.items()] + ["trainer.noise=0.005"]
+
+
+def _study(run_dir, **design):
+    return flops_fit.find_optimal(run_dir=str(run_dir), model="gpt", dataset="synthetic_text",
+                                  budgets=[1e17, 1e18, 1e19], trainer=TRAINER, plan_overrides=PLAN,
+                                  analyze_overrides=ANALYZE, plot=False, **design)
+
+
+def _plan(run_dir):
+    return json.loads((run_dir / "plan.json").read_text())
+
+
+def _records(run_dir):
+    return {p.stem: p.read_text() for p in sorted((run_dir / "runs").glob("*.json"))}
+
+
+@pytest.mark.slow
+def test_sequential_loop_stops_at_its_target_and_plans_no_run_twice(tmp_path):
+    run = tmp_path / "seq"
+    result = _study(run, target_width=0.2, max_flops=1e21)
+    plan = _plan(run)
+    batches = plan["design"]["batches"]
+    assert len(batches) >= 3  # the seed grid, at least one planned batch, the stop
+    assert all(b["runs"] for b in batches[:-1]) and not batches[-1]["runs"]
+    assert "target_width=0.2" in batches[-1]["stop"]
+    bought = result.analysis["design"]
+    assert bought["width"] <= 0.2 < batches[1]["width_before"]  # it needed the batches to get there
+    ids = [e["id"] for e in plan["experiments"]]
+    assert len(ids) == len(set(ids))
+    assert len({(e["budget"], e["size"]) for e in plan["experiments"]}) == len(ids)
+    assert {e["batch"] for e in plan["experiments"]} == set(range(len(batches) - 1))
+    for b in batches[1:-1]:  # each batch's record lists exactly its runs, within the allowance
+        assert sorted(b["runs"]) == sorted(e["id"] for e in plan["experiments"] if e["batch"] == b["batch"])
+        assert b["flops"] <= b["allowance"] * (1 + 1e-9) and b["expected_width"] < b["width_before"]
+    assert sum(e["flops"] for e in plan["experiments"]) <= 1e21
+
+
+@pytest.mark.slow
+def test_a_kill_between_batches_resumes_without_retraining(tmp_path):
+    run = tmp_path / "killed"
+    run_cli("ff-plan", f"run_dir={run}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18,1e19]",
+            *PLAN, cwd=REPO)
+    run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
+    run_cli("ff-analyze", f"run_dir={run}", *ANALYZE, cwd=REPO)
+    out = run_cli("ff-plan", f"next_from={run}", "design.target_width=0.2", cwd=REPO).stdout
+    assert "design: batch 1:" in out
+    # killed two runs into batch 1
+    run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", "limit=2", cwd=REPO)
+    before = _records(run)
+    assert len(before) == 15 + 2
+    # planning again before the batch is trained plans nothing and says to train
+    again = run_cli("ff-plan", f"next_from={run}", "design.target_width=0.2", cwd=REPO).stdout
+    assert "not trained yet" in again and "next: ff-train" in again
+    assert len(_plan(run)["design"]["batches"]) == 2
+    _study(run, target_width=0.2, max_flops=1e21)
+    after = _records(run)
+    assert all(after[k] == v for k, v in before.items())  # not one completed run trained again
+    assert len(after) > len(before)
+    assert _plan(run)["design"]["batches"][1]["batch"] == 1  # batch 1 finished, not re-planned
+
+
+def test_next_from_without_analysis_is_one_line(tmp_path):
+    run = tmp_path / "r"
+    run_cli("ff-plan", f"run_dir={run}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18]",
+            *PLAN, cwd=REPO)
+    for args, needle in (([f"next_from={run}"], "no analysis.json"),
+                         ([f"next_from={tmp_path / 'nowhere'}"], "no such run directory"),
+                         ([f"next_from={run}", "design.target_width=-1"], "design.target_width=-1"),
+                         ([f"next_from={run}", "design.bogus=1"], "bogus"),
+                         ([f"next_from={run}", f"refine_from={run}"], "next_from=")):
+        proc = run_cli("ff-plan", *args, cwd=REPO, check=False)
+        err = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode != 0 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert needle in err[0], err[0]
+
+
+def _draws(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return {k: v * np.exp(0.03 * rng.standard_normal(n)) for k, v in TRUTH.items()}
+
+
+def _grid(budgets, points, law):
+    B, N = [], []
+    for C in budgets:
+        n = law.n_opt(C) * np.geomspace(0.25, 4, points)
+        B += [C] * points
+        N += list(n)
+    B, N = np.array(B), np.array(N)
+    return B, N, B / (6 * N)
+
+
+def test_more_runs_narrow_the_simulated_interval_and_the_greedy_spends_within_its_allowance():
+    law = ChinchillaLaw(**TRUTH)
+    sim = Simulator(_draws(), 0.005, 1e21, sims=300, seed=1)
+    B, N, D = _grid([1e17, 1e18, 1e19], 5, law)
+    existing = existing_groups(sim, B, N, D)
+    sparse = sim.width([(b, p, t, z) for b, (p, t, z) in existing.items()])
+    B2, N2, D2 = _grid([1e17, 1e18, 1e19], 15, law)
+    dense = sim.width([(b, p, t, z) for b, (p, t, z) in existing_groups(sim, B2, N2, D2).items()])
+    assert dense < 0.8 * sparse
+    new_budget = Candidate("budget", 4e19, *_grid([4e19], 5, law)[1:], flops=5 * 4e19)
+    sizes = [Candidate("size", C, np.array([n]), np.array([C / (6 * n)]), flops=C)
+             for C in (1e17, 1e18, 1e19) for n in law.n_opt(C) * np.geomspace(0.3, 3, 7)]
+    batch = choose_batch(sim, existing, [new_budget, *sizes], width_now=0.5, allowance=3e19)
+    assert batch.stop is None and batch.chosen and batch.flops <= 3e19
+    assert batch.expected_width < 0.5
+    assert len({id(c) for c in batch.chosen}) == len(batch.chosen)  # no candidate chosen twice
+    # honest stopping: when no batch can narrow it by design.min_gain, nothing is planned
+    stop = choose_batch(sim, existing, [new_budget, *sizes], width_now=0.5, allowance=3e19, min_gain=0.9)
+    assert stop.stop and not stop.chosen and stop.flops == 0.0 and "min_gain" in stop.stop
+
+
+def test_residual_sigma_measures_the_noise():
+    law = ChinchillaLaw(**TRUTH)
+    B, N, D = _grid([1e17, 1e18, 1e19, 1e20], 9, law)
+    L = law.loss(N, D) * np.exp(0.01 * np.random.default_rng(0).standard_normal(len(N)))
+    assert 0.007 < residual_sigma(B, N, L) < 0.013
