@@ -16,7 +16,6 @@ candidate again.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -152,6 +151,7 @@ def _sigma(done, records, residual_sigma) -> float:
 
 def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> list[tuple[str, float, list]]:
     """[(kind, budget, plan entries)]: one run per new size at each budget so far; a new budget's IsoFLOP."""
+    from flops_fit.analysis.design import candidate_layouts
     from flops_fit.analysis.predict import predict
     from flops_fit.models import ModelSpec
     from flops_fit.planning import Grid, make_plan
@@ -181,18 +181,13 @@ def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> 
             return []
         return [e for e in new["experiments"] if e["id"] not in planned]
 
-    span = float(src_grid.get("span", 4.0))
     out = []
     budgets = sorted({float(e["budget"]) for e in experiments})
-    for b in budgets:
-        for e in lay(b, 2 * int(src_grid.get("points", 7)) + 1, span * 2.0):
-            out.append(("size", b, [e]))
-    for factor in (math.sqrt(float(design.new_budget_factor)), float(design.new_budget_factor)):
-        top = budgets[-1] * factor
-        if any(math.isclose(top, b, rel_tol=1e-6) for b in budgets):
-            continue
-        for points in sorted({3, int(design.new_points)}):
-            entries = lay(top, points, span)
-            if len(entries) >= 3:
-                out.append(("budget", top, entries))
+    for kind, budget, points, span in candidate_layouts(budgets, int(src_grid.get("points", 7)),
+                                                        float(src_grid.get("span", 4.0)), design):
+        entries = lay(budget, points, span)
+        if kind == "size":
+            out += [("size", budget, [e]) for e in entries]
+        elif len(entries) >= 3:
+            out.append(("budget", budget, entries))
     return out

@@ -6,7 +6,7 @@ L(N, D) = E + A/N^alpha + B/D^beta (analysis.json's ``table_model``), and the sw
 simulated study takes one replicate as the truth, draws every run's loss from it with the residual noise,
 refits the cheap estimator (approach 2: a parabola in log N through each budget's log losses, a power law
 through the minima) and reads off log N_opt(C*); the expected width of the interval is the central ``ci``
-range of the estimate's error over the simulations (:func:`proxy_width`). Simulations share their random
+range of the estimate's error over the simulations (:meth:`Simulator.width`). Simulations share their random
 numbers across designs, so the difference two candidates make is not noise.
 
 The proxy's width is not the analysis's own interval (that bootstraps the table's approach); it predicts
@@ -19,6 +19,7 @@ interval by less than ``min_gain`` it plans nothing and says so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,7 +28,7 @@ from flops_fit.errors import FlopsFitError
 from flops_fit.law import ChinchillaLaw
 
 SURFACE_KEYS = ("E", "A", "B", "alpha", "beta")
-_FAIL = 50.0  # the log error a simulation whose estimator failed (no minimum, too few budgets) counts as
+_FAIL = 5.0  # the log error a simulation whose estimator failed (no minimum, too few budgets) counts as
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Simulator:
         idx = np.arange(int(sims)) % R
         self.law = ChinchillaLaw(**{key: draws[key][idx][:, None] for key in SURFACE_KEYS})
         self.sims, self.sigma, self.ci = int(sims), float(sigma), float(ci)
+        self.z = NormalDist().inv_cdf(0.5 + self.ci / 2.0)
         self.logC = float(np.log(target_budget))
         self.truth = np.log(np.ravel(ChinchillaLaw(**{key: draws[key][idx] for key in SURFACE_KEYS})
                                      .n_opt(target_budget, k)))
@@ -174,11 +176,16 @@ class Simulator:
             sxy = (np.where(m, (Xc - mx[:, None]) * (Y - my[:, None]), 0.0)).sum(1)
             pred = my + sxy / sxx * (self.logC - mx)
         err = np.where((n >= 2) & (sxx > 1e-12) & np.isfinite(pred), pred - self.truth, np.nan)
-        bad = ~np.isfinite(err)
-        err[bad] = np.where(np.arange(bad.sum()) % 2 == 0, _FAIL, -_FAIL)
+        ok = np.isfinite(err)
+        fail = 1.0 - ok.mean()
+        if ok.sum() < 10:
+            return float(2.0 * self.z * _FAIL)
+        # the central ci range of the estimates that succeeded, as a spread; a failed simulation counts as an
+        # error of _FAIL (smooth in the share that fail, so a run that makes fewer fail scores better)
         q = (1.0 - self.ci) / 2.0
-        lo, hi = np.quantile(err, [q, 1.0 - q])
-        return float(hi - lo)
+        lo, hi = np.quantile(err[ok], [q, 1.0 - q])
+        s = (hi - lo) / (2.0 * self.z)
+        return float(2.0 * self.z * np.sqrt((1.0 - fail) * s * s + fail * _FAIL ** 2))
 
 
 def _groups(existing: dict, chosen: Sequence[Candidate]):
@@ -263,6 +270,21 @@ def choose_batch(sim: Simulator, existing: dict, candidates: Sequence[Candidate]
                       f"buy certainty here")
         batch.chosen, batch.steps, batch.expected_width, batch.flops = [], [], width_now, 0.0
     return batch
+
+
+def candidate_layouts(budgets, points: int, span: float, design: Design) -> list[tuple[str, float, int, float]]:
+    """What to lay out as candidates, [(kind, budget, sizes, span)]: at every budget so far, 2 x ``points`` + 1
+    sizes over twice the grid's ``span`` around its fitted optimum, each a candidate on its own ("size"); at
+    ``design.new_budget_factor`` and its square root x the largest budget, an IsoFLOP of 3 and of
+    ``design.new_points`` sizes over ``span``, each a candidate as a whole ("budget")."""
+    budgets = sorted(float(b) for b in budgets)
+    out = [("size", b, 2 * int(points) + 1, 2.0 * float(span)) for b in budgets]
+    f = float(design.new_budget_factor)
+    for factor in (float(np.sqrt(f)), f):
+        top = budgets[-1] * factor
+        if not any(abs(top - b) <= 1e-6 * b for b in budgets):
+            out += [("budget", top, n, float(span)) for n in sorted({3, int(design.new_points)})]
+    return out
 
 
 def existing_groups(sim: Simulator, budgets, params, tokens) -> dict:
