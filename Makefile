@@ -84,13 +84,14 @@ analyze: $(STAMP) ## ff-analyze RUN_DIR (ARGS="bootstrap=500 holdout=1 ...")
 plot: $(STAMP) ## ff-plot RUN_DIR
 	$(BIN)/ff-plot run_dir=$(RUN_DIR) $(ARGS)
 
-bench: $(STAMP) ## Benchmarks: fit speed, bias per synthetic family, noisy inference, real sweeps, coverage, throughput vs matmul peak, the demo sweep (tens of minutes)
+bench: $(STAMP) ## Benchmarks: fit speed, bias per synthetic family, noisy inference, real sweeps, coverage, sequential design vs fixed grids, throughput vs matmul peak, the demo sweep (tens of minutes)
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_families.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/real_sweeps.py
 	$(BIN)/python benchmarks/bench_forecast.py
 	$(BIN)/python benchmarks/coverage.py
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench_design.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_mock.py
 	$(BIN)/python benchmarks/bench_sweep.py $(BENCH_SWEEP_ARGS)
