@@ -81,11 +81,15 @@ def test_next_from_without_analysis_is_one_line(tmp_path):
     run = tmp_path / "r"
     run_cli("ff-plan", f"run_dir={run}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18]",
             *PLAN, cwd=REPO)
+    wsd = tmp_path / "wsd"
+    run_cli("ff-plan", f"run_dir={wsd}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18]",
+            "schedule=wsd", *PLAN, cwd=REPO)
     for args, needle in (([f"next_from={run}"], "no analysis.json"),
                          ([f"next_from={tmp_path / 'nowhere'}"], "no such run directory"),
                          ([f"next_from={run}", "design.target_width=-1"], "design.target_width=-1"),
                          ([f"next_from={run}", "design.bogus=1"], "bogus"),
-                         ([f"next_from={run}", f"refine_from={run}"], "next_from=")):
+                         ([f"next_from={run}", f"refine_from={run}"], "next_from="),
+                         ([f"next_from={wsd}"], "schedule=wsd")):
         proc = run_cli("ff-plan", *args, cwd=REPO, check=False)
         err = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode != 0 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr

@@ -27,7 +27,7 @@ from flops_fit.errors import FlopsFitError
 DONE = ("completed", "failed", "diverged")
 
 
-def plan_next(source: str, design_cfg: Mapping[str, Any], *, quiet: bool = True) -> dict:
+def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
     """Decide and write the next batch into ``source``'s plan.json; returns ``{"plan", "decision", "lines"}``
     (``decision``: "planned" | "stop" | "pending")."""
     from flops_fit.analysis.design import (Candidate, Design, Simulator, choose_batch, existing_groups,
@@ -41,12 +41,17 @@ def plan_next(source: str, design_cfg: Mapping[str, Any], *, quiet: bool = True)
     rd = RunDir(source)
     if not rd.root.is_dir():
         raise FlopsFitError(f"next_from={source}: no such run directory")
+    plan = rd.read_plan()
+    if plan.get("forecast_check"):
+        raise FlopsFitError(f"next_from={source} is a forecast check; give the sweep it checked")
+    if (plan.get("schedule") or {}).get("name") == "wsd":
+        # a new size's runs would branch from trunks already trained, which ff-train cannot extend
+        raise FlopsFitError(f"next_from={source} is a schedule=wsd sweep; a sequential design plans cosine sweeps "
+                            f"only: plan the seed grid with schedule=cosine")
     if not rd.analysis_path.is_file():
         raise FlopsFitError(f"next_from={source}: no analysis.json there; run ff-train and ff-analyze run_dir={source} "
                             f"first")
-    plan, analysis = rd.read_plan(), rd.read_analysis()
-    if plan.get("forecast_check"):
-        raise FlopsFitError(f"next_from={source} is a forecast check; give the sweep it checked")
+    analysis = rd.read_analysis()
     records = {r["id"]: r for r in rd.iter_runs()}
     experiments = [dict(e, batch=int(e.get("batch", 0))) for e in plan["experiments"]]
     history = dict(plan.get("design") or {})
@@ -173,8 +178,6 @@ def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> 
         try:
             new = make_plan(model, [budget], grid=grid, flops=plan.get("flops_convention", "6nd"),
                             dataset=plan.get("dataset"), centres={budget: centre},
-                            schedule=(plan.get("schedule") or {}).get("name", "cosine"),
-                            cooldown_frac=float((plan.get("schedule") or {}).get("cooldown_frac", 0.2)),
                             batch_basis=basis, unique_units=plan.get("unique_units"),
                             unique_source=plan.get("unique_units_source"))
         except FlopsFitError:

@@ -170,7 +170,7 @@ def _plan_next(cfg: Mapping) -> dict:
             RunDir(cfg["run_dir"]).root.resolve() != RunDir(source).root.resolve():
         raise FlopsFitError(f"next_from={source} plans the next batch into its own run_dir; drop run_dir="
                             f"{cfg['run_dir']} (or pass run_dir={source})")
-    out = plan_next(source, cfg.get("design") or {}, quiet=bool(cfg["quiet"]))
+    out = plan_next(source, cfg.get("design") or {})
     _record_config(RunDir(source), "plan", {**cfg, "run_dir": source})
     return {**out["plan"], "design_decision": out["decision"], "design_lines": out["lines"]}
 
