@@ -13,7 +13,7 @@ trainer's noise (L (1 + noise z)) and every analysis ``run_analysis`` with the b
   in log FLOPs) until its interval is as narrow as the sequential design's; reported as the FLOPs it needs.
 
 Surfaces: Chinchilla-like (alpha 0.34, beta 0.28), asymmetric (alpha 0.25, beta 0.45), noisy (4x the noise), an
-off-centre prior (grids centred 4x below the true optimum). Width: (hi - lo) / N_opt of the table's
+off-centre prior (grids centred 4x below the true optimum). Width: hi / lo - 1 of the table's
 params_ci at C*; error: |N_opt / truth - 1|; coverage: the interval holds the truth.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_design.py [--seeds 20] [--workers 2]
@@ -80,7 +80,7 @@ class Study:
     def analyze(self, seed):
         a = run_analysis(self.runs, n_bootstrap=BOOTSTRAP, seed=seed, table_budgets=[TARGET], table_max_budget=TARGET)
         row = predict(a, TARGET)
-        return a, row, width_of(row.get("params_ci"), row.get("params"))
+        return a, row, width_of(row.get("params_ci"))
 
 
 def grid(study, budgets, points, span, offset):
@@ -195,7 +195,7 @@ def main(argv=None):
     with Pool(args.workers) as pool:
         res = pool.map(one, jobs, chunksize=1)
     print(f"{args.seeds} seeds per surface, bootstrap {BOOTSTRAP}, C* = {TARGET:.0e} FLOPs, target: half the seed "
-          f"grid's width; width = (hi - lo) / N_opt of the 95% params_ci")
+          f"grid's width; width = hi / lo - 1 of the 95% params_ci")
     print(f"{'surface':<12}{'seq FLOPs':>11}{'width':>8}{'err':>7}{'cov':>6}{'batches':>8}"
           f"{'| fixed same FLOPs: width':>26}{'err':>7}{'cov':>6}{'| fixed FLOPs for same width':>29}{'ratio':>7}")
     ratios = []

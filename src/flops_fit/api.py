@@ -204,8 +204,8 @@ def find_optimal(
 
     ``train=False`` plans only (and analyzes whatever runs the directory already holds).
 
-    A sequential design (config form, docs/design.md): ``target_width`` (the N_opt interval's width (hi - lo) /
-    N_opt at ``target_budget``, default the table's largest row) and/or ``max_flops`` (the whole study's FLOPs)
+    A sequential design (config form, docs/design.md): ``target_width`` (the N_opt interval's width hi / lo - 1
+    at ``target_budget``, default the table's largest row) and/or ``max_flops`` (the whole study's FLOPs)
     make the planned grid the first batch; then train, analyze and ``ff-plan next_from=`` alternate until the
     interval reaches the target, the allowance is spent or no batch is expected to narrow it. Called again on
     the same ``run_dir`` after a kill, it resumes: completed runs are not trained again.

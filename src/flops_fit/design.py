@@ -75,7 +75,7 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         raise FlopsFitError(f"next_from={source}: its analysis.json has no table to narrow; see its diagnostics")
     target = float(design.target_budget or history.get("target_budget") or max(float(r["budget"]) for r in table))
     row = predict(analysis, target)
-    width_now = width_of(row.get("params_ci"), row.get("params"))
+    width_now = width_of(row.get("params_ci"))
     if width_now is None:
         raise FlopsFitError(f"next_from={source}: its analysis has no interval on N_opt; re-run ff-analyze "
                             f"run_dir={source} bootstrap=200")
@@ -133,7 +133,7 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
     batches.append(record)
     experiments += new_entries
     history.update(target_budget=target, target_width=target_width, batches=batches,
-                   width="(hi - lo) / N_opt of the table's params_ci at target_budget")
+                   width="hi / lo - 1 of the table's params_ci at target_budget")
     out = {k: v for k, v in plan.items() if k not in ("schema_version", "created", "provenance")}
     out.update(experiments=experiments, budgets=sorted({float(e["budget"]) for e in experiments}),
                sweep_flops=sweep_flops(experiments), runs_flops=float(sum(e["flops"] for e in experiments)),

@@ -36,7 +36,7 @@ class Design:
     """The goal of the next batch (also the schema of ``design`` in conf/plan.yaml)."""
 
     target_budget: Optional[float] = None  # C*: the budget whose N_opt interval to narrow (default: the table's largest row)
-    target_width: Optional[float] = None  # stop once the interval's width (hi - lo) / N_opt is at most this
+    target_width: Optional[float] = None  # stop once the interval's width hi / lo - 1 is at most this (0.2: hi 1.2x lo)
     max_flops: Optional[float] = None  # the next batch's FLOP allowance (default: the FLOPs spent so far)
     max_total_flops: Optional[float] = None  # the whole study's allowance, the runs so far included
     min_gain: float = 0.05  # plan nothing when the batch is expected to narrow the interval by less than this share
@@ -79,20 +79,21 @@ class Candidate:
         return f"size {self.params[0]:.3g} params at {self.budget:.3g} FLOPs"
 
 
-def width_of(interval, point) -> float | None:
-    """An interval's relative width (hi - lo) / point."""
-    if not interval or point is None or not point > 0:
+def width_of(interval) -> float | None:
+    """An interval's width hi / lo - 1 (about (hi - lo) / N_opt when narrow; unlike that, it does not move
+    with where the point estimate sits inside a wide interval)."""
+    if not interval or not interval[0] or not float(interval[0]) > 0:
         return None
-    return (float(interval[1]) - float(interval[0])) / float(point)
+    return float(interval[1]) / float(interval[0]) - 1.0
 
 
 def _log_width(rel: float) -> float:
-    """The log width log(hi / lo) of a symmetric-in-log interval of relative width ``rel``."""
-    return 2.0 * float(np.arcsinh(rel / 2.0))
+    """log(hi / lo) of an interval of width ``rel`` = hi / lo - 1."""
+    return float(np.log1p(rel))
 
 
 def _rel_width(log_w: float) -> float:
-    return 2.0 * float(np.sinh(log_w / 2.0))
+    return float(np.expm1(log_w))
 
 
 def surface_draws(table_model: dict) -> dict:
@@ -307,7 +308,7 @@ def outcome(design: dict, analysis: dict) -> dict | None:
         row = predict(analysis, float(design["target_budget"]))
     except FlopsFitError:
         return None
-    actual = width_of(row.get("params_ci"), row.get("params"))
+    actual = width_of(row.get("params_ci"))
     return {"batch": last["batch"], "target_budget": float(design["target_budget"]),
             "target_width": design.get("target_width"), "width_before": last.get("width_before"),
             "expected_width": last.get("expected_width"), "width": actual, "params": row.get("params"),
