@@ -51,6 +51,11 @@ def test_sequential_loop_stops_at_its_target_and_plans_no_run_twice(tmp_path):
         assert sorted(b["runs"]) == sorted(e["id"] for e in plan["experiments"] if e["batch"] == b["batch"])
         assert b["flops"] <= b["allowance"] * (1 + 1e-9) and b["expected_width"] < b["width_before"]
     assert sum(e["flops"] for e in plan["experiments"]) <= 1e21
+    # asked again, it stops again: no run planned, the stop replaced rather than piled up
+    out = run_cli("ff-plan", f"next_from={run}", "design.target_width=0.2", cwd=REPO).stdout
+    assert "design: stop:" in out
+    again = _plan(run)
+    assert again["experiments"] == plan["experiments"] and len(again["design"]["batches"]) == len(batches)
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ DONE = ("completed", "failed", "diverged")
 def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
     """Decide and write the next batch into ``source``'s plan.json; returns ``{"plan", "decision", "lines"}``
     (``decision``: "planned" | "stop" | "pending")."""
-    from flops_fit.analysis.design import (Candidate, Design, Simulator, choose_batch, existing_groups,
+    from flops_fit.analysis.design import (Candidate, Design, Simulator, choose_batch, existing_groups, fmt_width,
                                            residual_sigma, surface_draws, width_of)
     from flops_fit.analysis.predict import predict
     from flops_fit.planning import sweep_flops
@@ -58,6 +58,8 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
     batches = list(history.get("batches") or [])
     if not batches:
         batches = [{"batch": 0, "runs": [e["id"] for e in experiments], "flops": sweep_flops(experiments)}]
+    while len(batches) > 1 and not batches[-1].get("runs"):
+        batches = batches[:-1]  # the last decision was a stop: this one replaces it
     number = max(int(b["batch"]) for b in batches) + 1
     pending = [e["id"] for e in experiments if (records.get(e["id"]) or {}).get("status") not in DONE]
     if pending:
@@ -81,8 +83,8 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
                             f"run_dir={source} bootstrap=200")
     target_width = design.target_width if design.target_width is not None else history.get("target_width")
     spent = float(sweep_flops(experiments))
-    head = (f"design: N_opt({fmt_flops(target)}) = {human(row['params'])} params, interval width {width_now:.1%} "
-            f"of it; {fmt_flops(spent)} spent over {len(experiments)} runs in {number} batch(es)")
+    head = (f"design: N_opt({fmt_flops(target)}) = {human(row['params'])} params, interval width "
+            f"{fmt_width(width_now)}; {fmt_flops(spent)} spent over {len(experiments)} runs in {number} batch(es)")
     record = {"batch": number, "planned_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "width_before": width_now, "target_width": target_width}
     allowance = float(design.max_flops) if design.max_flops else spent
@@ -90,7 +92,7 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         allowance = min(allowance, float(design.max_total_flops) - spent)
     stop = None
     if target_width is not None and width_now <= float(target_width):
-        stop = f"the interval's width {width_now:.1%} is within design.target_width={float(target_width):g}"
+        stop = f"the interval's width {fmt_width(width_now)} is within design.target_width={float(target_width):g}"
     elif allowance <= 0:
         stop = f"design.max_total_flops={design.max_total_flops:g} is spent ({fmt_flops(spent)})"
     batch = None
@@ -110,6 +112,12 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         record.update(batch.to_json())
     record["target_budget"] = target
     lines = [head]
+    spread = row.get("params_model_range")
+    if spread and spread[0] > 0 and spread[1] / spread[0] - 1.0 > width_now:
+        # the approaches disagree by more than the statistical interval: runs of this design narrow the latter
+        lines.append(f"design: note: the approaches' N_opt({fmt_flops(target)}) span {human(spread[0])}-"
+                     f"{human(spread[1])} (width {fmt_width(spread[1] / spread[0] - 1.0)}), wider than the interval; the "
+                     f"design narrows the interval, not the choice of model (params_ci_with_model)")
     if stop:
         record.update(runs=[], flops=0.0, stop=stop)
         lines.append(f"design: stop: {stop}")
@@ -126,9 +134,9 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
                 new_entries.append(e)
         record.update(runs=[e["id"] for e in new_entries], flops=float(sweep_flops(new_entries)))
         lines.append(f"design: batch {number}: {len(new_entries)} run(s), {fmt_flops(record['flops'])} of an allowance of "
-                     f"{fmt_flops(allowance)}; expected width {batch.expected_width:.1%} (now {width_now:.1%})"
-                     + (f", target {float(target_width):.1%}" if target_width is not None else ""))
-        lines += [f"  {label}: {fmt_flops(f)}, expected width after it {w:.1%}" for label, f, w in batch.steps]
+                     f"{fmt_flops(allowance)}; expected width {fmt_width(batch.expected_width)} (now {fmt_width(width_now)})"
+                     + (f", target {fmt_width(float(target_width))}" if target_width is not None else ""))
+        lines += [f"  {label}: {fmt_flops(f)}, expected width after it {fmt_width(w)}" for label, f, w in batch.steps]
         decision = "planned"
     batches.append(record)
     experiments += new_entries

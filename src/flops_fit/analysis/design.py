@@ -87,6 +87,11 @@ def width_of(interval) -> float | None:
     return float(interval[1]) / float(interval[0]) - 1.0
 
 
+def fmt_width(w: float) -> str:
+    """A width for people: a percentage while narrow, hi / lo once the interval spans a factor 2 or more."""
+    return f"{w:.1%}" if w < 1.0 else f"hi/lo {w + 1.0:.3g}x"
+
+
 def _log_width(rel: float) -> float:
     """log(hi / lo) of an interval of width ``rel`` = hi / lo - 1."""
     return float(np.log1p(rel))
@@ -102,7 +107,8 @@ def surface_draws(table_model: dict) -> dict:
     reps = lm.get("replicates")
     if not reps:
         raise FlopsFitError("the analysis has no bootstrap replicates of the fitted surface L(N, D) to simulate the "
-                            "next runs from; re-run ff-analyze with bootstrap=50 or more")
+                            "next runs from (approach 3 did not fit, or bootstrap=0); re-run ff-analyze with "
+                            "bootstrap=50 or more, and see its diagnostics if approach 3 failed")
     arr = {k: np.array([np.nan if v is None else v for v in reps[k]], dtype=float) for k in SURFACE_KEYS}
     ok = np.all([np.isfinite(arr[k]) for k in SURFACE_KEYS], axis=0) & (arr["alpha"] > 0) & (arr["beta"] > 0)
     ok &= (arr["A"] > 0) & (arr["B"] > 0)

@@ -12,8 +12,11 @@ def _task(cfg: dict) -> None:
         print("\n".join(summary_lines(analysis)))
     bought = analysis.get("design")
     if bought and bought.get("width") is not None:
-        print(f"design: batch {bought['batch']} narrowed the N_opt({bought['target_budget']:.2g} FLOPs) interval from "
-              f"{bought['width_before']:.1%} to {bought['width']:.1%} of it (expected {bought['expected_width']:.1%})")
+        from flops_fit.analysis.design import fmt_width
+
+        print(f"design: batch {bought['batch']} took the N_opt({bought['target_budget']:.2g} FLOPs) interval's width from "
+              f"{fmt_width(bought['width_before'])} to {fmt_width(bought['width'])} "
+              f"(expected {fmt_width(bought['expected_width'])})")
     if not analysis.get("table") and not analysis.get("forecast_check"):
         from flops_fit.analysis.summary import no_table_message
         from flops_fit.errors import FlopsFitError
