@@ -102,7 +102,18 @@ def analyses():
     U = float(np.median([r["tokens"] for r in repeats]))
     for r in repeats:
         r["unique_units"] = U
+    # a sequential design's run_dir: stages.analyze adds what the last batch bought (analysis/design.outcome)
+    from flops_fit.analysis.design import outcome
+
+    seq = mock_runs(5)
+    designed = _as_written_by_stages(seq, run_analysis(seq, n_bootstrap=8))
+    designed["design"] = outcome({"target_budget": 1e21, "target_width": 0.2,
+                                  "batches": [{"batch": 0, "runs": ["a"]},
+                                              {"batch": 1, "runs": ["b"], "width_before": 0.6, "expected_width": 0.3}]},
+                                 designed)
+    assert designed["design"] and designed["design"]["width"] is not None
     return [
+        ("designed", seq, designed),
         ("repeats", repeats, _as_written_by_stages(repeats, run_analysis(repeats, n_bootstrap=4,
                                                                           inference_tokens=1e12))),
         ("full", full, _as_written_by_stages(full, run_analysis(full, n_bootstrap=8, holdout=1, table_max_budget=1e21))),

@@ -45,6 +45,7 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
 
     out += _verdict_html(analysis, unit, level)
     out += _forecast_check_html(analysis, unit)
+    out += _design_html(analysis)
     if analysis.get("table"):
         out += _table_html(analysis, unit)
         out += _approaches_html(analysis, fits)
@@ -59,6 +60,25 @@ def render_report(analysis: Mapping, figures: Sequence[Path]) -> str:
     out += _figures_html(figures)
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _design_html(analysis: Mapping) -> list[str]:
+    """A sequential design (ff-plan next_from=): what its last batch bought against what it was expected to."""
+    d = analysis.get("design")
+    if not d or d.get("width") is None:
+        return []
+    from flops_fit.analysis.design import fmt_width
+
+    lo, hi = d.get("params_ci") or (None, None)
+    target, before, expected = d.get("target_width"), d.get("width_before"), d.get("expected_width")
+    return ["<h2>Sequential design</h2>",
+            f"<p>Batch {d['batch']} took the width of the N_opt interval at {sci(d['target_budget'])} FLOPs "
+            + (f"from {fmt_width(before)} " if before is not None else "")
+            + f"to <b>{fmt_width(d['width'])}</b>"
+            + (f"; it was expected to reach {fmt_width(expected)}" if expected is not None else "")
+            + (f", and the target is {fmt_width(target)}" if target is not None else "")
+            + (f". N_opt there: {human(d['params'])} [{human(lo)}, {human(hi)}]" if lo and hi and d.get("params") else "")
+            + ". The history of every batch is in plan.json's <code>design</code> (docs/design.md).</p>"]
 
 
 def _table_html(analysis: Mapping, unit: str) -> list[str]:

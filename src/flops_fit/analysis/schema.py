@@ -127,6 +127,9 @@ SCHEMA: dict = {
                                       "loss_error": None, "loss_error_vs_best_run": None, "loss_inside": None}]},
     # written by stages.analyze beside run_analysis's body
     "input": None,
+    # a sequential design's run_dir (plan.json with design): what its last batch bought (analysis/design.outcome)
+    "design": {"batch": None, "target_budget": None, "target_width": None, "width_before": None,
+               "expected_width": None, "width": None, "params": None, "params_ci": _CI},
     "points": [{"id": None, "status": None, "budget": None, "params": None, "non_embedding_params": None,
                 "tokens": None, "flops": None, "loss": None}],
 }
