@@ -40,11 +40,10 @@ def script(name: str) -> str:
 # ff-* runs in the test process unless the process boundary is part of what a test checks: a
 # multirun (its launcher starts processes), more than one training worker, an environment of its
 # own (other than the variables flops-fit reads when it runs, set for the call: IN_PROCESS_ENV), or
-# a caller's ``subprocess=True`` (the tests of entry points, signals and imports run their own). Same argv,
-# exit code, stdout and
-# stderr as the console script; each call restores the working directory, sys.path, sys.argv, the
-# logging setup and torch's thread count, and Hydra's global state is cleared around it. ``timeout`` bounds
-# a subprocess only.
+# a caller's ``subprocess=True`` (the tests of entry points, signals and imports run their own).
+# Same argv, exit code, stdout and stderr as the console script; each call restores the working
+# directory, sys.path, sys.argv, the logging setup and torch's thread count, and Hydra's global
+# state is cleared around it. ``timeout`` bounds a subprocess only.
 SUBPROCESS_ONLY = ("-m", "--multirun", "trainer.devices=")
 IN_PROCESS_ENV = {"FLOPS_FIT_CACHE"}
 
