@@ -212,3 +212,20 @@ def test_plan_differences_compare_the_batch_the_rule_gives_under_the_runs_own_ca
     assert plan_differences(unknown, rec) == [("min_steps", 100, 50)]                  # the rule's inputs compared
     assert plan_differences(unknown, {**rec, "min_steps": 50, "batch_basis_tokens": 800}) == \
         [("batch_basis_tokens", 800, 1000)]  # another shortest run in its budget
+
+
+def test_targets_below_the_smallest_multiple_name_size_multiple():
+    """When the smallest planned size is the size rule's first multiple, not the range's end, the warning names
+    model.size_multiple as the thing to lower."""
+    from flops_fit.models import ModelSpec
+    from flops_fit.planning import Grid, make_plan
+
+    spec = ModelSpec(target="flops_fit.examples.GPT", size_param="d_model", size_range=(8, 256), size_multiple=32,
+                     kwargs={"n_layer": 1, "head_dim": 8, "vocab_size": 320, "seq_len": 32})
+    plan = make_plan(spec, [1e11], grid=Grid(points=3, min_steps=0))
+    warning = next(w for w in plan["warnings"] if "distinct sizes" in w)
+    assert "below the smallest model" in warning and "lower model.size_multiple=32 (its smallest size is 32)" in warning
+    wide = ModelSpec(target="flops_fit.examples.GPT", size_param="d_model", size_range=(32, 256),
+                     kwargs={"n_layer": 1, "head_dim": 8, "vocab_size": 320, "seq_len": 32})
+    plain = make_plan(wide, [1e11], grid=Grid(points=3, min_steps=0))
+    assert not any("size_multiple" in w for w in plain["warnings"])

@@ -282,6 +282,8 @@ def _budget_sizes(counter: "ModelCounter", grid: Grid, budget: float, centre: fl
         why = " and ".join(where)
         fix = (f"widen model.size_range={list(model.size_range)}, change the budgets or the model's "
                f"fixed shape (e.g. depth)")
+        if model.size_multiple > 1 and "below" in why and model.size_range[0] < min(sizes):
+            fix += f", or lower model.size_multiple={model.size_multiple} (its smallest size is {min(sizes)})"
     else:
         why = "closer together than the sizes the model accepts"
         fix = "allow finer sizes (e.g. a smaller model.kwargs.head_dim), or plan fewer grid.points"
