@@ -165,16 +165,13 @@ class DataConstrainedOptimum:
 # ---------------------------------------------------------------------------------------------- the fit
 
 
-def huber(r, delta):
-    a = np.abs(r)
-    return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-
-
 def dc_objective(stars, N, D, U, loss, surface: ChinchillaLaw, delta: float = 1e-3):
     """Summed Huber(delta) of log predicted - log observed loss, for stars = (R_D*, R_N*) (arrays broadcast)."""
+    from flops_fit.analysis.varpro import _rho_psi  # the fits' one Huber loss
+
     law = DataConstrainedLaw(surface, np.asarray(stars[0])[..., None], np.asarray(stars[1])[..., None])
     r = np.log(law.loss(N, D, U)) - np.log(loss)
-    return huber(r, delta).sum(axis=-1)
+    return _rho_psi(r, delta)[0].sum(axis=-1)
 
 
 @dataclass
