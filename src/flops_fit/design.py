@@ -169,7 +169,7 @@ def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> 
     from flops_fit.models import ModelSpec
     from flops_fit.planning import Grid, make_plan
 
-    model = ModelSpec.from_config({**plan["model"], "_target_": plan["model"]["target"]})
+    model = ModelSpec.from_description(plan["model"])
     src_grid = dict(plan.get("grid") or {})
     planned = {e["id"] for e in experiments}
     basis = min((float(e["batch_basis_tokens"]) for e in experiments if e.get("batch_basis_tokens")), default=None)

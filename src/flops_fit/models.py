@@ -129,6 +129,11 @@ class ModelSpec:
         )
 
     @classmethod
+    def from_description(cls, described: Mapping[str, Any]) -> "ModelSpec":
+        """The spec a plan recorded with :meth:`describe` (plan.json's ``model``), rebuilt."""
+        return cls.from_config({**described, "_target_": described["target"]})
+
+    @classmethod
     def from_callable(cls, factory: Callable, size_param: str, *, kwargs: Mapping[str, Any] | None = None,
                       size_range=None, name: str | None = None, size_multiple: int | None = None,
                       tie: Mapping[str, Any] | None = None) -> "ModelSpec":

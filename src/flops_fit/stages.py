@@ -101,7 +101,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     if cfg.get("refine_from"):
         # the model, data and FLOPs convention are those of the sweep being refined
         source_plan, centres, budgets = _refine(cfg["refine_from"], cfg)
-        model = ModelSpec.from_config({**source_plan["model"], "_target_": source_plan["model"]["target"]})
+        model = ModelSpec.from_description(source_plan["model"])
         dataset = dict(source_plan.get("dataset") or {})
         flops = source_plan.get("flops_convention", "6nd")
     elif cfg.get("forecast_from"):
@@ -113,7 +113,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
                                                                         float(cfg["forecast_factor"]))
         budgets, centres = [check_budget], {check_budget: centre}
         if model is None:
-            model = ModelSpec.from_config({**source_plan["model"], "_target_": source_plan["model"]["target"]})
+            model = ModelSpec.from_description(source_plan["model"])
             dataset = dict(source_plan.get("dataset") or {})
         else:
             dataset = cfg["dataset"]

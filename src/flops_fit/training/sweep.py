@@ -439,7 +439,7 @@ class RealTrainer(_Trainer):
                 f"{rd.plan_path} was planned from Python objects (find_optimal(model_cls=..., dataset=...)); "
                 f"train it from Python with the same call, which resumes where this run directory stopped"
             )
-        self.spec = spec or ModelSpec.from_config({**plan["model"], "_target_": plan["model"]["target"]})
+        self.spec = spec or ModelSpec.from_description(plan["model"])
         if data is None:
             if data_path:
                 dataset["path"] = data_path
