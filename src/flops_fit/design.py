@@ -167,12 +167,12 @@ def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> 
     from flops_fit.analysis.design import candidate_layouts
     from flops_fit.analysis.predict import predict
     from flops_fit.models import ModelSpec
-    from flops_fit.planning import Grid, make_plan
+    from flops_fit.planning import Grid, make_plan, sweep_batch_basis
 
     model = ModelSpec.from_description(plan["model"])
     src_grid = dict(plan.get("grid") or {})
     planned = {e["id"] for e in experiments}
-    basis = min((float(e["batch_basis_tokens"]) for e in experiments if e.get("batch_basis_tokens")), default=None)
+    basis = sweep_batch_basis(experiments)
 
     def lay(budget: float, points: int, span: float) -> list[dict]:
         grid = Grid(points=points, span=span, tokens_per_param=float(src_grid.get("tokens_per_param", 20.0)),

@@ -433,6 +433,13 @@ def batch_basis_tokens(experiment: Mapping) -> float:
     return float(experiment.get("batch_basis_tokens") or experiment["tokens"])
 
 
+def sweep_batch_basis(experiments) -> float | None:
+    """The data units a plan's grid.min_steps batch was chosen for (its entries' ``batch_basis_tokens``), so
+    that runs planned later (a forecast check, a design's next batch) train with the same batch; None when the
+    rule was off."""
+    return min((float(e["batch_basis_tokens"]) for e in experiments if e.get("batch_basis_tokens")), default=None)
+
+
 def dataset_units_per_example(dataset: Mapping | None) -> int | None:
     """Data units per example where a dataset config says: a text window's ``seq_len`` tokens, one image;
     None otherwise (a torch dataset's are known once it is loaded: :func:`units_per_example_of`)."""

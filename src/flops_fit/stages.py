@@ -86,7 +86,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
     API's objects; they replace ``cfg['model']`` and ``cfg['dataset']``.
     """
     from flops_fit.models import ModelSpec
-    from flops_fit.planning import Grid, check_budgets, make_plan, units_per_example_of
+    from flops_fit.planning import Grid, check_budgets, make_plan, sweep_batch_basis, units_per_example_of
 
     cfg = dict(check("plan", cfg))
     if cfg.get("next_from"):
@@ -120,8 +120,7 @@ def plan(cfg: Mapping[str, Any], *, model: Any = None, data: Any = None) -> dict
         flops = source_plan.get("flops_convention", "6nd")
         # ... the sweep's batch: its grid.min_steps rule on the sweep's shortest run
         grid.min_steps = (source_plan.get("grid") or {}).get("min_steps", 0) or 0
-        batch_basis = min((float(e["batch_basis_tokens"]) for e in source_plan["experiments"]
-                           if e.get("batch_basis_tokens")), default=None)
+        batch_basis = sweep_batch_basis(source_plan["experiments"])
         cfg["schedule"] = (source_plan.get("schedule") or {}).get("name", cfg["schedule"])
         cfg["cooldown_frac"] = (source_plan.get("schedule") or {}).get("cooldown_frac", cfg["cooldown_frac"])
     elif model is not None:
