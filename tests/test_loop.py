@@ -432,6 +432,9 @@ def test_short_runs_lists_completed_runs_under_min_steps_from_plain_records():
          "model": {"kwargs": {"seq_len": 128}}},
         {"id": "images", "status": "completed", "tokens": 5000, "batch_size": 64, "data_unit": "images"},
         {"id": "mock", "status": "completed", "tokens": 10**6},  # no batch: unknown, skipped
+        # as the mock trainer writes it: its steps are history points, not optimizer steps
+        {"id": "mock_trainer", "status": "completed", "trainer": "mock", "steps": 11, "tokens": 10**6,
+         "batch_size": 8, "dataset": {"seq_len": 128}},
         {"id": "csv", "status": "completed", "params": 1e6, "tokens": 2e7, "loss": 3.0},
     ]
     assert short_runs(records) == [("short", 33), ("old", 33), ("old_model", 60), ("images", 79)]

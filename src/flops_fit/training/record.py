@@ -121,7 +121,10 @@ def record_steps(record: Mapping) -> int | None:
     """The optimizer steps a run record says it trained: its ``steps``, or, for a record without them,
     ``ceil(tokens / (batch_size x units per example))`` (an image is one unit; a text window its ``seq_len``
     tokens, from the record's dataset or model); None when the record does not tell (a mock run's, one
-    trained elsewhere)."""
+    trained elsewhere). A mock run has no optimizer: its ``steps`` count the points of its closed-form
+    history, so it is never a short run."""
+    if record.get("trainer") == "mock":
+        return None
     steps = record.get("steps")
     if isinstance(steps, (int, float)) and not isinstance(steps, bool):
         return int(steps)
