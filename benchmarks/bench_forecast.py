@@ -14,6 +14,10 @@ For each sweep:
   approach's N = k_N C^a (and its loss where it has one: approach 3's L(N, D), the frontier's
   E + A C^-gamma), and the table's, read back with ``predict(analysis, C)``.
 
+Then the product's own forecast check on each held-out budget (``preregister`` then ``score``, as
+``ff-plan forecast_from=`` and ``ff-analyze`` do): its realised optimum with its 95% interval, the table's
+ratio to it, and how many distinct sweeps (the same runs under two names counted once) it passes.
+
 Then summaries over sweeps, and for the two Chinchilla digitisations fitted on ALL budgets:
 the exponent a of the table and of each approach, and tokens per parameter at 1e24 FLOPs.
 
@@ -249,7 +253,33 @@ def held_out(name: str, runs: list) -> dict:
     out["table"] = {"source": analysis.get("table_source"), "params": p.get("params"), "loss": p.get("loss"),
                     "params_ci": p.get("params_ci"), "loss_ci": p.get("loss_ci"),
                     "row_params_ci": p.get("params_ci_with_model")}
+    out["check"] = product_check(analysis, C, held)
     return out
+
+
+def product_check(analysis: dict, C: float, held: list) -> dict | None:
+    """The product's own forecast check (``ff-plan forecast_from=`` then ``ff-analyze``) run on the held-out
+    budget: the table's forecast pre-registered from ``analysis``, scored against that budget's runs. Its
+    realised optimum is the minimum of a Chinchilla-shaped curve with the source's exponents, with a
+    residual-bootstrap interval. Returns the realised optimum, its interval, and the table's ratio to it, or
+    None when the check cannot score (fewer than 3 sizes, no interior minimum)."""
+    from flops_fit.analysis.forecast_check import preregister, score
+
+    try:
+        sc = score(preregister(analysis, C), held)
+    except Exception:  # noqa: BLE001 - a check that cannot score is reported as such
+        return None
+    real, table = sc["realised"], sc["forecasts"][0]
+    if not real["interior"]:
+        return None
+    return {"params": real["params"], "params_ci": real["params_ci"], "method": real["method"],
+            "ratio": table["params_ratio"], "in_table_interval": table["params_inside"],
+            "forecast_in_realised_ci": inside(table["params"], real["params_ci"])}
+
+
+def sweep_key(runs: list) -> tuple:
+    """The same runs under two names (a file in tests/data and its sweep in public_isoflops.csv) share this key."""
+    return tuple(sorted((round(float(r["params"]), -3), round(float(r["loss"]), 4)) for r in runs))
 
 
 def ratio(N, real, key: str = "n_vertex"):
@@ -302,6 +332,41 @@ def print_sweeps(results):
         print(f"| {r['sweep']} | {' | '.join(cells)} | {fpct(loss_err(r['frontier_loss'], re))} | {t['source']} | "
               f"{fratio(ratio(t['params'], re))} | {fpct(loss_err(t['loss'], re))} | "
               f"{fyes(inside(re['n_vertex'], t['params_ci']))} | {fyes(inside(re['n_vertex'], t['row_params_ci']))} |")
+
+
+def print_checks(results, keys: dict):
+    """The product's forecast check on every held-out budget, and how many distinct sweeps it passes."""
+    ok = [r for r in results if not r["error"]]
+    print("\n## The product's forecast check at each held-out budget\n")
+    print("What `ff-plan forecast_from=` and `ff-analyze` report: the realised optimum is the minimum of a "
+          "Chinchilla-shaped curve with the source sweep's exponents (forecast_check.realised_optimum), with a "
+          "residual-bootstrap 95% interval; the parabola vertex (N_real above) beside it. A held-out optimum is "
+          "itself measured only to its interval.\n")
+    print("| sweep | realised N [95%] | parabola vertex | table N / realised | realised in table interval "
+          "| table N in realised interval |")
+    print("|---|---|---|---|---|---|")
+    for r in ok:
+        c = r.get("check")
+        if c is None:
+            print(f"| {r['sweep']} | not scorable | {fN(r['real']['n_vertex'])} | - | - | - |")
+            continue
+        lo, hi = c["params_ci"] or (None, None)
+        print(f"| {r['sweep']} | {fN(c['params'])} [{fN(lo)}, {fN(hi)}] | {fN(r['real']['n_vertex'])} | "
+              f"{fratio(c['ratio'])} | {fyes(c['in_table_interval'])} | {fyes(c['forecast_in_realised_ci'])} |")
+    scored = [r for r in ok if r.get("check")]
+    distinct = {}
+    for r in scored:
+        distinct.setdefault(keys[r["sweep"]], r)
+    out = {}
+    for label, group in (("every sweep", scored), ("distinct sweeps (each set of runs once)", list(distinct.values()))):
+        within = sum(abs(r["check"]["ratio"] - 1.0) <= N_TOL for r in group)
+        cov = sum(bool(r["check"]["in_table_interval"]) for r in group)
+        cons = sum(bool(r["check"]["forecast_in_realised_ci"]) for r in group)
+        print(f"- {label}: table N within {N_TOL:.0%} of the realised optimum on {within}/{len(group)}; realised "
+              f"optimum inside the table's interval on {cov}/{len(group)}; table N inside the realised optimum's "
+              f"own interval on {cons}/{len(group)}")
+        out[label] = (within, len(group))
+    return out
 
 
 def summarise(pairs) -> dict:
@@ -433,6 +498,7 @@ def main(argv=None) -> int:
               + (f" ERROR {err}" if err else ""), file=sys.stderr)
     print_sweeps(results)
     table = print_summary(results)
+    print_checks(results, {name: sweep_key(runs) for name, runs in sweeps.items()})
     chin = chinchilla_exponents(sweeps)
     print(f"\n(total {time.time() - t_all:.0f}s)", file=sys.stderr)
     passed = check(table, chin)

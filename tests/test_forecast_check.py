@@ -81,6 +81,20 @@ def test_realised_optimum_is_exact_on_the_chinchilla_curve():
         realised_optimum(N[:2], L[:2])
 
 
+def test_three_runs_leave_the_realised_optimum_without_an_interval():
+    # a parabola through 3 runs fits them exactly: no residual is left to bootstrap, so there is no interval
+    # (the residual bootstrap drew a zero-width one, which counted any forecast off the vertex as outside it)
+    C = 1e21
+    runs = _check_runs(TRUTH, C, TRUTH.n_opt(C), points=4)
+    rng = np.random.default_rng(0)
+    N = np.array([r["params"] for r in runs])
+    L = np.array([r["loss"] for r in runs]) * (1 + 0.002 * rng.standard_normal(len(runs)))
+    three = realised_optimum(N[:3], L[:3])
+    assert three["interior"] and three["params_ci"] is None and three["loss_ci"] is None
+    four = realised_optimum(N, L, n_boot=200)
+    assert four["params_ci"][0] < four["params"] < four["params_ci"][1]
+
+
 def test_the_backtest_leaves_the_default_only_for_a_clearly_better_forecaster():
     avail = ("isoflop_vp", "parametric", "isoflop")
     order = avail

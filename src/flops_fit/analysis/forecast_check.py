@@ -109,14 +109,18 @@ def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95
         def refit(Y):
             return _parabolas(N, Y)[2:]
     n_opt, l_opt = float(np.ravel(n_opt)[0]), float(np.ravel(l_opt)[0])
-    resid = (L - pred) * math.sqrt(N.size / max(N.size - 3, 1))  # 3 fitted coefficients either way
-    rng = np.random.default_rng(seed)
-    Y = pred[:, None] + resid[rng.integers(0, resid.size, size=(resid.size, n_boot))]
-    draw_n, draw_l = refit(Y)
     interior = bool(np.isfinite(n_opt) and N.min() < n_opt < N.max())
     best = int(np.argmin(L))
+    if N.size > 3:  # 3 fitted coefficients either way: residuals to resample only beyond 3 runs
+        resid = (L - pred) * math.sqrt(N.size / (N.size - 3))
+        rng = np.random.default_rng(seed)
+        Y = pred[:, None] + resid[rng.integers(0, resid.size, size=(resid.size, n_boot))]
+        draw_n, draw_l = refit(Y)
+        params_ci, loss_ci = percentile_interval(draw_n, ci), percentile_interval(draw_l, ci)
+    else:  # 3 runs fit the curve exactly and leave nothing to measure its uncertainty by
+        params_ci = loss_ci = None
     return {"method": method, "curve": curve, "params": jfloat(n_opt), "loss": jfloat(l_opt), "interior": interior,
-            "params_ci": percentile_interval(draw_n, ci), "loss_ci": percentile_interval(draw_l, ci),
+            "params_ci": params_ci, "loss_ci": loss_ci,
             "parabola_params": jfloat(parabola[2]), "parabola_loss": jfloat(parabola[3]),
             "best_run_params": float(N[best]), "best_run_loss": float(L[best]),
             "params_min": float(N.min()), "params_max": float(N.max()), "n_runs": int(N.size),
