@@ -107,11 +107,15 @@ def analyses():
 
     seq = mock_runs(5)
     designed = _as_written_by_stages(seq, run_analysis(seq, n_bootstrap=8))
+    # ... batch 1 a new budget, its forecast registered and scored on its runs (analysis/design.score_checks)
+    registered = dict(preregister(source, 4e19, factor=4.0), runs=[r["id"] for r in check])
     designed["design"] = outcome({"target_budget": 1e21, "target_width": 0.2,
                                   "batches": [{"batch": 0, "runs": ["a"]},
-                                              {"batch": 1, "runs": ["b"], "width_before": 0.6, "expected_width": 0.3}]},
-                                 designed)
+                                              {"batch": 1, "runs": ["b"], "width_before": 0.6, "expected_width": 0.3,
+                                               "forecast_checks": [registered]}]},
+                                 designed, check)
     assert designed["design"] and designed["design"]["width"] is not None
+    assert designed["design"]["forecast_checks"][0]["realised"]["params"]
     return [
         ("designed", seq, designed),
         ("repeats", repeats, _as_written_by_stages(repeats, run_analysis(repeats, n_bootstrap=4,

@@ -2,12 +2,14 @@
 resumes after a kill without retraining, never plans a run twice, and bad input is one line."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 import flops_fit
-from flops_fit.analysis.design import Candidate, Simulator, choose_batch, existing_groups, residual_sigma
+from flops_fit.analysis.design import (Candidate, SeenWidth, Simulator, choose_batch, existing_groups, residual_sigma,
+                                       width_of)
 from flops_fit.law import ChinchillaLaw
 from tests.conftest import REPO, run_cli
 
@@ -142,3 +144,122 @@ def test_residual_sigma_measures_the_noise():
     B, N, D = _grid([1e17, 1e18, 1e19, 1e20], 9, law)
     L = law.loss(N, D) * np.exp(0.01 * np.random.default_rng(0).standard_normal(len(N)))
     assert 0.007 < residual_sigma(B, N, L) < 0.013
+
+
+def _table_model(others=(), forecast_error=None, seed=0):
+    """A table model whose source (isoflop) has N_opt = 0.1 C^0.5 with a 10% bootstrap spread in log N_opt;
+    ``others``: [(name, factor on the source's N_opt, share of the source's bootstrap deviations)]: their
+    replicates are paired with the source's (a disagreement by noise shares its deviations)."""
+    z = np.random.default_rng(seed).standard_normal(200)
+    own = 0.1 * np.exp(0.1 * z)
+
+    def approach(name, k_N, reps):
+        return {"approach": name, "k_N": k_N, "a": 0.5, "k_D": 1.0 / 0.6, "b": 0.5,
+                "replicates": {"k_N": list(reps), "a": [0.5] * 200, "k_D": [1.0 / 0.6] * 200, "b": [0.5] * 200}}
+
+    aps = [approach("isoflop", 0.1, own)]
+    for name, factor, paired in others:
+        aps.append(approach(name, 0.1 * factor, factor * (paired * own + (1 - paired) * 0.1)))
+    return {"source": "isoflop", "ci": 0.95, "approaches": aps, "competitive": [a["approach"] for a in aps],
+            "loss_source": None, "loss_models": {}, "loss_competitive": [], "planned": [1e17, 1e18, 1e19],
+            "forecast_error": forecast_error or {}, "sweep_max": 1e19}
+
+
+def test_the_width_the_user_sees_is_the_tables_and_the_model_choice_alone_is_its_floor():
+    from flops_fit.analysis.predict import predict
+
+    systematic = _table_model([("parametric", 2.0, 1.0)])  # 2x away, its replicates shifted with the source's
+    row = predict({"table_model": systematic}, 1e21)
+    seen = SeenWidth(systematic, 1e21)
+    assert seen() == pytest.approx(width_of(row["params_ci_with_model"]))  # the table's own interval
+    assert width_of(row["params_ci_with_model"]) > width_of(row["params_ci"])
+    assert seen.noise_only == [] and seen.floor() == pytest.approx(1.0)  # hi / lo = 2 whatever the runs
+    assert seen(0.5) < seen() and seen(0.5) >= seen.floor()
+    noise = SeenWidth(_table_model([("parametric", 1.05, 0.0)]), 1e21)  # 5% away, within its 10% noise
+    assert noise.noise_only == ["parametric"] and noise.floor() == pytest.approx(0.0, abs=1e-9)
+    # beyond the sweep the backtest's error widens the interval; a larger budget moves that out
+    far = SeenWidth(_table_model(forecast_error={"params": 0.2, "ahead": 4.0}), 1e21)
+    assert far.floor() > 0.5 and far.floor(4e19) < far.floor() and far.floor(1e21) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_when_the_model_choice_alone_exceeds_the_target_nothing_is_planned():
+    law = ChinchillaLaw(**TRUTH)
+    sim = Simulator(_draws(), 0.005, 1e21, sims=100, seed=1)
+    existing = existing_groups(sim, *_grid([1e17, 1e18, 1e19], 5, law))
+    sizes = [Candidate("size", C, np.array([n]), np.array([C / (6 * n)]), flops=C)
+             for C in (1e17, 1e18, 1e19) for n in law.n_opt(C) * np.geomspace(0.3, 3, 7)]
+    seen = SeenWidth(_table_model([("parametric", 2.0, 1.0)]), 1e21)
+    stop = choose_batch(sim, existing, sizes, width_now=seen(), allowance=1e20, target_width=0.5, seen=seen)
+    assert not stop.chosen and stop.flops == 0.0 and stop.model_floor == pytest.approx(1.0)
+    assert "model choice alone" in stop.stop and "target_width=0.5" in stop.stop and "span 3.2B-6.3B" in stop.stop
+    # the same runs, the other approach within noise: the batch is planned and expected to narrow what is seen
+    seen = SeenWidth(_table_model([("parametric", 1.05, 0.0)]), 1e21)
+    go = choose_batch(sim, existing, sizes, width_now=seen(), allowance=1e20, target_width=0.2, seen=seen)
+    assert go.stop is None and go.chosen and go.expected_width < seen()
+    # no target: approaches 3x either side hold the bootstrap's interval inside theirs, so no run can narrow it
+    seen = SeenWidth(_table_model([("parametric", 3.0, 1.0), ("envelope", 1 / 3, 1.0)]), 1e21)
+    stop = choose_batch(sim, existing, sizes, width_now=seen(), allowance=1e20, seen=seen)
+    assert stop.stop and "model choice alone" in stop.stop and "min_gain" in stop.stop
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A trained, analysed seed grid (3 budgets x 5 sizes on the mock surface), copied by each test."""
+    run = tmp_path_factory.mktemp("seeded") / "seed"
+    run_cli("ff-plan", f"run_dir={run}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18,1e19]",
+            *PLAN, cwd=REPO)
+    run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
+    run_cli("ff-analyze", f"run_dir={run}", "bootstrap=30", "table_max_budget=1e21", "quiet=true", cwd=REPO)
+    return run
+
+
+def test_next_from_says_stop_and_plans_nothing_when_the_model_choice_dominates(seeded, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(seeded, run)
+    # an approach the table's interval holds disagrees 3x, pairwise with the source's bootstrap: not noise
+    analysis = json.loads((run / "analysis.json").read_text())
+    tm = analysis["table_model"]
+    other = next(a for a in tm["approaches"] if a["approach"] != tm["source"] and a["approach"] in tm["competitive"])
+    src = next(a for a in tm["approaches"] if a["approach"] == tm["source"])
+    other.update(k_N=3 * src["k_N"], a=src["a"], replicates={**src["replicates"],
+                                                            "k_N": [3 * k for k in src["replicates"]["k_N"]]})
+    (run / "analysis.json").write_text(json.dumps(analysis))
+    before = _plan(run)
+    out = run_cli("ff-plan", f"next_from={run}", "design.target_width=0.5", cwd=REPO).stdout
+    stop = [line for line in out.splitlines() if line.startswith("design: stop:")]
+    assert len(stop) == 1 and "model choice alone" in stop[0] and "target_width=0.5" in stop[0], out
+    assert "the model choice's alone" in out  # the head line names both parts of the width
+    after = _plan(run)
+    assert [e["id"] for e in after["experiments"]] == [e["id"] for e in before["experiments"]]
+    assert not after["design"]["batches"][-1]["runs"] and after["design"]["batches"][-1]["model_floor"] > 0.5
+
+
+def test_a_new_budget_the_design_buys_is_a_forecast_check_that_ff_analyze_scores(seeded, tmp_path, monkeypatch):
+    import flops_fit.analysis.design as design_mod
+
+    run = tmp_path / "run"
+    shutil.copytree(seeded, run)
+    greedy = design_mod.choose_batch
+
+    def only_the_largest_new_budget(sim, existing, candidates, **kw):  # the loop's choice, made for the test
+        top = max(c.budget for c in candidates if c.kind == "budget")
+        pick = [c for c in candidates if c.kind == "budget" and c.budget == top]
+        return greedy(sim, existing, pick[-1:], **{**kw, "target_width": None, "min_gain": 0.0})
+
+    monkeypatch.setattr(design_mod, "choose_batch", only_the_largest_new_budget)
+    out = run_cli("ff-plan", f"next_from={run}", "design.max_flops=1e21", cwd=REPO).stdout
+    assert "design: forecast check at 4.0e19 FLOPs registered" in out, out
+    plan = _plan(run)
+    batch = plan["design"]["batches"][-1]
+    (check,) = batch["forecast_checks"]
+    assert check["budget"] == pytest.approx(4e19) and check["factor"] == pytest.approx(4.0)
+    assert sorted(check["runs"]) == sorted(batch["runs"]) and check["table"]["params"] > 0 and check["registered"]
+    run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
+    out = run_cli("ff-analyze", f"run_dir={run}", "bootstrap=30", "table_max_budget=1e21", cwd=REPO).stdout
+    assert "forecast check at 4e+19 FLOPs: realised optimum" in out, out
+    (scored,) = json.loads((run / "analysis.json").read_text())["design"]["forecast_checks"]
+    assert scored["batch"] == batch["batch"] and scored["n_runs"] == len(check["runs"])
+    assert scored["realised"]["interior"] and scored["forecasts"][0]["forecast"] == "table"
+    truth = ChinchillaLaw(**TRUTH).n_opt(4e19)
+    assert scored["realised"]["params"] == pytest.approx(truth, rel=0.3)  # the check measured the truth there
+    assert scored["forecasts"][0]["params"] == check["table"]["params"]  # scored the forecast registered before

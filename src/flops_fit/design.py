@@ -11,7 +11,9 @@ Candidates are the model's own sizes, laid out by :func:`flops_fit.planning.make
 plan's model, data, FLOPs convention, min_steps rule and batch basis (as a forecast check does): new sizes
 at every budget so far (around the fitted optimum, twice the grid's span), and a new IsoFLOP at
 ``design.new_budget_factor`` (or its square root) x the largest budget (3 or ``design.new_points`` sizes). A planned id is never a
-candidate again.
+candidate again. A new budget a batch buys is a forecast check: the table's and every approach's forecast there,
+pre-registered in the batch's record (``forecast_checks``) as ``ff-plan forecast_from=`` registers it, which
+``ff-analyze`` scores on that batch's runs.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ DONE = ("completed", "failed", "diverged")
 def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
     """Decide and write the next batch into ``source``'s plan.json; returns ``{"plan", "decision", "lines"}``
     (``decision``: "planned" | "stop" | "pending")."""
-    from flops_fit.analysis.design import (Candidate, Design, Simulator, choose_batch, existing_groups, fmt_width,
-                                           residual_sigma, surface_draws, width_of)
+    from flops_fit.analysis.design import (Candidate, Design, SeenWidth, Simulator, choose_batch, existing_groups,
+                                           fmt_width, residual_sigma, seen_width, surface_draws, width_of)
+    from flops_fit.analysis.forecast_check import preregister
     from flops_fit.analysis.predict import predict
     from flops_fit.planning import sweep_flops
-    from flops_fit.units import fmt_flops, human
+    from flops_fit.units import fmt_flops, fmt_interval, human
 
     design = Design(**dict(design_cfg or {}))
     design.validate()
@@ -66,9 +69,9 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         return {"plan": plan, "decision": "pending",
                 "lines": [f"design: {len(pending)} planned run(s) not trained yet (e.g. {pending[0]}): "
                           f"ff-train run_dir={source}, then ff-analyze, then plan the next batch"]}
-    seen = {p.get("id") for p in analysis.get("points") or []}
+    analysed = {p.get("id") for p in analysis.get("points") or []}
     done = [e for e in experiments if records[e["id"]].get("status") == "completed" and not e.get("train_subset")]
-    stale = [e["id"] for e in done if e["id"] not in seen]
+    stale = [e["id"] for e in done if e["id"] not in analysed]
     if stale:
         raise FlopsFitError(f"next_from={source}: analysis.json predates {len(stale)} completed run(s) (e.g. {stale[0]}); "
                             f"re-run ff-analyze run_dir={source} first")
@@ -77,16 +80,21 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         raise FlopsFitError(f"next_from={source}: its analysis.json has no table to narrow; see its diagnostics")
     target = float(design.target_budget or history.get("target_budget") or max(float(r["budget"]) for r in table))
     row = predict(analysis, target)
-    width_now = width_of(row.get("params_ci"))
-    if width_now is None:
+    boot_now = width_of(row.get("params_ci"))
+    if boot_now is None:
         raise FlopsFitError(f"next_from={source}: its analysis has no interval on N_opt; re-run ff-analyze "
                             f"run_dir={source} bootstrap=200")
+    width_now = seen_width(row)  # the interval the user sees: the bootstrap's, widened for the model choice
     target_width = design.target_width if design.target_width is not None else history.get("target_width")
     spent = float(sweep_flops(experiments))
+    seen = SeenWidth(analysis["table_model"], target)
+    floor_now = seen.floor()
     head = (f"design: N_opt({fmt_flops(target)}) = {human(row['params'])} params, interval width "
-            f"{fmt_width(width_now)}; {fmt_flops(spent)} spent over {len(experiments)} runs in {number} batch(es)")
+            f"{fmt_width(width_now)} (the bootstrap's {fmt_width(boot_now)}, the model choice's alone "
+            f"{fmt_width(floor_now)}); {fmt_flops(spent)} spent over {len(experiments)} runs in {number} batch(es)")
     record = {"batch": number, "planned_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "width_before": width_now, "target_width": target_width}
+              "width_before": width_now, "bootstrap_width_before": boot_now, "model_floor_before": floor_now,
+              "target_width": target_width}
     allowance = float(design.max_flops) if design.max_flops else spent
     if design.max_total_flops:
         allowance = min(allowance, float(design.max_total_flops) - spent)
@@ -107,17 +115,11 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
                  for kind, b, es in _candidates(plan, analysis, experiments, design)]
         batch = choose_batch(sim, existing, cands, width_now=width_now, allowance=allowance,
                              target_width=None if target_width is None else float(target_width),
-                             min_gain=float(design.min_gain))
+                             min_gain=float(design.min_gain), seen=seen)
         stop = batch.stop
         record.update(batch.to_json())
     record["target_budget"] = target
     lines = [head]
-    spread = row.get("params_model_range")
-    if spread and spread[0] > 0 and spread[1] / spread[0] - 1.0 > width_now:
-        # the approaches disagree by more than the statistical interval: runs of this design narrow the latter
-        lines.append(f"design: note: the approaches' N_opt({fmt_flops(target)}) span {human(spread[0])}-"
-                     f"{human(spread[1])} (width {fmt_width(spread[1] / spread[0] - 1.0)}), wider than the interval; the "
-                     f"design narrows the interval, not the choice of model (params_ci_with_model)")
     if stop:
         record.update(runs=[], flops=0.0, stop=stop)
         lines.append(f"design: stop: {stop}")
@@ -125,23 +127,36 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         new_entries: list = []
     else:
         basis = plan["experiments"][0].get("eval_basis_tokens")
-        new_entries = []
+        new_entries, checks = [], []
+        top = max(float(e["budget"]) for e in experiments)
         for c in batch.chosen:
-            for e in c.entries:
-                e = dict(e, batch=number)
+            entries = [dict(e, batch=number) for e in c.entries]
+            for e in entries:
                 if basis is not None:
                     e["eval_basis_tokens"] = basis
-                new_entries.append(e)
+            new_entries += entries
+            if c.kind == "budget":
+                # a new budget beyond the sweep is a forecast check: its forecast registered before it trains,
+                # scored by ff-analyze on these runs (analysis/design.score_checks)
+                block = preregister(analysis, c.budget, factor=c.budget / top, source=str(source))
+                checks.append(dict(block, runs=[e["id"] for e in entries]))
         record.update(runs=[e["id"] for e in new_entries], flops=float(sweep_flops(new_entries)))
+        if checks:
+            record["forecast_checks"] = checks
         lines.append(f"design: batch {number}: {len(new_entries)} run(s), {fmt_flops(record['flops'])} of an allowance of "
                      f"{fmt_flops(allowance)}; expected width {fmt_width(batch.expected_width)} (now {fmt_width(width_now)})"
                      + (f", target {fmt_width(float(target_width))}" if target_width is not None else ""))
         lines += [f"  {label}: {fmt_flops(f)}, expected width after it {fmt_width(w)}" for label, f, w in batch.steps]
+        for b in checks:
+            t = b["table"]
+            lines.append(f"design: forecast check at {fmt_flops(b['budget'])} registered {b['registered']}: N_opt "
+                         f"{human(t['params'])} params {fmt_interval(t.get('params_ci_with_model'), human)}; "
+                         f"ff-analyze scores it once its {len(b['runs'])} runs are trained")
         decision = "planned"
     batches.append(record)
     experiments += new_entries
     history.update(target_budget=target, target_width=target_width, batches=batches,
-                   width="hi / lo - 1 of the table's params_ci at target_budget")
+                   width="hi / lo - 1 of the table's params_ci_with_model (else params_ci) at target_budget")
     out = {k: v for k, v in plan.items() if k not in ("schema_version", "created", "provenance")}
     out.update(experiments=experiments, budgets=sorted({float(e["budget"]) for e in experiments}),
                sweep_flops=sweep_flops(experiments), runs_flops=float(sum(e["flops"] for e in experiments)),

@@ -69,16 +69,23 @@ def _design_html(analysis: Mapping) -> list[str]:
         return []
     from flops_fit.analysis.design import fmt_width
 
-    lo, hi = d.get("params_ci") or (None, None)
+    lo, hi = d.get("params_ci_with_model") or d.get("params_ci") or (None, None)  # the interval whose width it is
     target, before, expected = d.get("target_width"), d.get("width_before"), d.get("expected_width")
-    return ["<h2>Sequential design</h2>",
-            f"<p>Batch {d['batch']} took the width of the N_opt interval at {sci(d['target_budget'])} FLOPs "
-            + (f"from {fmt_width(before)} " if before is not None else "")
-            + f"to <b>{fmt_width(d['width'])}</b>"
-            + (f"; it was expected to reach {fmt_width(expected)}" if expected is not None else "")
-            + (f", and the target is {fmt_width(target)}" if target is not None else "")
-            + (f". N_opt there: {human(d['params'])} [{human(lo)}, {human(hi)}]" if lo and hi and d.get("params") else "")
-            + ". The history of every batch is in plan.json's <code>design</code> (docs/design.md).</p>"]
+    out = ["<h2>Sequential design</h2>",
+           f"<p>Batch {d['batch']} took the width of the N_opt interval at {sci(d['target_budget'])} FLOPs "
+           + (f"from {fmt_width(before)} " if before is not None else "")
+           + f"to <b>{fmt_width(d['width'])}</b>"
+           + (f"; it was expected to reach {fmt_width(expected)}" if expected is not None else "")
+           + (f", and the target is {fmt_width(target)}" if target is not None else "")
+           + (f". N_opt there: {human(d['params'])} [{human(lo)}, {human(hi)}]" if lo and hi and d.get("params") else "")
+           + ". The history of every batch is in plan.json's <code>design</code> (docs/design.md).</p>"]
+    for fc in d.get("forecast_checks") or []:  # a new budget the design bought: its registered forecast, scored
+        if fc.get("realised"):
+            out += _forecast_check_html({"forecast_check": fc}, analysis.get("data_unit") or "tokens")
+        else:
+            out.append(f"<p>Batch {fc['batch']}'s forecast check at {sci(fc['budget'])} FLOPs: "
+                       f"{html.escape(str(fc.get('summary')))}.</p>")
+    return out
 
 
 def _table_html(analysis: Mapping, unit: str) -> list[str]:

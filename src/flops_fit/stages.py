@@ -357,7 +357,7 @@ def analyze(cfg: Mapping[str, Any]) -> dict:
     if plan and plan.get("design"):  # a sequential design: what its last batch bought against what it expected
         from flops_fit.analysis.design import outcome
 
-        result["design"] = outcome(plan["design"], result)
+        result["design"] = outcome(plan["design"], result, runs, seed=int(cfg["seed"]))
     # every run the analysis saw, so ff-plot and readers need nothing but analysis.json
     result["points"] = [
         {k: r.get(k) for k in ("id", "status", "budget", "params", "non_embedding_params", "tokens", "flops", "loss")}

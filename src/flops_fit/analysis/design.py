@@ -10,22 +10,28 @@ range of the estimate's error over the simulations (:meth:`Simulator.width`). Si
 numbers across designs, so the difference two candidates make is not noise.
 
 The proxy's width is not the analysis's own interval (that bootstraps the table's approach); it predicts
-the *ratio* by which a batch shrinks it: expected width = current width x proxy(after) / proxy(now).
-:func:`choose_batch` adds candidates greedily, the best width reduction per FLOP first, until the FLOP
-allowance is spent or the target is expected to be reached; when the whole batch is expected to narrow the
-interval by less than ``min_gain`` it plans nothing and says so.
+the *ratio* by which a batch shrinks the bootstrap interval (in log width). What the user sees is the table's
+``params_ci_with_model``, which also holds the approaches' disagreement and the backtest's forecast error:
+:class:`SeenWidth` computes it as the table does after the bootstrap part shrinks by that ratio and the
+sweep's largest budget moves to the batch's. :func:`choose_batch` adds candidates greedily, the best
+reduction of that width per FLOP first, until the FLOP allowance is spent or the target is expected to be
+reached; it plans nothing and says why when the model choice alone leaves the interval wider than the target
+(or leaves less than ``min_gain`` to win), and when the whole batch is expected to narrow it by less than
+``min_gain``. A new budget a batch buys is also a forecast check (:func:`score_checks` scores it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from flops_fit.analysis.table import TableModel
 from flops_fit.errors import FlopsFitError
 from flops_fit.law import ChinchillaLaw
+from flops_fit.units import fmt_flops, human
 
 SURFACE_KEYS = ("E", "A", "B", "alpha", "beta")
 _FAIL = 5.0  # the log error a simulation whose estimator failed (no minimum, too few budgets) counts as
@@ -99,6 +105,88 @@ def _log_width(rel: float) -> float:
 
 def _rel_width(log_w: float) -> float:
     return float(np.expm1(log_w))
+
+
+class SeenWidth:
+    """The width of the interval the user sees at C* (the table's ``params_ci_with_model``, else ``params_ci``)
+    as a batch would leave it: the table's own computation (:meth:`TableModel.rows`) on a copy of its model
+    whose source approach's bootstrap replicates are pulled towards its point by ``shrink`` (in log N_opt, so
+    the bootstrap interval's log width scales by exactly ``shrink``) and whose largest budget is ``top`` (the
+    backtest's forecast error widens the interval only beyond it).
+
+    The other approaches the table's interval holds: one whose N_opt(C*) differs from the source's by no more
+    than their paired bootstrap difference explains (0 inside its ``ci`` interval) disagrees by noise, and its
+    distance to the source shrinks by ``shrink`` too; one that differs by more disagrees by model, and stays.
+    The backtest's error rate stays as it is. Runs of this design are not scored for changing those.
+    ``shrink=0`` leaves the model choice alone (:meth:`floor`)."""
+
+    def __init__(self, table_model: Mapping, budget: float):
+        model = TableModel.from_json(dict(table_model))
+        self.budget = float(budget)
+        self.top = float(model.sweep_max or 0.0)
+        src = model.approach()
+        if src.get("replicates") is None:
+            raise FlopsFitError("the table's approach has no bootstrap replicates: re-run ff-analyze with bootstrap=50 "
+                                "or more")
+        self._src = src
+        logC = np.log(self.budget)
+        mine = self._log_n(src["replicates"], logC)
+        self.noise_only = []  # the competitive approaches whose disagreement with the source is noise
+        for a in model.approaches:
+            if a is src or a["approach"] not in model.competitive or a.get("replicates") is None:
+                continue
+            with np.errstate(all="ignore"):
+                d = self._log_n(a["replicates"], logC) - mine
+            d = d[np.isfinite(d)]
+            if d.size >= 10:
+                q = (1.0 - float(model.ci)) / 2.0
+                lo, hi = np.quantile(d, [q, 1.0 - q])
+                if lo <= 0.0 <= hi:
+                    self.noise_only.append(a["approach"])
+        # the loss models do not move N_opt's intervals: left out, so each evaluation is cheap
+        self._model = replace(model, loss_source=None, loss_models={}, loss_competitive=[])
+
+    @staticmethod
+    def _log_n(rep, logC):
+        with np.errstate(all="ignore"):
+            return np.log(np.asarray(rep["k_N"], dtype=float)) + np.asarray(rep["a"], dtype=float) * logC
+
+    def _towards_source(self, ap: dict, s: float) -> dict:
+        """``ap`` (point and replicates) pulled towards the source's by ``s`` in log N_opt (replicates pairwise)."""
+        src = self._src
+        out = dict(ap, k_N=src["k_N"] * (ap["k_N"] / src["k_N"]) ** s, a=src["a"] + s * (ap["a"] - src["a"]))
+        r, rs = ap.get("replicates"), src["replicates"]
+        if r is not None and ap is not src:
+            with np.errstate(all="ignore"):
+                out["replicates"] = dict(r, k_N=rs["k_N"] * (np.asarray(r["k_N"], dtype=float) / rs["k_N"]) ** s,
+                                         a=rs["a"] + s * (np.asarray(r["a"], dtype=float) - rs["a"]))
+        return out
+
+    def row(self, shrink: float = 1.0, top: float | None = None) -> dict:
+        s, src = float(shrink), self._src
+        with np.errstate(all="ignore"):
+            r = src["replicates"]
+            reps = dict(r, k_N=src["k_N"] * (np.asarray(r["k_N"], dtype=float) / src["k_N"]) ** s,
+                        a=src["a"] + s * (np.asarray(r["a"], dtype=float) - src["a"]))
+        approaches = []
+        for a in self._model.approaches:
+            if a["approach"] == src["approach"]:
+                a = dict(src, replicates=reps)
+            elif a["approach"] in self.noise_only:
+                a = self._towards_source(a, s)
+            approaches.append(a)
+        m = replace(self._model, approaches=approaches, sweep_max=max(self.top, float(top or 0.0)) or None)
+        return m.rows([self.budget])[0]
+
+    def __call__(self, shrink: float = 1.0, top: float | None = None) -> float:
+        row = self.row(shrink, top)
+        w = width_of(row.get("params_ci_with_model") or row.get("params_ci"))
+        return float("inf") if w is None else w
+
+    def floor(self, top: float | None = None) -> float:
+        """The width the model choice alone leaves (no bootstrap spread, no disagreement by noise), the sweep's
+        largest budget at ``top``."""
+        return self(0.0, top)
 
 
 def surface_draws(table_model: dict) -> dict:
@@ -212,7 +300,7 @@ class Batch:
     """What :func:`choose_batch` decided."""
 
     chosen: list
-    width_now: float  # the analysis's current relative width at C*
+    width_now: float  # the width the user sees at C* now (params_ci_with_model, else params_ci)
     expected_width: float  # what the batch is expected to leave
     proxy_now: float
     proxy_after: float
@@ -220,19 +308,51 @@ class Batch:
     allowance: float
     stop: str | None = None  # why nothing is planned (None: plan ``chosen``)
     steps: list = field(default_factory=list)  # [(label, flops, expected width)] in the order chosen
+    model_floor: float | None = None  # the width the model choice alone would leave, at best, after this batch
 
     def to_json(self) -> dict:
         return {"width_before": self.width_now, "expected_width": self.expected_width, "flops": self.flops,
                 "allowance": self.allowance, "proxy_width_before": _rel_width(self.proxy_now),
-                "proxy_width_after": _rel_width(self.proxy_after), "stop": self.stop,
+                "proxy_width_after": _rel_width(self.proxy_after), "model_floor": self.model_floor,
+                "stop": self.stop,
                 "chosen": [{"what": label, "flops": f, "expected_width": w} for label, f, w in self.steps]}
 
 
+def _model_stop(seen: SeenWidth, top: float, floor: float, width_now: float, target_width: float | None,
+                min_gain: float) -> str | None:
+    """Why no run can narrow the interval the user sees: the model choice alone leaves it wider than the target,
+    or within ``min_gain`` of its width now (None: runs can narrow it)."""
+    if target_width is not None and floor > target_width:
+        why = f"above design.target_width={target_width:g}"
+    elif width_now > 0 and 1.0 - floor / width_now < min_gain:
+        why = f"within design.min_gain={min_gain:g} of its width now, {fmt_width(width_now)}"
+    else:
+        return None
+    row = seen.row(0.0, top)
+    parts = []
+    rng = row.get("params_model_range")
+    if rng and rng[0] > 0:
+        parts.append(f"the approaches' N_opt span {human(rng[0])}-{human(rng[1])}")
+    if seen.budget > top * (1.0 + 1e-9) and seen._model.forecast_error.get("params"):
+        parts.append(f"the backtest's forecast error from the largest budget {fmt_flops(top)} out to "
+                     f"{fmt_flops(seen.budget)}")
+    return (f"the model choice alone leaves the interval at {fmt_flops(seen.budget)} {fmt_width(floor)} wide"
+            + (f" ({'; '.join(parts)})" if parts else "") + f", {why}: no run this design can score narrows that "
+            f"part (params_ci_with_model against params_ci in analysis.json's table; docs/design.md)")
+
+
 def choose_batch(sim: Simulator, existing: dict, candidates: Sequence[Candidate], *, width_now: float,
-                 allowance: float, target_width: float | None = None, min_gain: float = 0.05) -> Batch:
+                 allowance: float, target_width: float | None = None, min_gain: float = 0.05,
+                 seen: SeenWidth | None = None) -> Batch:
     """Greedy: the candidate with the largest expected width reduction per FLOP, then the next given it, until
     ``allowance`` FLOPs are spent or ``target_width`` is expected to be reached. ``existing``: {budget:
-    (params, tokens, z)} of the runs so far; ``width_now``: the analysis's relative width at C*."""
+    (params, tokens, z)} of the runs so far; ``width_now``: the width the user sees at C* now.
+
+    ``seen`` (:class:`SeenWidth`): the width the user sees as a batch would leave it; the bootstrap part
+    shrinks by the proxy's ratio, a new budget moves the backtest's widening out. Before anything is chosen,
+    when the model choice alone (the best new budget within the allowance included) leaves the interval wider
+    than ``target_width``, or narrows it by less than ``min_gain``, nothing is planned and the stop says so.
+    Without ``seen`` the width is the bootstrap interval's alone, scaled by the proxy."""
     for c in candidates:
         if c.z is None:
             c.z = sim.noise(len(c.params))
@@ -241,21 +361,40 @@ def choose_batch(sim: Simulator, existing: dict, candidates: Sequence[Candidate]
     steps = []
     spent, proxy = 0.0, proxy_now
     pool = [c for c in candidates if c.flops <= allowance]
+    top_now = seen.top if seen is not None else 0.0
 
-    def expected(p):
-        if np.isfinite(proxy_now) and proxy_now > 0 and np.isfinite(p):
+    def top_of(cs):
+        return max([top_now] + [c.budget for c in cs])
+
+    def expected(p, cs):
+        if not np.isfinite(p):
+            return float("inf")
+        if np.isfinite(proxy_now) and proxy_now > 0:
+            if seen is not None:
+                return seen(p / proxy_now, top_of(cs))
             return _rel_width(_log_width(width_now) * p / proxy_now)
-        return _rel_width(p) if np.isfinite(p) else float("inf")
+        return _rel_width(p)
 
+    def log_w(p, cs):
+        return min(_log_width(expected(p, cs)), 1e3)
+
+    floor = None
+    if seen is not None:
+        top = top_of(pool)
+        floor = seen.floor(top)
+        why = _model_stop(seen, top, floor, width_now, target_width, min_gain)
+        if why:
+            return Batch([], width_now, width_now, proxy_now, proxy_now, 0.0, allowance, stop=why, model_floor=floor)
     while pool:
-        if target_width is not None and expected(proxy) <= target_width:
+        if target_width is not None and expected(proxy, chosen) <= target_width:
             break
         best, best_score, best_p = None, 0.0, proxy
+        here = log_w(proxy, chosen)
         for c in pool:
             if spent + c.flops > allowance:
                 continue
             p = sim.width(_groups(existing, chosen + [c]))
-            gain = (min(proxy, 1e3) - min(p, 1e3)) / c.flops
+            gain = (here - log_w(p, chosen + [c])) / c.flops
             if gain > best_score:
                 best, best_score, best_p = c, gain, p
         if best is None:
@@ -264,9 +403,10 @@ def choose_batch(sim: Simulator, existing: dict, candidates: Sequence[Candidate]
         pool.remove(best)
         spent += best.flops
         proxy = best_p
-        steps.append((best.label, best.flops, expected(proxy)))
-    after = expected(proxy)
-    batch = Batch(chosen, width_now, after, proxy_now, proxy, spent, allowance, steps=steps)
+        steps.append((best.label, best.flops, expected(proxy, chosen)))
+    after = expected(proxy, chosen)
+    batch = Batch(chosen, width_now, after, proxy_now, proxy, spent, allowance, steps=steps,
+                  model_floor=None if seen is None else seen.floor(top_of(chosen)))
     if not chosen:
         batch.stop = (f"no candidate run fits the allowance of {allowance:.3g} FLOPs and narrows the interval"
                       if pool or not candidates else
@@ -301,9 +441,16 @@ def existing_groups(sim: Simulator, budgets, params, tokens) -> dict:
             for b in np.unique(budgets)}
 
 
-def outcome(design: dict, analysis: dict) -> dict | None:
+def seen_width(row: Mapping) -> float | None:
+    """The width of the interval a user sees on a table row: ``params_ci_with_model``, else ``params_ci``."""
+    return width_of(row.get("params_ci_with_model") or row.get("params_ci"))
+
+
+def outcome(design: dict, analysis: dict, runs: Sequence[Mapping] = (), seed: int = 0) -> dict | None:
     """What the last batch of a sequential design bought: its expected width at C* and the width the analysis
-    of its runs gives (``ff-analyze`` records it as analysis.json's ``design``)."""
+    of its runs gives (``width``: the interval the user sees; ``bootstrap_width``: params_ci's), and every
+    forecast a batch pre-registered, scored on that batch's runs at its budget (``forecast_checks``;
+    :func:`score_checks`). ``ff-analyze`` records it as analysis.json's ``design``."""
     from flops_fit.analysis.predict import predict
 
     batches = [b for b in design.get("batches") or [] if b.get("runs")]
@@ -314,8 +461,30 @@ def outcome(design: dict, analysis: dict) -> dict | None:
         row = predict(analysis, float(design["target_budget"]))
     except FlopsFitError:
         return None
-    actual = width_of(row.get("params_ci"))
     return {"batch": last["batch"], "target_budget": float(design["target_budget"]),
             "target_width": design.get("target_width"), "width_before": last.get("width_before"),
-            "expected_width": last.get("expected_width"), "width": actual, "params": row.get("params"),
-            "params_ci": row.get("params_ci")}
+            "expected_width": last.get("expected_width"), "width": seen_width(row),
+            "bootstrap_width": width_of(row.get("params_ci")), "params": row.get("params"),
+            "params_ci": row.get("params_ci"), "params_ci_with_model": row.get("params_ci_with_model"),
+            "forecast_checks": score_checks(design, runs, seed=seed)}
+
+
+def score_checks(design: Mapping, runs: Sequence[Mapping], seed: int = 0) -> list[dict]:
+    """Each forecast a batch of the design pre-registered (its new budget's IsoFLOP, the forecast check),
+    scored by :func:`flops_fit.analysis.forecast_check.score` on that batch's runs at that budget, as
+    ``ff-analyze`` scores a ``forecast_from`` plan's; a check whose runs cannot be scored yet says why."""
+    from flops_fit.analysis.forecast_check import score
+
+    out = []
+    for b in design.get("batches") or []:
+        for block in b.get("forecast_checks") or []:
+            mine = [r for r in runs if r.get("id") in set(block.get("runs") or [])]
+            try:
+                scored = score(block, mine, seed=seed)
+            except FlopsFitError as e:
+                scored = {"budget": float(block["budget"]), "factor": block.get("factor"),
+                          "registered": block.get("registered"), "source_run_dir": block.get("source_run_dir"),
+                          "n_runs": sum(r.get("status") == "completed" for r in mine),
+                          "summary": f"not scored yet: {e}"}
+            out.append({"batch": b["batch"], **scored})
+    return out

@@ -129,10 +129,14 @@ SCHEMA: dict = {
     "input": None,
     # a sequential design's run_dir (plan.json with design): what its last batch bought (analysis/design.outcome)
     "design": {"batch": None, "target_budget": None, "target_width": None, "width_before": None,
-               "expected_width": None, "width": None, "params": None, "params_ci": _CI},
+               "expected_width": None, "width": None, "bootstrap_width": None, "params": None, "params_ci": _CI,
+               "params_ci_with_model": _CI, "forecast_checks": []},  # filled in below
     "points": [{"id": None, "status": None, "budget": None, "params": None, "non_embedding_params": None,
                 "tokens": None, "flops": None, "loss": None}],
 }
+
+# each forecast check a sequential design's batch registered (a new budget), scored as a forecast_from check is
+SCHEMA["design"]["forecast_checks"] = [{"batch": None, **SCHEMA["forecast_check"]}]
 
 # always present in what run_analysis returns
 REQUIRED = ("schema_version", "created", "params_kind", "data_unit", "n_runs", "n_used", "excluded_runs",
