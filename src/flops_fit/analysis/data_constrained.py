@@ -100,21 +100,16 @@ class DataConstrainedLaw:
 
     def compute_for_loss(self, loss, U, flops_per_token_coeff: float = SIX_ND, *, hi: float = 1e40) -> float:
         """The least budget whose data-constrained optimum with U unique tokens reaches ``loss`` (inf if none)."""
+        from scipy.optimize import brentq
+
         k = float(flops_per_token_coeff)
         f = lambda lc: self.optimum(np.exp(lc), U, k).loss - loss  # noqa: E731  (decreasing in C)
-        lo_c = np.log(1.0)
-        hi_c = np.log(hi)
+        lo_c, hi_c = 0.0, float(np.log(hi))
         if f(hi_c) > 0:
             return float("inf")
-        for _ in range(100):
-            mid = 0.5 * (lo_c + hi_c)
-            if f(mid) > 0:
-                lo_c = mid
-            else:
-                hi_c = mid
-            if hi_c - lo_c < 1e-7:
-                break
-        return float(np.exp(hi_c))
+        if f(lo_c) <= 0:
+            return 1.0
+        return float(np.exp(brentq(f, lo_c, hi_c, xtol=1e-7)))
 
     def doubling_saves(self, C, U, flops_per_token_coeff: float = SIX_ND) -> float:
         """The fraction of C that twice the unique data would save for the same loss: 1 - C2 / C, where the
