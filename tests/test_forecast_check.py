@@ -81,6 +81,21 @@ def test_realised_optimum_is_exact_on_the_chinchilla_curve():
         realised_optimum(N[:2], L[:2])
 
 
+def test_the_realised_optimum_uses_the_curve_shape_that_fits_the_check_best():
+    C = 1e21
+    runs = _check_runs(TRUTH, C, TRUTH.n_opt(C) * 1.5, points=5)
+    N = np.array([r["params"] for r in runs])
+    L = np.array([r["loss"] for r in runs])
+    wrong = {"alpha": 1.19, "beta": 0.44, "from": "parametric"}  # a poorly identified surface's shape
+    right = {"alpha": TRUTH.alpha, "beta": TRUTH.beta, "from": "isoflop_vp"}
+    alone = realised_optimum(N, L, wrong, n_boot=50)
+    assert abs(alone["params"] / TRUTH.n_opt(C) - 1) > 0.05
+    both = realised_optimum(N, L, [wrong, right], n_boot=50)
+    assert both["params"] == pytest.approx(TRUTH.n_opt(C), rel=1e-6)
+    assert both["curve"]["from"] == "isoflop_vp" and "best fit of its 2 shapes" in both["method"]
+    assert realised_optimum(N, L, [right, wrong], n_boot=50)["params"] == pytest.approx(TRUTH.n_opt(C), rel=1e-6)
+
+
 def test_three_runs_leave_the_realised_optimum_without_an_interval():
     # a parabola through 3 runs fits them exactly: no residual is left to bootstrap, so there is no interval
     # (the residual bootstrap drew a zero-width one, which counted any forecast off the vertex as outside it)

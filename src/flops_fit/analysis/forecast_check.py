@@ -9,10 +9,13 @@ anything trains: the table's row and every approach's own row at ``budget`` (int
 IsoFLOP at that budget, with its own uncertainty, against each forecast. The realised optimum is the
 minimum of a Chinchilla-shaped curve through the runs,
 
-    L(N) = e + a N^-alpha + b N^beta      (alpha, beta: the source sweep's surface, else approach 2b)
+    L(N) = e + a N^-alpha + b N^beta      (alpha, beta: the source sweep's surface's or approach 2b's)
 
-which is linear in (e, a, b) and exact on a Chinchilla surface; without approach 2b it is a parabola in
-log N. Its interval comes from a residual bootstrap of that fit (residuals rescaled for the fitted
+which is linear in (e, a, b) and exact on a Chinchilla surface. Of the two shapes, the one that fits the
+check's runs best is used (each has the same three free coefficients; on a real Llama check the surface's
+poorly identified alpha = 1.19 put the minimum at 139K parameters where 2b's shape, which fits the runs
+better, puts it at 184K and the parabola at 172K). Without either, or with fewer than 4 sizes, it is a
+parabola in log N. Its interval comes from a residual bootstrap of that fit (residuals rescaled for the fitted
 parameters). A run set whose minimum is not inside the sampled sizes is reported as such: the
 forecast then cannot be scored, only bounded.
 """
@@ -45,15 +48,17 @@ def preregister(analysis: Mapping, budget: float, *, factor: float | None = None
             "table": f["table"], "approaches": f["approaches"]}
 
 
-def _exponents(analysis: Mapping) -> dict | None:
-    """The curve shape for the check's own minimum: the surface's exponents (approach 3, identified by every
-    run of the sweep), else approach 2b's (shared by its per-budget curves, less well identified)."""
+def _exponents(analysis: Mapping) -> list[dict]:
+    """The curve shapes for the check's own minimum: the surface's exponents (approach 3, identified by every
+    run of the sweep) and approach 2b's (shared by its per-budget curves), each where it fitted;
+    :func:`realised_optimum` takes the one that fits the check's runs best."""
     fits = analysis.get("fits") or {}
+    out = []
     for name in ("parametric", "isoflop_vp"):
         f = fits.get(name) or {}
         if f.get("status") == "ok" and f.get("alpha") and f.get("beta") and 0 < f["alpha"] < 5 and 0 < f["beta"] < 5:
-            return {"alpha": float(f["alpha"]), "beta": float(f["beta"]), "from": name}
-    return None
+            out.append({"alpha": float(f["alpha"]), "beta": float(f["beta"]), "from": name})
+    return out
 
 
 def _chinchilla_curves(N, Y, alpha, beta):
@@ -82,9 +87,10 @@ def _parabolas(N, Y):
     return c, X @ c, n_opt, l_opt
 
 
-def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95, n_boot: int = N_BOOT,
-                     seed: int = 0) -> dict:
-    """The IsoFLOP's own minimum (N, L) with ``ci`` intervals from a residual bootstrap."""
+def realised_optimum(N, L, exponents=None, *, ci: float = 0.95, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """The IsoFLOP's own minimum (N, L) with ``ci`` intervals from a residual bootstrap. ``exponents``: a curve
+    shape ``{"alpha", "beta"}`` or a list of them (the best fit of the runs is used); none, or fewer than 4
+    sizes: a parabola in log N."""
     N = np.asarray(N, dtype=float)
     L = np.asarray(L, dtype=float)
     sizes = np.unique(np.round(N, 6)).size
@@ -92,12 +98,19 @@ def realised_optimum(N, L, exponents: Mapping | None = None, *, ci: float = 0.95
         raise FlopsFitError(f"the forecast check has {sizes} model size(s) with a completed run; its optimum needs 3 "
                             f"or more (train the rest of its plan with ff-train)")
     parabola = _parabolas(N, L)
-    if exponents and sizes >= 4:
-        al, be = float(exponents["alpha"]), float(exponents["beta"])
+    shapes = [exponents] if isinstance(exponents, Mapping) else list(exponents or [])
+    if shapes and sizes >= 4:
+        # each shape has the same 3 free coefficients: the one whose curve fits these runs best measures their minimum
+        sse = [float(np.sum((L - _chinchilla_curves(N, L, float(e["alpha"]), float(e["beta"]))[1]) ** 2))
+               for e in shapes]
+        shape = shapes[int(np.argmin(sse))]
+        al, be = float(shape["alpha"]), float(shape["beta"])
         coef, pred, n_opt, l_opt = _chinchilla_curves(N, L, al, be)
-        curve = {"kind": "chinchilla", "coef": [float(c) for c in coef], "alpha": al, "beta": be}
+        curve = {"kind": "chinchilla", "coef": [float(c) for c in coef], "alpha": al, "beta": be,
+                 "from": shape.get("from")}
         method = (f"Chinchilla-shaped curve (alpha={al:.3f}, beta={be:.3f} from the source's "
-                  f"{exponents.get('from', 'fit')})")
+                  f"{shape.get('from', 'fit')}" + (f", the best fit of its {len(shapes)} shapes" if len(shapes) > 1
+                                                   else "") + ")")
 
         def refit(Y):
             return _chinchilla_curves(N, Y, al, be)[2:]
