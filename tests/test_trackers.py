@@ -242,3 +242,39 @@ def test_a_tracker_that_is_not_installed_is_one_line_naming_the_extra(tmp_path, 
         from flops_fit.trackers import check_logger
 
         check_logger({"name": "neptune"})
+
+
+# ------------------------------------------------------------------------------------------ find_optimal(logger=)
+
+
+@pytest.mark.slow
+def test_find_optimal_logger_sends_runs_analysis_and_figures_to_the_tracker(tmp_path):
+    pytest.importorskip("tensorboard")
+    import torch
+
+    import flops_fit
+
+    class Net(torch.nn.Module):
+        def __init__(self, width: int):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.ReLU(), torch.nn.Linear(width, 4))
+
+        def forward(self, x):
+            return self.body(x)
+
+    run = tmp_path / "objects"
+    flops_fit.find_optimal(model_cls=Net, model_size_param="width", compute_budgets=[1e9, 3e9, 1e10, 3e10],
+                           mode="mock", output_dir=run, logger="tensorboard", bootstrap=0)
+    logs = run / "logs" / "tensorboard"
+    runs = {p.stem for p in (run / "runs").glob("*.json")}
+    assert runs and {p.name for p in logs.iterdir()} == runs | {"analysis", "plots"}
+
+    config = tmp_path / "config"
+    flops_fit.find_optimal(run_dir=str(config), model="gpt", budgets=[1e17, 3e17, 1e18], trainer="mock",
+                           plot=False, logger="tensorboard", bootstrap=0)
+    runs = {p.stem for p in (config / "runs").glob("*.json")}
+    assert runs and {p.name for p in (config / "logs" / "tensorboard").iterdir()} == runs | {"analysis"}
+
+    with pytest.raises(FlopsFitError, match="logger='tensorbored' is not a tracker.*tensorboard"):
+        flops_fit.find_optimal(run_dir=str(tmp_path / "bad"), model="gpt", trainer="mock", logger="tensorbored")
+    assert not (tmp_path / "bad").exists()

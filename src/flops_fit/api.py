@@ -180,6 +180,7 @@ def find_optimal(
     target_width: float | None = None,
     max_flops: float | None = None,
     target_budget: float | None = None,
+    logger: str | None = None,
     **options: Any,
 ) -> Result:
     """Plan, train, analyze (and plot) a scaling-law study; returns a :class:`Result`.
@@ -204,6 +205,9 @@ def find_optimal(
 
     ``train=False`` plans only (and analyzes whatever runs the directory already holds).
 
+    ``logger``: an experiment tracker for every run, the analysis and the figures (``"tensorboard"``,
+    ``"mlflow"``, ``"wandb"``; the CLI's ``logger=``; README, Experiment trackers). Default: none.
+
     A sequential design (config form, docs/design.md): ``target_width`` (the N_opt interval's width hi / lo - 1
     at ``target_budget``, default the table's largest row) and/or ``max_flops`` (the whole study's FLOPs)
     make the planned grid the first batch; then train, analyze and ``ff-plan next_from=`` alternate until the
@@ -211,6 +215,7 @@ def find_optimal(
     the same ``run_dir`` after a kill, it resumes: completed runs are not trained again.
     """
     objects = model_cls is not None
+    logged = _logger_overrides(logger)
     design = {k: float(v) for k, v in (("target_width", target_width), ("max_total_flops", max_flops),
                                        ("target_budget", target_budget)) if v is not None}
     if design and (objects or not train):
@@ -229,7 +234,8 @@ def find_optimal(
         return _find_optimal_objects(
             model_cls, model_size_param, dataset, loss_fn, compute_budgets, mode or "mock", output_dir, train,
             model_kwargs=model_kwargs, eval_dataset=eval_dataset, size_range=size_range, data_unit=data_unit,
-            size_multiple=size_multiple, tie=tie, plot=plot, options=options, unique_units=unique_units)
+            size_multiple=size_multiple, tie=tie, plot=plot, options=options, unique_units=unique_units,
+            logged=logged)
     stray = [k for k, v in (("model_size_param", model_size_param), ("loss_fn", loss_fn),
                             ("model_kwargs", model_kwargs), ("eval_dataset", eval_dataset),
                             ("size_range", size_range), ("size_multiple", size_multiple), ("tie", tie),
@@ -253,8 +259,22 @@ def find_optimal(
         plan_overrides = [*plan_overrides, f"dataset.unique_units={int(unique_units)}"]
     return _find_optimal_configs(
         run_dir or "outputs/find_optimal", model=model, dataset=dataset, budgets=budgets, trainer=trainer,
-        plan_overrides=plan_overrides, train_overrides=train_overrides, analyze_overrides=analyze_overrides,
+        plan_overrides=plan_overrides, train_overrides=[*train_overrides, *logged],
+        analyze_overrides=[*analyze_overrides, *logged],
         train=train, plot=plot, options=options, design=design)
+
+
+def _logger_overrides(logger: str | None) -> list[str]:
+    """``["logger=<name>"]`` for find_optimal's ``logger=`` (checked against the conf/logger group), or []."""
+    if logger is None:
+        return []
+    from flops_fit.config.compose import group_options
+
+    known = group_options("logger")
+    if logger not in known:
+        raise FlopsFitError(f"logger={logger!r} is not a tracker flops-fit knows; use one of {', '.join(known)} "
+                            f"(README, Experiment trackers)")
+    return [f"logger={logger}"]
 
 
 def _check_mode(mode: str) -> str:
@@ -384,12 +404,13 @@ def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool
     from flops_fit.config.compose import compose
 
     analysis = stages.analyze(compose("analyze", [f"run_dir={run_dir}", *analyze_overrides]))
+    logged = [o for o in analyze_overrides if o.split("=", 1)[0] in ("logger", "+logger")]  # the figures go there too
     if not analysis.get("table"):
         from flops_fit.analysis.summary import no_table_message
 
         _warn_user(f"flops-fit: {no_table_message(NO_TABLE_WHY)}")
     if plot:
-        stages.plot(compose("plot", [f"run_dir={run_dir}"]))
+        stages.plot(compose("plot", [f"run_dir={run_dir}", *logged]))
     return Result(run_dir=str(run_dir), analysis=analysis)
 
 
@@ -408,7 +429,7 @@ def _as_data_source(dataset: Any, eval_dataset: Any, data_unit: str | None, seed
 
 def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budgets, mode, output_dir, train, *,
                           model_kwargs, eval_dataset, size_range, data_unit, plot, options, size_multiple=None,
-                          tie=None, unique_units=None) -> Result:
+                          tie=None, unique_units=None, logged=()) -> Result:
     from flops_fit import stages
     from flops_fit.config.compose import compose
     from flops_fit.models import ModelSpec
@@ -439,11 +460,11 @@ def _find_optimal_objects(model_cls, size_param, dataset, loss_fn, compute_budge
     plan_ov = [f"run_dir={run_dir}", *_dotted("grid", routed["grid"]), *_dotted("", routed["plan"])]
     plan_nodes = {"budgets": {"name": "custom", "values": [float(b) for b in compute_budgets]}}
     _warn_plan(stages.plan(compose("plan", plan_ov, plan_nodes), model=spec, data=data))
-    train_overrides = [f"trainer={mode}", *_dotted("trainer", routed["trainer"])]
+    train_overrides = [f"trainer={mode}", *_dotted("trainer", routed["trainer"]), *logged]
     if train:
         train_cfg = compose("train", [f"run_dir={run_dir}", *train_overrides])
         stages.train(train_cfg, model=spec, data=data, loss_fn=loss_fn)
-    result = _analyze_and_plot(run_dir, _dotted("", routed["analyze"]), plot)
+    result = _analyze_and_plot(run_dir, [*_dotted("", routed["analyze"]), *logged], plot)
     result._objects = {"model": spec, "data": data, "loss_fn": loss_fn, "train_overrides": train_overrides}
     return result
 

@@ -125,7 +125,7 @@ class AnalyzeSettings:
     # approach 3: sse | huber | sse_log | huber_log (Chinchilla's); evidence in docs/analysis-evidence.md
     objective: str = "sse"
     engine: str = "vp"  # vp (variable projection) | lbfgs (the 4500-start 5-D fit)
-    table_source: str = "auto"  # auto (F-test: one surface, else per-budget curves) | isoflop | isoflop_vp | parametric
+    table_source: str = "auto"  # auto (the approach that forecasts the sweep's own larger budgets best: docs/forecasts.md) | isoflop | isoflop_vp | parametric
     # the unique data to read the table for (default: the plan's); past one epoch the table gives the
     # data-constrained optimum (docs/data-constrained.md)
     unique_tokens: Optional[float] = None
