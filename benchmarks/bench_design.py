@@ -13,10 +13,11 @@ trainer's noise (L (1 + noise z)) and every analysis ``run_analysis`` with the b
   in log FLOPs) until its interval is as narrow as the sequential design's; reported as the FLOPs it needs.
 
 Surfaces: Chinchilla-like (alpha 0.34, beta 0.28), asymmetric (alpha 0.25, beta 0.45), noisy (4x the noise), an
-off-centre prior (grids centred 4x below the true optimum). Width: hi / lo - 1 of the table's
-params_ci at C*; error: |N_opt / truth - 1|; coverage: the interval holds the truth.
+off-centre prior (grids centred 4x below the true optimum). Width: hi / lo - 1 of the interval the user sees at
+C* (the table's params_ci_with_model, else params_ci; what the design targets); error: |N_opt / truth - 1|;
+coverage: that interval holds the truth ("boot cov": the bootstrap's params_ci alone does).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_design.py [--seeds 20] [--workers 2]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_design.py [--seeds 20] [--workers 2] [--bootstrap 200]
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from flops_fit.analysis import predict, run_analysis  # noqa: E402
-from flops_fit.analysis.design import (Candidate, Design, Simulator, candidate_layouts, choose_batch,  # noqa: E402
-                                       existing_groups, residual_sigma, surface_draws, width_of)
+from flops_fit.analysis.design import (Candidate, Design, SeenWidth, Simulator, candidate_layouts,  # noqa: E402
+                                       choose_batch, existing_groups, residual_sigma, seen_width, surface_draws)
 from flops_fit.law import ChinchillaLaw  # noqa: E402
+from flops_fit.settings import AnalyzeSettings  # noqa: E402
 
 HOFFMANN = ChinchillaLaw(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 
@@ -56,15 +58,18 @@ SURFACES = {  # name: (truth, noise, prior offset: grid centre / prior's N)
 }
 SEED_BUDGETS = (1e17, 4e17, 1.6e18)
 TARGET = 1e20  # C*
-BOOTSTRAP = 50
+# ff-analyze's own default: a 95% percentile interval's tails need it (at 50 replicates each tail is read off
+# 1-2 of them, and the sequential design's intervals covered 80-90% on the Chinchilla-like surface)
+BOOTSTRAP = AnalyzeSettings.bootstrap
 MAX_FACTOR = 64.0  # the sequential design's FLOP cap, x the seed grid's
 
 
 class Study:
     """Runs drawn from one truth with one noise stream."""
 
-    def __init__(self, truth, noise, seed):
+    def __init__(self, truth, noise, seed, bootstrap=BOOTSTRAP):
         self.truth, self.noise, self.rng, self.runs = truth, noise, np.random.default_rng(seed), []
+        self.bootstrap = int(bootstrap)
 
     def add(self, C, N):
         for n in np.atleast_1d(N):
@@ -78,9 +83,9 @@ class Study:
         return sum(r["flops"] for r in self.runs)
 
     def analyze(self, seed):
-        a = run_analysis(self.runs, n_bootstrap=BOOTSTRAP, seed=seed, table_budgets=[TARGET], table_max_budget=TARGET)
+        a = run_analysis(self.runs, n_bootstrap=self.bootstrap, seed=seed, table_budgets=[TARGET], table_max_budget=TARGET)
         row = predict(a, TARGET)
-        return a, row, width_of(row.get("params_ci"))
+        return a, row, seen_width(row)
 
 
 def grid(study, budgets, points, span, offset):
@@ -104,8 +109,8 @@ def candidates(analysis, runs, design):
     return out
 
 
-def sequential(truth, noise, offset, seed):
-    study = Study(truth, noise, seed)
+def sequential(truth, noise, offset, seed, bootstrap=BOOTSTRAP):
+    study = Study(truth, noise, seed, bootstrap)
     grid(study, SEED_BUDGETS, 5, 4.0, offset)
     seed_flops = study.flops
     a, row, w = study.analyze(seed)
@@ -121,7 +126,7 @@ def sequential(truth, noise, offset, seed):
                                    [r["tokens"] for r in runs])
         allowance = min(study.flops, MAX_FACTOR * seed_flops - study.flops)
         batch = choose_batch(sim, existing, candidates(a, runs, design), width_now=w, allowance=allowance,
-                             target_width=target, min_gain=design.min_gain)
+                             target_width=target, min_gain=design.min_gain, seen=SeenWidth(a["table_model"], TARGET))
         if batch.stop:
             stop = batch.stop
             break
@@ -140,8 +145,8 @@ def fixed_budgets(top):
     return sorted(out)
 
 
-def fixed(truth, noise, offset, seed, top):
-    study = Study(truth, noise, 10_000 + seed)
+def fixed(truth, noise, offset, seed, top, bootstrap=BOOTSTRAP):
+    study = Study(truth, noise, 10_000 + seed, bootstrap)
     grid(study, fixed_budgets(top), 7, 4.0, offset)
     _, row, w = study.analyze(seed)
     return study.flops, row, w
@@ -157,17 +162,17 @@ def top_for(flops):
 
 
 def one(args):
-    name, seed = args
+    name, seed, bootstrap = args
     truth, noise, offset = SURFACES[name]
     n0 = float(truth.n_opt(TARGET))
     t0 = time.perf_counter()
-    f_seq, row_seq, w_seq, batches, stop = sequential(truth, noise, offset, seed)
-    f_same, row_same, w_same = fixed(truth, noise, offset, seed, top_for(f_seq))
+    f_seq, row_seq, w_seq, batches, stop = sequential(truth, noise, offset, seed, bootstrap)
+    f_same, row_same, w_same = fixed(truth, noise, offset, seed, top_for(f_seq), bootstrap)
     # the fixed grid's FLOPs for the sequential design's width: double its largest budget until it gets there
     top, prev = SEED_BUDGETS[0] * 4, None
     need = float("nan")
     while 7 * sum(fixed_budgets(top)) <= 64 * f_seq:
-        f, _, w = fixed(truth, noise, offset, seed, top)
+        f, _, w = fixed(truth, noise, offset, seed, top, bootstrap)
         if w <= w_seq:
             if prev is None:
                 need = f
@@ -177,11 +182,19 @@ def one(args):
                 need = float(np.exp(np.log(f0) + t * (np.log(f1) - np.log(f0))))
             break
         prev, top = (f, w), top * 2
-    hit = lambda row: bool(row.get("params_ci") and row["params_ci"][0] <= n0 <= row["params_ci"][1])  # noqa: E731
+    def hit(row, key="params_ci_with_model"):
+        iv = row.get(key) or row.get("params_ci")
+        return bool(iv and iv[0] <= n0 <= iv[1])
+
     return {"surface": name, "seed": seed, "flops_seq": f_seq, "width_seq": w_seq, "err_seq": abs(row_seq["params"] / n0 - 1),
-            "cov_seq": hit(row_seq), "batches": batches, "stop": stop, "width_same": w_same,
+            "cov_seq": hit(row_seq), "boot_cov_seq": hit(row_seq, "params_ci"), "batches": batches, "stop": stop,
+            "width_same": w_same,
             "err_same": abs(row_same["params"] / n0 - 1), "cov_same": hit(row_same), "flops_need": need,
             "seconds": time.perf_counter() - t0}
+
+
+def _stop_kind(stop: str) -> str:
+    return next((k for k in ("model choice alone", "min_gain", "allowance") if k in stop), "other")
 
 
 def main(argv=None):
@@ -189,14 +202,16 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--surfaces", nargs="+", default=list(SURFACES))
+    ap.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help="replicates per analysis (ff-analyze's default)")
+    ap.add_argument("--first-seed", type=int, default=0)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    jobs = [(s, k) for s in args.surfaces for k in range(args.seeds)]
+    jobs = [(s, k, args.bootstrap) for s in args.surfaces for k in range(args.first_seed, args.first_seed + args.seeds)]
     with Pool(args.workers) as pool:
         res = pool.map(one, jobs, chunksize=1)
-    print(f"{args.seeds} seeds per surface, bootstrap {BOOTSTRAP}, C* = {TARGET:.0e} FLOPs, target: half the seed "
-          f"grid's width; width = hi / lo - 1 of the 95% params_ci")
-    print(f"{'surface':<12}{'seq FLOPs':>11}{'width':>8}{'err':>7}{'cov':>6}{'batches':>8}"
+    print(f"{args.seeds} seeds per surface, bootstrap {args.bootstrap}, C* = {TARGET:.0e} FLOPs, target: half the seed "
+          f"grid's width; width = hi / lo - 1 of the 95% params_ci_with_model (else params_ci)")
+    print(f"{'surface':<12}{'seq FLOPs':>11}{'width':>8}{'err':>7}{'cov':>6}{'boot cov':>9}{'batches':>8}"
           f"{'| fixed same FLOPs: width':>26}{'err':>7}{'cov':>6}{'| fixed FLOPs for same width':>29}{'ratio':>7}")
     ratios = []
     for name in args.surfaces:
@@ -205,12 +220,14 @@ def main(argv=None):
         ratio = [x["flops_seq"] / x["flops_need"] for x in r]
         ratios += ratio
         print(f"{name:<12}{med('flops_seq'):>11.2e}{med('width_seq'):>8.1%}{med('err_seq'):>7.1%}"
-              f"{np.mean([x['cov_seq'] for x in r]):>6.0%}{med('batches'):>8.0f}{med('width_same'):>26.1%}"
+              f"{np.mean([x['cov_seq'] for x in r]):>6.0%}{np.mean([x['boot_cov_seq'] for x in r]):>9.0%}"
+              f"{med('batches'):>8.0f}{med('width_same'):>26.1%}"
               f"{med('err_same'):>7.1%}{np.mean([x['cov_same'] for x in r]):>6.0%}{med('flops_need'):>29.2e}"
               f"{float(np.nanmedian(ratio)):>7.0%}")
         stops = [x["stop"] for x in r if x["stop"]]
-        if stops:
-            print(f"  {len(stops)} of {len(r)} stopped before the target: {stops[0]}")
+        for kind in sorted({_stop_kind(x) for x in stops}):
+            same = [x for x in stops if _stop_kind(x) == kind]
+            print(f"  {len(same)} of {len(r)} stopped before the target: {same[0]}")
         unreached = sum(np.isnan(x["flops_need"]) for x in r)
         if unreached:
             print(f"  {unreached} of {len(r)}: the fixed grid did not reach the width within 64x the FLOPs")
