@@ -117,7 +117,8 @@ SCHEMA: dict = {
     # a forecast check's run_dir (plan.json with forecast_check): stages.analyze writes this instead of the fits
     "forecast_check": {"budget": None, "factor": None, "registered": None, "source_run_dir": None, "n_runs": None,
                        "summary": None,
-                       "realised": {"method": None, "curve": {"kind": None, "coef": None, "alpha": None, "beta": None},
+                       "realised": {"method": None,
+                                    "curve": {"kind": None, "coef": None, "alpha": None, "beta": None, "from": None},
                                     "params": None, "loss": None, "interior": None, "params_ci": _CI, "loss_ci": _CI,
                                     "parabola_params": None, "parabola_loss": None, "best_run_params": None,
                                     "best_run_loss": None, "params_min": None, "params_max": None, "n_runs": None,
