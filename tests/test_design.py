@@ -257,6 +257,7 @@ def test_a_new_budget_the_design_buys_is_a_forecast_check_that_ff_analyze_scores
     run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
     out = run_cli("ff-analyze", f"run_dir={run}", "bootstrap=30", "table_max_budget=1e21", cwd=REPO).stdout
     assert "forecast check at 4e+19 FLOPs: realised optimum" in out, out
+    assert "design: batch 1 took the N_opt(1e+21 FLOPs) interval's width from" in out and "the bootstrap's" in out
     (scored,) = json.loads((run / "analysis.json").read_text())["design"]["forecast_checks"]
     assert scored["batch"] == batch["batch"] and scored["n_runs"] == len(check["runs"])
     assert scored["realised"]["interior"] and scored["forecasts"][0]["forecast"] == "table"

@@ -16,7 +16,9 @@ def _task(cfg: dict) -> None:
 
         print(f"design: batch {bought['batch']} took the N_opt({bought['target_budget']:.2g} FLOPs) interval's width from "
               f"{fmt_width(bought['width_before'])} to {fmt_width(bought['width'])} "
-              f"(expected {fmt_width(bought['expected_width'])})")
+              + (f"(the bootstrap's {fmt_width(bought['bootstrap_width'])}; " if bought.get("bootstrap_width") is not None
+                 else "(")
+              + f"expected {fmt_width(bought['expected_width'])})")
     for fc in (bought or {}).get("forecast_checks") or []:  # a new budget the design bought: its forecast, scored
         print(f"design: batch {fc['batch']}'s forecast check at {fc['budget']:.2g} FLOPs: {fc['summary']}")
     if not analysis.get("table") and not analysis.get("forecast_check"):
