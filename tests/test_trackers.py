@@ -190,11 +190,13 @@ def test_wandb_offline_runs_hold_every_run_curve_and_the_table(tmp_path):
         logged = found[rid]
         assert logged["exit_code"] == 0 and logged["project"] == "flops-fit" and logged["group"] == "real"
         assert logged["config"]["model.name"] == "gpt" and logged["config"]["run.id"] == rid
-        assert [h["tokens"] for h in logged["history"]] == [h["tokens"] for h in rec["history"]]
-        assert [h["loss"] for h in logged["history"]] == pytest.approx([h["loss"] for h in rec["history"]])
+        curve = [h for h in logged["history"] if "loss" in h]  # a run logged live gets its lr in rows of its own
+        assert [h["tokens"] for h in curve] == [h["tokens"] for h in rec["history"]]
+        assert [h["loss"] for h in curve] == pytest.approx([h["loss"] for h in rec["history"]])
         assert logged["summary"]["final_loss"] == pytest.approx(rec["loss"])
         assert logged["summary"]["tokens_per_s"] == pytest.approx(rec["tokens_per_s"])
-        _check_lr(rec, [h["lr"] for h in logged["history"]])
+        lr = {h["tokens"]: h["lr"] for h in logged["history"] if "lr" in h}
+        _check_lr(rec, [lr[h["tokens"]] for h in rec["history"]])
     # the analysis of a sweep: its table and exponents
     run = tmp_path / "sweep"
     _mock_sweep(run, "none")
@@ -278,3 +280,67 @@ def test_find_optimal_logger_sends_runs_analysis_and_figures_to_the_tracker(tmp_
     with pytest.raises(FlopsFitError, match="logger='tensorbored' is not a tracker.*tensorboard"):
         flops_fit.find_optimal(run_dir=str(tmp_path / "bad"), model="gpt", trainer="mock", logger="tensorbored")
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------------------------------ live
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "mlflow"])
+def test_a_running_run_is_logged_live_from_its_heartbeat_then_completed_by_its_record(tmp_path, logger, monkeypatch):
+    pytest.importorskip(logger)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from flops_fit.trackers import open_tracker
+    from flops_fit.training.track import LiveLog, run_log
+
+    run = tmp_path / "sweep"
+    stages.plan(compose("plan", [f"run_dir={run}", *GPT_TINY, "model.size_range=[8,64]", "budgets.values=[3e8]",
+                                 "grid.points=2", "grid.min_steps=0"]))
+    plan = json.loads((run / "plan.json").read_text())
+    exp = plan["experiments"][0]
+    tracker = open_tracker({"name": logger}, run)
+    beats = run / "runs" / ".heartbeat"
+    beats.mkdir(parents=True)
+    live = LiveLog(beats, tracker, plan, plan["experiments"], trainer="local", note=pytest.fail)
+    curve = [{"tokens": 256 * (i + 1), "flops": 1e6 * (i + 1), "loss": 5.0 - 0.5 * i} for i in range(4)]
+
+    def beat(n):  # what the loop's heartbeat holds after n evaluations
+        (beats / f"{exp['id']}.json").write_text(json.dumps({"id": exp["id"], "history": curve[:n]}))
+
+    def logged():  # {metric: [(step, value)]} of the run, as the tracker's own reader sees it
+        if logger == "tensorboard":
+            from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+            acc = EventAccumulator(str(run / "logs" / "tensorboard" / exp["id"]), size_guidance={"scalars": 0})
+            acc.Reload()
+            return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=(run / "logs" / "mlflow" / "mlruns").as_uri())
+        (r,) = client.search_runs([client.get_experiment_by_name("flops-fit").experiment_id])
+        return {k: sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, k)) for k in r.data.metrics}
+
+    beat(2)
+    live.poll()
+    assert logged()["loss"] == [(256, 5.0), (512, 4.5)]  # there while the run trains
+    beat(3)
+    live.poll()
+    live.poll()  # nothing new: nothing logged twice
+    assert logged()["loss"] == [(256, 5.0), (512, 4.5), (768, 4.0)]
+    record = {**exp, "status": "completed", "trainer": "local", "loss": 3.4, "history": curve, "lr": 1e-3,
+              "steps": 4, "warmup": 1, "tokens": 1024, "tokens_per_s": 100.0, "trainer_settings": {"lr": 1e-3}}
+    tracker.log_run(exp["id"], *run_log(record, plan))  # the record: the last point, the lr, the summary
+    beat(4)
+    live.poll()  # a heartbeat read after the record was logged does not reopen the run
+    tracker.close()
+    got = logged()
+    assert got["loss"] == [(h["tokens"], pytest.approx(h["loss"])) for h in curve]
+    assert [s for s, _ in got["lr"]] == [h["tokens"] for h in curve]
+    assert got["final_loss"] == [(1024, pytest.approx(3.4))]
+    if logger == "mlflow":
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=(run / "logs" / "mlflow" / "mlruns").as_uri())
+        (r,) = client.search_runs([client.get_experiment_by_name("flops-fit").experiment_id])
+        # opened live with the plan's settings; the record added the trainer's (MLflow keeps each parameter once)
+        assert r.info.status == "FINISHED" and r.data.params["run.trainer"] == "local"
+        assert r.data.params["trainer.lr"] == "0.001" and r.data.params["run.status"] == "completed"

@@ -2,7 +2,8 @@
 
 ``logger=none`` (the default) logs nothing. Otherwise ff-train logs every run it records under the
 run's id (its loss curve, learning rate and throughput against the data units seen, its final loss,
-and the plan's settings as parameters), and ff-analyze (and ff-plot) log the compute-optimal table,
+and the plan's settings as parameters; a real run's curve live, as it is measured:
+:class:`flops_fit.training.track.LiveLog`), and ff-analyze (and ff-plot) log the compute-optimal table,
 the fitted exponents and the figures. A tracker's package is imported only when it is chosen;
 each is an optional extra: ``pip install 'flops-fit[tensorboard]'`` (or ``[mlflow]``, ``[wandb]``).
 
@@ -102,23 +103,82 @@ def _png_size(data: bytes) -> tuple[int, int]:
 
 
 class Tracker:
-    """What the stages call. ``points``: dicts with ``step`` (data units seen) and metric values."""
+    """What the stages call. ``points``: dicts with ``step`` (data units seen) and metric values.
+
+    A run is logged either at once (:meth:`log_run`) or live: :meth:`log_points` opens it and adds points as
+    they are measured, and :meth:`log_run` then adds what the record holds beyond them (the remaining points,
+    the learning rate at every point, the settings the record adds, the summary) and closes it. Thread-safe:
+    ff-train's live poller and its main thread share one tracker."""
 
     name = "tracker"
 
     def __init__(self, cfg: dict, save_dir: Path, group: str):
+        import threading
+
         self.cfg, self.save_dir, self.group = cfg, Path(save_dir), group
         self.save_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._live: dict[str, list] = {}  # run id -> [handle, last step logged]
+        self._closed: set[str] = set()  # runs logged in full: a late live point never reopens them
+
+    def log_points(self, run_id: str, params: Mapping[str, Any], points: list[dict]) -> None:
+        """Live: open ``run_id`` (with ``params``) unless open, and log the ``points`` past those it has."""
+        with self._lock:
+            if run_id in self._closed:
+                return
+            live = self._live.get(run_id)
+            if live is None:
+                live = self._live[run_id] = [self._start(run_id, params, "train"), None]
+            new = [p for p in points if live[1] is None or p["step"] > live[1]]
+            if new:
+                self._points(live[0], new)
+                live[1] = max(p["step"] for p in new)
 
     def log_run(self, run_id: str, params: Mapping[str, Any], points: list[dict], summary: Mapping[str, float]) -> None:
+        """The whole run from its record: a run opened live gets only what it lacks."""
+        with self._lock:
+            live = self._live.pop(run_id, None)
+            if live is None:
+                handle, last = self._start(run_id, params, "train"), None
+            else:
+                handle, last = live
+                self._params(handle, params)
+            todo = []
+            for p in points:
+                if last is None or p["step"] > last:
+                    todo.append(p)
+                elif p.get("lr") is not None:  # logged live without the learning rate the record now gives
+                    todo.append({"step": p["step"], "lr": p["lr"]})
+            self._points(handle, todo)
+            self._finish(handle, summary, max((p["step"] for p in points), default=0))
+            self._closed.add(run_id)
+
+    def close(self) -> None:
+        """Close the runs still open live (their records were not written: killed, or failed elsewhere)."""
+        with self._lock:
+            for run_id, (handle, last) in list(self._live.items()):
+                try:
+                    self._finish(handle, {}, last or 0)
+                except Exception:  # noqa: BLE001 - closing never fails a sweep
+                    pass
+            self._live.clear()
+
+    # what each tracker writes: a run handle, settings, points, and the summary that closes it
+    def _start(self, name: str, params: Mapping[str, Any], job_type: str):
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _params(self, handle, params: Mapping[str, Any]) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _points(self, handle, points: list[dict]) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _finish(self, handle, summary: Mapping[str, float], step: int) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def log_analysis(self, params: Mapping[str, Any], table: list[dict], table_text: str,
                      summary: Mapping[str, float], figures: Iterable[Path], name: str = "analysis") -> None:
         raise NotImplementedError  # pragma: no cover - abstract
-
-    def close(self) -> None:
-        pass
 
 
 # ------------------------------------------------------------------------------------------ TensorBoard
@@ -157,17 +217,28 @@ class TensorBoardTracker(Tracker):
 
         return Event(wall_time=time.time(), step=int(step), summary=Summary(value=values))
 
-    def log_run(self, run_id, params, points, summary):
-        w = self._writer(run_id)
+    def _start(self, name, params, job_type):
+        w = self._writer(name)
+        self._params(w, params)
+        return w
+
+    def _params(self, w, params):
+        table = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
+        w.add_event(self._event(0, [self._text("params", "| setting | value |\n|---|---|\n" + table)]))
+        w.flush()
+
+    def _points(self, w, points):
+        for p in points:
+            values = [self._scalar(k, v) for k, v in p.items() if k != "step" and v is not None]
+            if values:
+                w.add_event(self._event(p["step"], values))
+        w.flush()  # seen by a TensorBoard reading the folder now
+
+    def _finish(self, w, summary, step):
         try:
-            table = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
-            w.add_event(self._event(0, [self._text("params", "| setting | value |\n|---|---|\n" + table)]))
-            for p in points:
-                values = [self._scalar(k, v) for k, v in p.items() if k != "step" and v is not None]
-                if values:
-                    w.add_event(self._event(p["step"], values))
-            last = max((p["step"] for p in points), default=0)
-            w.add_event(self._event(last, [self._scalar(k, v) for k, v in summary.items() if v is not None]))
+            values = [self._scalar(k, v) for k, v in summary.items() if v is not None]
+            if values:
+                w.add_event(self._event(step, values))
         finally:
             w.close()
 
@@ -220,18 +291,35 @@ class MLflowTracker(Tracker):
             self.client.log_batch(rid, params=items[i:i + 100])
         return rid
 
-    def log_run(self, run_id, params, points, summary):
+    def _start(self, name, params, job_type):
+        return [self._run(name, params), set(params)]  # MLflow keeps a parameter's first value: add new ones only
+
+    def _params(self, handle, params):
+        from mlflow.entities import Param
+
+        rid, seen = handle
+        items = [Param(str(k)[:250], str(v)[:6000]) for k, v in sorted(params.items()) if k not in seen]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(rid, params=items[i:i + 100])
+        seen.update(params)
+
+    def _points(self, handle, points):
         from mlflow.entities import Metric
 
-        rid = self._run(run_id, params)
         ts = int(time.time() * 1000)
         metrics = [Metric(k, float(v), ts, int(p["step"])) for p in points for k, v in p.items()
                    if k != "step" and v is not None]
-        last = max((p["step"] for p in points), default=0)
-        metrics += [Metric(k, float(v), ts, int(last)) for k, v in summary.items() if v is not None]
         for i in range(0, len(metrics), 1000):
-            self.client.log_batch(rid, metrics=metrics[i:i + 1000])
-        self.client.set_terminated(rid)
+            self.client.log_batch(handle[0], metrics=metrics[i:i + 1000])
+
+    def _finish(self, handle, summary, step):
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), ts, int(step)) for k, v in summary.items() if v is not None]
+        if metrics:
+            self.client.log_batch(handle[0], metrics=metrics)
+        self.client.set_terminated(handle[0])
 
     def log_analysis(self, params, table, table_text, summary, figures, name="analysis"):
         from mlflow.entities import Metric
@@ -259,13 +347,21 @@ class WandbTracker(Tracker):
                           dir=str(self.save_dir), mode=self.cfg["mode"], config=dict(params), reinit="create_new",
                           settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
 
-    def log_run(self, run_id, params, points, summary):
-        run = self._init(run_id, params, "train")
+    def _start(self, name, params, job_type):
+        run = self._init(name, params, job_type)
+        run.define_metric("tokens")
+        run.define_metric("*", step_metric="tokens")
+        return run
+
+    def _params(self, run, params):
+        run.config.update(dict(params), allow_val_change=True)
+
+    def _points(self, run, points):
+        for p in points:
+            run.log({"tokens": p["step"], **{k: v for k, v in p.items() if k != "step" and v is not None}})
+
+    def _finish(self, run, summary, step):
         try:
-            run.define_metric("tokens")
-            run.define_metric("*", step_metric="tokens")
-            for p in points:
-                run.log({"tokens": p["step"], **{k: v for k, v in p.items() if k != "step" and v is not None}})
             for k, v in summary.items():
                 if v is not None:
                     run.summary[k] = v

@@ -5,7 +5,10 @@ written atomically at its start, every :data:`INTERVAL_S` seconds, at each evalu
 checkpoint, and before its final evaluation)::
 
     {id, phase, step, steps, tokens, planned_tokens, loss, tokens_per_s, elapsed_s, checkpoint_step,
-     world_size, host, pid, started, updated, updated_unix}
+     world_size, host, pid, started, updated, updated_unix, history}
+
+(``history``: the held-out loss points measured so far, as the record will hold them; ff-train's tracker
+logs them live from here, :class:`flops_fit.training.track.LiveLog`)
 
 and the sweep deletes it once the run's record is written. :func:`sweep_status` reads the plan,
 the records, the heartbeats and the checkpoint files (never torch) and sorts every planned run
@@ -68,7 +71,7 @@ class Heartbeat:
         write_json(self.path, {**self.base, "phase": phase, "step": int(state.step), "tokens": tokens,
                                "loss": loss, "tokens_per_s": rate, "elapsed_s": elapsed,
                                "checkpoint_step": self.checkpoint_step, "updated": now_iso(),
-                               "updated_unix": time.time()}, compact=True)
+                               "updated_unix": time.time(), "history": list(state.history)}, compact=True)
         self._last = time.monotonic()
 
 

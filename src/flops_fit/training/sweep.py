@@ -125,6 +125,12 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
         from flops_fit.trackers import open_tracker
 
         sweep.track(open_tracker(logger, run_dir), plan)
+    live = None
+    if sweep.tracker is not None and isinstance(train_one, RealTrainer):  # a mock run has no curve to wait for
+        from flops_fit.training.track import LiveLog
+
+        live = LiveLog(rd.runs_dir / ".heartbeat", sweep.tracker, plan, pending, trainer=cfg.kind,
+                       note=bar.write).start()
     try:
         packing = None
         if isinstance(train_one, RealTrainer) and train_one.packable:
@@ -139,6 +145,8 @@ def _train_plan(run_dir, cfg: TrainerConfig, world: distributed.World, *, shard,
             for task in tasks:
                 sweep.task(task)
     finally:
+        if live is not None:
+            live.stop()
         sweep.close()
         bar.close()
     counts["pending_before"] = len(pending)
@@ -315,6 +323,8 @@ class Sweep:
     def close(self) -> None:
         if self.locks:
             self.locks.close()
+        if self.tracker is not None:
+            self.tracker.close()  # runs opened live whose records were never written
 
 
 def _todo(old: dict | None, retry_failed: bool, counts: dict) -> bool:
