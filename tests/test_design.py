@@ -96,7 +96,7 @@ def test_next_from_without_analysis_is_one_line(tmp_path):
                          ([f"next_from={run}", "design.target_width=-1"], "design.target_width=-1"),
                          ([f"next_from={run}", "design.bogus=1"], "bogus"),
                          ([f"next_from={run}", f"refine_from={run}"], "next_from="),
-                         ([f"next_from={wsd}"], "schedule=wsd")):
+                         ([f"next_from={wsd}"], "no analysis.json")):
         proc = run_cli("ff-plan", *args, cwd=REPO, check=False)
         err = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode != 0 and len(err) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -264,3 +264,128 @@ def test_a_new_budget_the_design_buys_is_a_forecast_check_that_ff_analyze_scores
     truth = ChinchillaLaw(**TRUTH).n_opt(4e19)
     assert scored["realised"]["params"] == pytest.approx(truth, rel=0.3)  # the check measured the truth there
     assert scored["forecasts"][0]["params"] == check["table"]["params"]  # scored the forecast registered before
+
+
+# schedule=wsd: every candidate is a new size, a new trunk of its own (ff-train does not extend a trained trunk),
+# costed by what it adds to the sweep (planning.sweep_flops counts a trunk once)
+
+WSD_PLAN = [*PLAN, "schedule=wsd", "model.size_multiple=256"]  # coarse sizes: some candidates fall on a trunk's
+
+
+@pytest.fixture(scope="module")
+def wsd_seeded(tmp_path_factory):
+    """A trained, analysed WSD seed grid (3 budgets x 5 sizes on a shared ladder, mock surface)."""
+    run = tmp_path_factory.mktemp("wsd") / "seed"
+    run_cli("ff-plan", f"run_dir={run}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18,1e19]",
+            *WSD_PLAN, cwd=REPO)
+    run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
+    run_cli("ff-analyze", f"run_dir={run}", "bootstrap=30", "table_max_budget=1e21", "quiet=true", cwd=REPO)
+    return run
+
+
+def test_next_from_a_wsd_sweep_plans_new_trunks_only_that_ff_train_trains_and_ff_analyze_fits(wsd_seeded, tmp_path):
+    from flops_fit.planning import sweep_flops, trunk_id
+
+    run = tmp_path / "run"
+    shutil.copytree(wsd_seeded, run)
+    before = _plan(run)
+    assert before["schedule"]["name"] == "wsd"
+    old_sizes = {e["size"] for e in before["experiments"]}
+    old_trunks = {e["trunk"] for e in before["experiments"]}
+    assert len(old_trunks) < len(before["experiments"])  # the seed's sizes share trunks across budgets
+    out = run_cli("ff-plan", f"next_from={run}", "design.target_width=0.2", cwd=REPO).stdout
+    assert "design: batch 1:" in out, out
+    left = [line for line in out.splitlines() if line.startswith("design: schedule=wsd:")]
+    assert len(left) == 1 and "already have a trunk left out" in left[0], out
+    assert int(left[0].split(": ")[2].split()[0]) > 0  # the count of candidate runs dropped
+    plan = _plan(run)
+    assert plan["experiments"][:len(before["experiments"])] == [dict(e, batch=0) for e in before["experiments"]]
+    new = [e for e in plan["experiments"] if e["batch"] == 1]
+    batch = plan["design"]["batches"][-1]
+    assert new and sorted(batch["runs"]) == sorted(e["id"] for e in new)
+    # every run is on a new size, a new trunk laid out as make_plan lays out a WSD sweep's
+    assert not {e["size"] for e in new} & old_sizes and not {e["trunk"] for e in new} & old_trunks
+    for e in new:
+        assert e["schedule"] == "wsd" and e["cooldown_frac"] == before["schedule"]["cooldown_frac"]
+        assert e["trunk"] == trunk_id("d_model", e["size"])
+        assert e["warmup_basis_tokens"] == min(x["tokens"] for x in new if x["trunk"] == e["trunk"])
+        assert e["eval_basis_tokens"] == before["experiments"][0]["eval_basis_tokens"]
+    assert sorted(batch["new_trunks"]) == sorted({e["trunk"] for e in new})
+    # the batch's FLOPs are what it adds to the sweep, each new trunk once; the greedy's steps add up to them
+    added = sweep_flops(plan["experiments"]) - sweep_flops(before["experiments"])
+    assert batch["flops"] == pytest.approx(added, rel=1e-9)
+    assert plan["sweep_flops"] - before["sweep_flops"] == pytest.approx(added, rel=1e-9)
+    assert sum(c["flops"] for c in batch["chosen"]) == pytest.approx(added, rel=1e-9)
+    assert added <= batch["allowance"] * (1 + 1e-9)
+    assert len({e["trunk"] for e in new}) < len(new)  # some new trunk serves two budgets: paid once
+    assert added < sum(e["flops"] for e in new)
+    # ff-train (mock) trains them, ff-analyze fits them and reports what the batch bought
+    run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
+    assert len(_records(run)) == len(plan["experiments"])
+    out = run_cli("ff-analyze", f"run_dir={run}", "bootstrap=30", "table_max_budget=1e21", cwd=REPO).stdout
+    assert "design: batch 1 took the N_opt(1e+21 FLOPs) interval's width from" in out, out
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert {e["id"] for e in new} <= {p["id"] for p in analysis["points"]}
+    # the next batch again takes only sizes with no trunk, the batch 1 trunks included
+    run_cli("ff-plan", f"next_from={run}", "design.target_width=0.01", cwd=REPO)
+    later = [e for e in _plan(run)["experiments"] if e["batch"] == 2]
+    assert not {e["size"] for e in later} & {e["size"] for e in plan["experiments"]}
+
+
+def test_wsd_candidates_never_take_a_size_that_has_a_trunk(wsd_seeded):
+    from flops_fit.analysis.design import Design
+    from flops_fit.design import _wsd_candidates
+
+    plan, analysis = _plan(wsd_seeded), json.loads((wsd_seeded / "analysis.json").read_text())
+    experiments = plan["experiments"]
+    cands, (runs_left, sizes_left) = _wsd_candidates(plan, analysis, experiments, Design())
+    trunked = {e["size"] for e in experiments}
+    sizes = {e["size"] for _, _, es in cands for e in es}
+    assert cands and not sizes & trunked and runs_left >= sizes_left > 0
+    assert {k for k, _, _ in cands} == {"size", "budget"}
+    assert all(len(es) >= 3 for k, _, es in cands if k == "budget")
+    # give one candidate size a trunk (as if an earlier batch had trained it): it is no candidate any more
+    taken = next(es[0] for k, _, es in cands if k == "size")
+    again, (runs_again, _) = _wsd_candidates(plan, analysis, experiments + [dict(taken, id="elsewhere")], Design())
+    assert taken["size"] not in {e["size"] for _, _, es in again for e in es} and runs_again > runs_left
+
+
+def _wsd_entry(budget, size, params, cooldown=0.2):
+    tokens = int(budget // (6 * params))
+    return {"id": f"C{budget:g}_d_model{size}", "budget": budget, "size": size, "params": params, "tokens": tokens,
+            "flops_per_token": 6.0 * params, "flops": 6.0 * params * tokens, "schedule": "wsd",
+            "cooldown_frac": cooldown, "trunk": f"trunk_d_model{size}", "warmup_basis_tokens": tokens}
+
+
+def test_a_new_trunk_shared_by_two_budgets_is_paid_once_and_the_greedy_sees_the_second_budget_cheaper():
+    from flops_fit.design import marginal_cost
+    from flops_fit.planning import sweep_flops
+
+    law = ChinchillaLaw(**TRUTH)
+    N = 3 * float(law.n_opt(1e18))  # one new size: near the optimum at 1e19, 3x above it at 1e18
+    existing = [_wsd_entry(C, 64 * i, float(n)) for C in (1e17, 1e18, 1e19)
+                for i, n in enumerate(law.n_opt(C) * np.geomspace(0.25, 4, 5))]
+
+    def cand(C):
+        e = _wsd_entry(C, 999, N)
+        return Candidate("size", C, np.array([N]), np.array([float(e["tokens"])]), flops=sweep_flops([e]), entries=[e])
+
+    big, small = cand(1e19), cand(1e18)
+    cost = marginal_cost(existing)
+    d_big, d_small, fpt = big.entries[0]["tokens"], small.entries[0]["tokens"], 6.0 * N
+    assert cost([], small) == pytest.approx(small.flops, rel=1e-9)  # a new trunk alone costs its run
+    assert cost([big], small) == pytest.approx(0.2 * fpt * d_small, rel=1e-9)  # then only its cooldown
+    assert cost([small], big) == pytest.approx(fpt * (0.8 * (d_big - d_small) + 0.2 * d_big), rel=1e-9)
+    assert cost([big], small) < 0.25 * small.flops
+    # the greedy prices each candidate given the batch so far: with the trunk shared, both fit an allowance
+    # that holds only one of them at its own cost
+    sim = Simulator(_draws(), 0.005, 1e21, sims=200, seed=1)
+    groups = existing_groups(sim, *_grid([1e17, 1e18, 1e19], 5, law))
+    allowance = big.flops + 0.5 * small.flops
+    kw = dict(width_now=0.5, allowance=allowance, min_gain=0.0)
+    shared = choose_batch(sim, groups, [big, small], cost=cost, **kw)
+    alone = choose_batch(sim, groups, [big, small], **kw)
+    assert len(shared.chosen) == 2 and len(alone.chosen) == 1
+    both = [e for c in shared.chosen for e in c.entries]
+    assert shared.flops == pytest.approx(sweep_flops(existing + both) - sweep_flops(existing), rel=1e-9)
+    assert shared.flops == pytest.approx(big.flops + 0.2 * fpt * d_small, rel=1e-9)

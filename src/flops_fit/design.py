@@ -11,15 +11,17 @@ Candidates are the model's own sizes, laid out by :func:`flops_fit.planning.make
 plan's model, data, FLOPs convention, min_steps rule and batch basis (as a forecast check does): new sizes
 at every budget so far (around the fitted optimum, twice the grid's span), and a new IsoFLOP at
 ``design.new_budget_factor`` (or its square root) x the largest budget (3 or ``design.new_points`` sizes). A planned id is never a
-candidate again. A new budget a batch buys is a forecast check: the table's and every approach's forecast there,
-pre-registered in the batch's record (``forecast_checks``) as ``ff-plan forecast_from=`` registers it, which
-``ff-analyze`` scores on that batch's runs.
+candidate again. Under ``schedule=wsd`` every candidate is a size with no trunk in the sweep yet, laid out as a
+WSD sweep (:func:`_wsd_candidates`) and costed by what it adds to ``sweep_flops`` given the batch chosen so far
+(:func:`marginal_cost`), since ff-train does not extend a trained trunk. A new budget a batch buys is a forecast
+check: the table's and every approach's forecast there, pre-registered in the batch's record
+(``forecast_checks``) as ``ff-plan forecast_from=`` registers it, which ``ff-analyze`` scores on that batch's runs.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -47,10 +49,7 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
     plan = rd.read_plan()
     if plan.get("forecast_check"):
         raise FlopsFitError(f"next_from={source} is a forecast check; give the sweep it checked")
-    if (plan.get("schedule") or {}).get("name") == "wsd":
-        # a new size's runs would branch from trunks already trained, which ff-train cannot extend
-        raise FlopsFitError(f"next_from={source} is a schedule=wsd sweep; a sequential design plans cosine sweeps "
-                            f"only: plan the seed grid with schedule=cosine")
+    wsd = (plan.get("schedule") or {}).get("name") == "wsd"
     if not rd.analysis_path.is_file():
         raise FlopsFitError(f"next_from={source}: no analysis.json there; run ff-train and ff-analyze run_dir={source} "
                             f"first")
@@ -98,7 +97,7 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
     allowance = float(design.max_flops) if design.max_flops else spent
     if design.max_total_flops:
         allowance = min(allowance, float(design.max_total_flops) - spent)
-    stop = None
+    stop, lines_wsd = None, []
     if target_width is not None and width_now <= float(target_width):
         stop = f"the interval's width {fmt_width(width_now)} is within design.target_width={float(target_width):g}"
     elif allowance <= 0:
@@ -110,16 +109,25 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
                         k=_k_of(plan))
         existing = existing_groups(sim, [e["budget"] for e in done], [e["params"] for e in done],
                                    [e["tokens"] for e in done])
+        if wsd:
+            laid, left_out = _wsd_candidates(plan, analysis, experiments, design)
+            cost = marginal_cost(experiments)
+            if left_out[0]:
+                lines_wsd = [f"design: schedule=wsd: {left_out[0]} candidate run(s) of {left_out[1]} size(s) that "
+                             f"already have a trunk left out (ff-train does not extend a trained trunk); every "
+                             f"candidate is a new size, a new trunk, costed by the FLOPs it adds to the sweep"]
+        else:
+            laid, cost = _candidates(plan, analysis, experiments, design), None
         cands = [Candidate(kind, float(b), np.array([e["params"] for e in es], dtype=float),
                            np.array([e["tokens"] for e in es], dtype=float), float(sweep_flops(es)), es)
-                 for kind, b, es in _candidates(plan, analysis, experiments, design)]
+                 for kind, b, es in laid]
         batch = choose_batch(sim, existing, cands, width_now=width_now, allowance=allowance,
                              target_width=None if target_width is None else float(target_width),
-                             min_gain=float(design.min_gain), seen=seen)
+                             min_gain=float(design.min_gain), seen=seen, cost=cost)
         stop = batch.stop
         record.update(batch.to_json())
     record["target_budget"] = target
-    lines = [head]
+    lines = [head] + lines_wsd
     if stop:
         record.update(runs=[], flops=0.0, stop=stop)
         lines.append(f"design: stop: {stop}")
@@ -140,7 +148,13 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
                 # scored by ff-analyze on these runs (analysis/design.score_checks)
                 block = preregister(analysis, c.budget, factor=c.budget / top, source=str(source))
                 checks.append(dict(block, runs=[e["id"] for e in entries]))
-        record.update(runs=[e["id"] for e in new_entries], flops=float(sweep_flops(new_entries)))
+        if wsd:
+            _warm_up_new_trunks(new_entries)
+            record["new_trunks"] = sorted({e["trunk"] for e in new_entries})
+        # under wsd what the batch adds to the sweep (its trunks, each once, and their cooldowns); the same as
+        # its runs' own FLOPs under cosine
+        added = (sweep_flops(experiments + new_entries) - sweep_flops(experiments)) if wsd else sweep_flops(new_entries)
+        record.update(runs=[e["id"] for e in new_entries], flops=float(added))
         if checks:
             record["forecast_checks"] = checks
         lines.append(f"design: batch {number}: {len(new_entries)} run(s), {fmt_flops(record['flops'])} of an allowance of "
@@ -217,3 +231,108 @@ def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> 
         elif len(entries) >= 3:
             out.append(("budget", budget, entries))
     return out
+
+
+def marginal_cost(existing: Sequence[Mapping]):
+    """``cost(chosen, candidate)`` for :func:`flops_fit.analysis.design.choose_batch` under schedule=wsd: the FLOPs
+    the candidate's runs add to the sweep given the runs so far and the candidates chosen before it,
+    ``sweep_flops(existing + chosen + candidate) - sweep_flops(existing + chosen)``. ``sweep_flops`` counts each
+    trunk once (to its latest branch point, then each run's cooldown), so a run of a size whose new trunk an
+    earlier choice already bought costs its cooldown and whatever it lengthens that trunk, not its budget."""
+    from flops_fit.planning import sweep_flops
+
+    base = list(existing)
+    memo: dict = {}
+
+    def cost(chosen, candidate) -> float:
+        key = tuple(id(c) for c in chosen)
+        mine = [e for c in chosen for e in c.entries]
+        if key not in memo:
+            memo.clear()  # the greedy only ever asks about the batch as it stands
+            memo[key] = sweep_flops(base + mine)
+        return float(sweep_flops(base + mine + list(candidate.entries)) - memo[key])
+
+    return cost
+
+
+def _warm_up_new_trunks(entries: list[dict]) -> None:
+    """Each new trunk's ``warmup_basis_tokens``: its shortest chosen run (in place), as make_plan sets it for a
+    WSD sweep's trunks; the candidates were laid out with more runs per size than a batch takes."""
+    shortest: dict[str, int] = {}
+    for e in entries:
+        shortest[e["trunk"]] = min(shortest.get(e["trunk"], e["tokens"]), e["tokens"])
+    for e in entries:
+        e["warmup_basis_tokens"] = shortest[e["trunk"]]
+
+
+def _nearest(entries: list[dict], targets) -> list[dict]:
+    """For each target parameter count, the entry of the nearest size (in log params) not taken yet."""
+    left, out = list(entries), []
+    for t in targets:
+        if not left:
+            break
+        e = min(left, key=lambda x: abs(np.log(float(x["params"]) / float(t))))
+        left.remove(e)
+        out.append(e)
+    return sorted(out, key=lambda x: x["params"])
+
+
+def _wsd_candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> tuple[list, tuple[int, int]]:
+    """The candidates of a schedule=wsd sweep, [(kind, budget, plan entries)], and (runs, sizes) left out.
+
+    ff-train does not extend a trained trunk (its checkpoint is gone once its runs complete, and a kept one does
+    not resume a longer trunk) and a run shorter than a trunk's shortest would change the warmup its completed
+    runs hold, so every candidate is a model size with no trunk in the sweep: a new trunk of its own. They are
+    laid out as a WSD plan lays out its sizes (make_plan with schedule=wsd and the sweep's cooldown_frac: one
+    ladder of sizes shared across budgets, so a new size's runs at several budgets share one new trunk) with
+    the size candidates' grid (2 x ``grid.points`` + 1 sizes over twice the span, around each budget's fitted
+    optimum), over the budgets so far and the new ones together. A run of a size that already has a trunk is
+    dropped (counted). At an existing budget each run is a candidate; at a new budget an IsoFLOP of 3 and of
+    ``design.new_points`` of its new sizes, the nearest to the grid's targets around the fitted optimum."""
+    from flops_fit.analysis.design import candidate_layouts
+    from flops_fit.analysis.predict import predict
+    from flops_fit.models import ModelSpec
+    from flops_fit.planning import COOLDOWN_FRAC, Grid, make_plan, sweep_batch_basis
+
+    model = ModelSpec.from_description(plan["model"])
+    src_grid = dict(plan.get("grid") or {})
+    points, span = int(src_grid.get("points", 7)), float(src_grid.get("span", 4.0))
+    cooldown = float((plan.get("schedule") or {}).get("cooldown_frac", COOLDOWN_FRAC))
+    planned = {e["id"] for e in experiments}
+    trunked = {e["size"] for e in experiments if e.get("trunk")}
+    layouts = candidate_layouts(sorted({float(e["budget"]) for e in experiments}), points, span, design)
+    size_grid = next(((n, sp) for kind, _, n, sp in layouts if kind == "size"), (2 * points + 1, 2.0 * span))
+    centres = {}
+    for _, budget, _, _ in layouts:
+        try:
+            centres[budget] = float(predict(analysis, budget)["params"])
+        except FlopsFitError:
+            continue
+    if not centres:
+        return [], (0, 0)
+    grid = Grid(points=size_grid[0], span=size_grid[1],
+                tokens_per_param=float(src_grid.get("tokens_per_param", 20.0)),
+                min_tokens_per_param=float(src_grid.get("min_tokens_per_param", 1.0)),
+                min_tokens=int(src_grid.get("min_tokens", 0)), min_steps=src_grid.get("min_steps"),
+                max_epochs=src_grid.get("max_epochs"))
+    try:
+        laid = make_plan(model, sorted(centres), grid=grid, flops=plan.get("flops_convention", "6nd"),
+                         dataset=plan.get("dataset"), centres=centres, schedule="wsd", cooldown_frac=cooldown,
+                         batch_basis=sweep_batch_basis(experiments), unique_units=plan.get("unique_units"),
+                         unique_source=plan.get("unique_units_source"))["experiments"]
+    except FlopsFitError:
+        return [], (0, 0)
+    old = [e for e in laid if e["size"] in trunked]
+    new = [e for e in laid if e["size"] not in trunked and e["id"] not in planned]
+    out = []
+    for kind, budget, n, sp in layouts:
+        if budget not in centres:
+            continue
+        here = [e for e in new if abs(float(e["budget"]) - budget) <= 1e-6 * budget]
+        if kind == "size":
+            out += [("size", budget, [e]) for e in here]
+        else:
+            pick = _nearest(here, centres[budget] * sp ** np.linspace(-1.0, 1.0, n))
+            if len(pick) >= 3:
+                out.append(("budget", budget, pick))
+    return out, (len(old), len({e["size"] for e in old}))

@@ -15,7 +15,8 @@ the *ratio* by which a batch shrinks the bootstrap interval (in log width). What
 :class:`SeenWidth` computes it as the table does after the bootstrap part shrinks by that ratio and the
 sweep's largest budget moves to the batch's. :func:`choose_batch` adds candidates greedily, the best
 reduction of that width per FLOP first, until the FLOP allowance is spent or the target is expected to be
-reached; it plans nothing and says why when the model choice alone leaves the interval wider than the target
+reached (a candidate's FLOPs given the batch so far: under schedule=wsd its marginal cost, each trunk counted
+once); it plans nothing and says why when the model choice alone leaves the interval wider than the target
 (or leaves less than ``min_gain`` to win), and when the whole batch is expected to narrow it by less than
 ``min_gain``. A new budget a batch buys is also a forecast check (:func:`score_checks` scores it).
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from statistics import NormalDist
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -318,6 +319,11 @@ class Batch:
                 "chosen": [{"what": label, "flops": f, "expected_width": w} for label, f, w in self.steps]}
 
 
+def _ids(c: Candidate) -> set:
+    """The ids of the plan entries a candidate stands for (none for bare candidates)."""
+    return {e["id"] for e in c.entries if isinstance(e, Mapping) and "id" in e}
+
+
 def _model_stop(seen: SeenWidth, top: float, floor: float, width_now: float, target_width: float | None,
                 min_gain: float) -> str | None:
     """Why no run can narrow the interval the user sees: the model choice alone leaves it wider than the target,
@@ -343,10 +349,20 @@ def _model_stop(seen: SeenWidth, top: float, floor: float, width_now: float, tar
 
 def choose_batch(sim: Simulator, existing: dict, candidates: Sequence[Candidate], *, width_now: float,
                  allowance: float, target_width: float | None = None, min_gain: float = 0.05,
-                 seen: SeenWidth | None = None) -> Batch:
+                 seen: SeenWidth | None = None,
+                 cost: Callable[[Sequence[Candidate], Candidate], float] | None = None) -> Batch:
     """Greedy: the candidate with the largest expected width reduction per FLOP, then the next given it, until
     ``allowance`` FLOPs are spent or ``target_width`` is expected to be reached. ``existing``: {budget:
     (params, tokens, z)} of the runs so far; ``width_now``: the width the user sees at C* now.
+
+    ``cost(chosen, candidate)``: the FLOPs the candidate adds given the candidates chosen so far (a WSD
+    sweep's marginal cost, where runs of one size share a trunk: ff-plan passes ``sweep_flops`` of the sweep
+    with it minus without it); the greedy re-prices every candidate after each choice, and the batch's
+    ``flops`` is the sum of those marginal costs. A candidate whose cost with nothing chosen is above the
+    allowance is left out from the start: with a cost that never falls as runs are added (a sweep never costs
+    less with more runs), what a batch has spent plus the candidate's cost is at least that. Default: each
+    candidate's own ``flops`` (runs trained alone, as under schedule=cosine, where the marginal cost is exactly
+    that).
 
     ``seen`` (:class:`SeenWidth`): the width the user sees as a batch would leave it; the bootstrap part
     shrinks by the proxy's ratio, a new budget moves the backtest's widening out. Before anything is chosen,
@@ -360,7 +376,11 @@ def choose_batch(sim: Simulator, existing: dict, candidates: Sequence[Candidate]
     chosen: list[Candidate] = []
     steps = []
     spent, proxy = 0.0, proxy_now
-    pool = [c for c in candidates if c.flops <= allowance]
+
+    def price(c: Candidate) -> float:
+        return float(c.flops) if cost is None else float(cost(chosen, c))
+
+    pool = [c for c in candidates if price(c) <= allowance]
     top_now = seen.top if seen is not None else 0.0
 
     def top_of(cs):
@@ -390,20 +410,24 @@ def choose_batch(sim: Simulator, existing: dict, candidates: Sequence[Candidate]
             break
         best, best_score, best_p = None, 0.0, proxy
         here = log_w(proxy, chosen)
+        best_f = 0.0
         for c in pool:
-            if spent + c.flops > allowance:
+            f = price(c)  # given what is chosen so far: a WSD trunk already bought is not paid again
+            if spent + f > allowance or not f > 0:
                 continue
             p = sim.width(_groups(existing, chosen + [c]))
-            gain = (here - log_w(p, chosen + [c])) / c.flops
+            gain = (here - log_w(p, chosen + [c])) / f
             if gain > best_score:
-                best, best_score, best_p = c, gain, p
+                best, best_score, best_p, best_f = c, gain, p, f
         if best is None:
             break
         chosen.append(best)
         pool.remove(best)
-        spent += best.flops
+        taken = _ids(best)  # two candidates that hold one run (a new budget's IsoFLOPs of 3 and of 5 sizes)
+        pool = [c for c in pool if not (taken & _ids(c))]
+        spent += best_f
         proxy = best_p
-        steps.append((best.label, best.flops, expected(proxy, chosen)))
+        steps.append((best.label, best_f, expected(proxy, chosen)))
     after = expected(proxy, chosen)
     batch = Batch(chosen, width_now, after, proxy_now, proxy, spent, allowance, steps=steps,
                   model_floor=None if seen is None else seen.floor(top_of(chosen)))
