@@ -65,8 +65,8 @@ dc-study: $(STAMP) ## A data-constrained study on CPU (GPT on BBC News cut to 25
 	$(BIN)/ff-analyze run_dir=outputs/dc-study input=outputs/dc-study/runs.csv
 	$(BIN)/ff-plot run_dir=outputs/dc-study
 
-demo-mock: $(STAMP) ## The whole pipeline in seconds with the mock trainer into outputs/demo-mock
-	$(BIN)/ff-plan run_dir=outputs/demo-mock budgets=chinchilla model.size_range=[16,32768] $(ARGS)
+demo-mock: $(STAMP) ## The whole pipeline in seconds with the mock trainer (its closed-form truth: fresh data, stated as 1e15 unique tokens) into outputs/demo-mock
+	$(BIN)/ff-plan run_dir=outputs/demo-mock budgets=chinchilla model.size_range=[16,32768] dataset.unique_units=1000000000000000 $(ARGS)
 	$(BIN)/ff-train run_dir=outputs/demo-mock trainer=mock
 	$(BIN)/ff-analyze run_dir=outputs/demo-mock
 	$(BIN)/ff-plot run_dir=outputs/demo-mock
