@@ -202,15 +202,19 @@ def test_when_the_model_choice_alone_exceeds_the_target_nothing_is_planned():
     assert stop.stop and "model choice alone" in stop.stop and "min_gain" in stop.stop
 
 
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory):
-    """A trained, analysed seed grid (3 budgets x 5 sizes on the mock surface), copied by each test."""
-    run = tmp_path_factory.mktemp("seeded") / "seed"
+def _seed_grid(run, plan_args):
+    """Plan ``plan_args`` over 3 budgets into ``run``, train it on the mock surface and analyse it."""
     run_cli("ff-plan", f"run_dir={run}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18,1e19]",
-            *PLAN, cwd=REPO)
+            *plan_args, cwd=REPO)
     run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
     run_cli("ff-analyze", f"run_dir={run}", "bootstrap=30", "table_max_budget=1e21", "quiet=true", cwd=REPO)
     return run
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """A trained, analysed seed grid (3 budgets x 5 sizes on the mock surface), copied by each test."""
+    return _seed_grid(tmp_path_factory.mktemp("seeded") / "seed", PLAN)
 
 
 def test_next_from_says_stop_and_plans_nothing_when_the_model_choice_dominates(seeded, tmp_path):
@@ -275,12 +279,7 @@ WSD_PLAN = [*PLAN, "schedule=wsd", "model.size_multiple=256"]  # coarse sizes: s
 @pytest.fixture(scope="module")
 def wsd_seeded(tmp_path_factory):
     """A trained, analysed WSD seed grid (3 budgets x 5 sizes on a shared ladder, mock surface)."""
-    run = tmp_path_factory.mktemp("wsd") / "seed"
-    run_cli("ff-plan", f"run_dir={run}", "model=gpt", "dataset=synthetic_text", "budgets.values=[1e17,1e18,1e19]",
-            *WSD_PLAN, cwd=REPO)
-    run_cli("ff-train", f"run_dir={run}", "trainer=mock", *CLI_TRUTH, "quiet=true", cwd=REPO)
-    run_cli("ff-analyze", f"run_dir={run}", "bootstrap=30", "table_max_budget=1e21", "quiet=true", cwd=REPO)
-    return run
+    return _seed_grid(tmp_path_factory.mktemp("wsd") / "seed", WSD_PLAN)
 
 
 def test_next_from_a_wsd_sweep_plans_new_trunks_only_that_ff_train_trains_and_ff_analyze_fits(wsd_seeded, tmp_path):
