@@ -404,7 +404,8 @@ def _analyze_and_plot(run_dir: str, analyze_overrides: Sequence[str], plot: bool
     from flops_fit.config.compose import compose
 
     analysis = stages.analyze(compose("analyze", [f"run_dir={run_dir}", *analyze_overrides]))
-    logged = [o for o in analyze_overrides if o.split("=", 1)[0] in ("logger", "+logger")]  # the figures go there too
+    # the figures go to the analysis's tracker too (logger=..., logger.save_dir=..., ...)
+    logged = [o for o in analyze_overrides if o.lstrip("+").split("=", 1)[0].split(".", 1)[0] == "logger"]
     if not analysis.get("table"):
         from flops_fit.analysis.summary import no_table_message
 
