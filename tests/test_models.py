@@ -285,3 +285,27 @@ def test_a_meta_build_skips_the_initialisers_and_restores_them(monkeypatch):
     w = torch.empty(1000)
     torch.nn.init.normal_(w, std=1.0)
     assert 0.9 < float(w.std()) < 1.1  # still initialises outside a meta build
+
+
+def test_counters_of_one_model_family_share_its_counts_within_the_process(monkeypatch):
+    import flops_fit.models as models
+
+    monkeypatch.setattr(models, "_SHARED_COUNTS", {})
+    built = []
+    real_build = ModelSpec.build
+    monkeypatch.setattr(ModelSpec, "build", lambda self, size, device=None: built.append((self.kwargs.get("n_layer"), size))
+                        or real_build(self, size, device))
+
+    def spec(**kw):
+        return ModelSpec.from_config({"_target_": "flops_fit.examples.GPT", "size_param": "d_model",
+                                      "kwargs": {**TINY_GPT, **kw}, "size_range": [8, 64]})
+
+    first = ModelCounter(spec()).info(32)
+    assert built == [(2, 32)]
+    again = ModelCounter(spec()).info(32)  # another spec of the same family (ff-plan's next layout): not rebuilt
+    assert again == first and built == [(2, 32)]
+    deeper = ModelCounter(spec(n_layer=3)).info(32)  # other fixed arguments: another family
+    assert built == [(2, 32), (3, 32)] and deeper.params > first.params
+    odd = ModelSpec.from_config({"_target_": "flops_fit.examples.GPT", "size_param": "d_model",
+                                 "kwargs": {**TINY_GPT, "extra": object()}, "size_range": [8, 64]})
+    assert models._family_key(odd) is None  # an argument that is not plain data: nothing shared

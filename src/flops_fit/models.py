@@ -45,6 +45,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import inspect
+import json
 import math
 import operator
 from dataclasses import dataclass, field
@@ -367,13 +368,35 @@ class SizeInfo:
     data_unit: str
 
 
+# counts per (model family, size), shared by every ModelCounter of one process: ff-plan's layouts (a sequential
+# design lays out dozens of candidate grids, each with its own counter) and find_optimal's loops build each size once
+_SHARED_COUNTS: dict[tuple, SizeInfo] = {}
+_SHARED_MAX = 20000
+
+
+def _family_key(spec: ModelSpec) -> tuple | None:
+    """What decides a size's counts: the class (its path, or the callable itself), the size parameter, the fixed
+    arguments and the tie rules; None (no sharing) when an argument or rule is not plain JSON data."""
+    try:
+        fixed = json.dumps([spec.kwargs, spec.tie], sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+    return (spec.target, spec.factory, spec.size_param, fixed)
+
+
 class ModelCounter:
-    """Counts parameters and FLOPs per token of a model family, caching per size."""
+    """Counts parameters and FLOPs per token of a model family, caching per size (within the process, for every
+    counter of the same family)."""
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self._cache: dict[int, SizeInfo] = {}
         self._table: tuple[np.ndarray, np.ndarray] | None = None
+        try:
+            self._family = _family_key(spec)
+            hash(self._family)
+        except TypeError:  # an unhashable callable
+            self._family = None
 
     def _size_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Exact counts at ~48 log-spaced accepted sizes: the planner's map from params to size."""
@@ -387,7 +410,15 @@ class ModelCounter:
     def info(self, size: int) -> SizeInfo:
         size = int(size)
         if size not in self._cache:
-            self._cache[size] = self._measure(size)
+            key = None if self._family is None else (self._family, size)
+            found = _SHARED_COUNTS.get(key) if key is not None else None
+            if found is None:
+                found = self._measure(size)
+                if key is not None:
+                    if len(_SHARED_COUNTS) >= _SHARED_MAX:
+                        _SHARED_COUNTS.clear()
+                    _SHARED_COUNTS[key] = found
+            self._cache[size] = found
         return self._cache[size]
 
     def _measure(self, size: int) -> SizeInfo:
