@@ -309,3 +309,17 @@ def test_counters_of_one_model_family_share_its_counts_within_the_process(monkey
     odd = ModelSpec.from_config({"_target_": "flops_fit.examples.GPT", "size_param": "d_model",
                                  "kwargs": {**TINY_GPT, "extra": object()}, "size_range": [8, 64]})
     assert models._family_key(odd) is None  # an argument that is not plain data: nothing shared
+
+
+def test_a_config_file_edited_between_two_plans_is_another_family(tmp_path):
+    import os
+
+    import flops_fit.models as models
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text("{}")
+    spec = ModelSpec.from_config({"_target_": "flops_fit.examples.GPT", "size_param": "d_model",
+                                  "kwargs": {**TINY_GPT, "config": str(cfg)}, "size_range": [8, 64]})
+    before = models._family_key(spec)
+    os.utime(cfg, ns=(1, 1))
+    assert models._family_key(spec) != before and models._family_key(spec) == models._family_key(spec)

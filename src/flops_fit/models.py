@@ -381,7 +381,21 @@ def _family_key(spec: ModelSpec) -> tuple | None:
         fixed = json.dumps([spec.kwargs, spec.tie], sort_keys=True)
     except (TypeError, ValueError):
         return None
-    return (spec.target, spec.factory, spec.size_param, fixed)
+    return (spec.target, spec.factory, spec.size_param, fixed, _files_read(spec.kwargs))
+
+
+def _files_read(value) -> tuple:
+    """(path, modification time) of every existing file an argument names (e.g. a Hugging Face config.json): a file
+    edited between two plans in one process is another family."""
+    import os
+
+    if isinstance(value, Mapping):
+        return tuple(x for v in value.values() for x in _files_read(v))
+    if isinstance(value, (list, tuple)):
+        return tuple(x for v in value for x in _files_read(v))
+    if isinstance(value, str) and len(value) < 4096 and os.path.isfile(value):
+        return ((value, os.stat(value).st_mtime_ns),)
+    return ()
 
 
 class ModelCounter:
