@@ -1,5 +1,5 @@
 """Small shared pieces of the analysis: JSON-safe floats, percentile intervals, power laws,
-bootstrap resample counts, a 1-D minimiser over log N. Numpy (scipy only inside argmin_log)."""
+bootstrap resample counts, a 1-D minimiser over log N, batched parabolas in log N. Numpy (scipy only inside argmin_log)."""
 
 from __future__ import annotations
 
@@ -121,3 +121,18 @@ def argmin_log(f, x0, half_width: float = np.log(1e4), n: int = 801) -> float:
     res = minimize_scalar(lambda x: float(f(np.asarray(x))), bounds=(lo, hi), method="bounded",
                           options={"xatol": 1e-10})
     return float(res.x) if res.fun <= vals[i] else float(grid[i])
+
+
+def log_parabolas(N, Y):
+    """A parabola in ln N through each column of ``Y`` ((n,) or (n, R)): (coefficients, highest power first,
+    fitted values like ``Y``, N at the vertex, L there; NaN where it is not convex). One least-squares solve for
+    every column: a forecast check's bootstrap refits, a sequential design's simulated studies."""
+    x = np.log(N)
+    c = np.polyfit(x, Y, 2)
+    X = np.stack([x ** 2, x, np.ones_like(x)], axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        xv = -c[1] / (2 * c[0])
+        convex = c[0] > 0
+        n_opt = np.where(convex, np.exp(xv), np.nan)
+        l_opt = np.where(convex, c[0] * xv ** 2 + c[1] * xv + c[2], np.nan)
+    return c, X @ c, n_opt, l_opt

@@ -29,6 +29,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from flops_fit.analysis.common import log_parabolas
 from flops_fit.analysis.table import TableModel
 from flops_fit.errors import FlopsFitError
 from flops_fit.law import ChinchillaLaw
@@ -152,23 +153,24 @@ class SeenWidth:
         with np.errstate(all="ignore"):
             return np.log(np.asarray(rep["k_N"], dtype=float)) + np.asarray(rep["a"], dtype=float) * logC
 
+    @staticmethod
+    def _pulled(ap: Mapping, to: Mapping, s: float) -> dict:
+        """``ap``'s power law N_opt = k_N C^a pulled towards ``to``'s by ``s`` in log N_opt (arrays pairwise)."""
+        with np.errstate(all="ignore"):
+            k_N, a = np.asarray(ap["k_N"], dtype=float), np.asarray(ap["a"], dtype=float)
+            return dict(ap, k_N=to["k_N"] * (k_N / to["k_N"]) ** s, a=to["a"] + s * (a - to["a"]))
+
     def _towards_source(self, ap: dict, s: float) -> dict:
         """``ap`` (point and replicates) pulled towards the source's by ``s`` in log N_opt (replicates pairwise)."""
         src = self._src
-        out = dict(ap, k_N=src["k_N"] * (ap["k_N"] / src["k_N"]) ** s, a=src["a"] + s * (ap["a"] - src["a"]))
-        r, rs = ap.get("replicates"), src["replicates"]
-        if r is not None and ap is not src:
-            with np.errstate(all="ignore"):
-                out["replicates"] = dict(r, k_N=rs["k_N"] * (np.asarray(r["k_N"], dtype=float) / rs["k_N"]) ** s,
-                                         a=rs["a"] + s * (np.asarray(r["a"], dtype=float) - rs["a"]))
+        out = dict(ap, **{k: float(v) for k, v in self._pulled(ap, src, s).items() if k in ("k_N", "a")})
+        if ap.get("replicates") is not None:
+            out["replicates"] = self._pulled(ap["replicates"], src["replicates"], s)
         return out
 
     def row(self, shrink: float = 1.0, top: float | None = None) -> dict:
         s, src = float(shrink), self._src
-        with np.errstate(all="ignore"):
-            r = src["replicates"]
-            reps = dict(r, k_N=src["k_N"] * (np.asarray(r["k_N"], dtype=float) / src["k_N"]) ** s,
-                        a=src["a"] + s * (np.asarray(r["a"], dtype=float) - src["a"]))
+        reps = self._pulled(src["replicates"], src, s)  # the source's spread around its point, scaled by s
         approaches = []
         for a in self._model.approaches:
             if a["approach"] == src["approach"]:
@@ -180,8 +182,7 @@ class SeenWidth:
         return m.rows([self.budget])[0]
 
     def __call__(self, shrink: float = 1.0, top: float | None = None) -> float:
-        row = self.row(shrink, top)
-        w = width_of(row.get("params_ci_with_model") or row.get("params_ci"))
+        w = seen_width(self.row(shrink, top))
         return float("inf") if w is None else w
 
     def floor(self, top: float | None = None) -> float:
@@ -215,9 +216,8 @@ def residual_sigma(budgets, params, losses, floor: float = 1e-4) -> float:
         m = budgets == b
         if m.sum() < 4:
             continue
-        x, y = np.log(params[m]), np.log(losses[m])
-        coef = np.polyfit(x - x.mean(), y, 2)
-        ss += float(np.sum((y - np.polyval(coef, x - x.mean())) ** 2))
+        y = np.log(losses[m])
+        ss += float(np.sum((y - log_parabolas(params[m], y)[1]) ** 2))
         dof += int(m.sum()) - 3
     if dof == 0:
         return 0.005  # no budget to measure it on: the mock trainer's default noise
@@ -250,11 +250,8 @@ class Simulator:
             if len(N) < 3:
                 continue
             y = np.log(self.law.loss(N[None, :], D[None, :])) + self.sigma * z  # (sims, n)
-            x = np.log(N) - np.log(N).mean()
-            X = np.stack([np.ones_like(x), x, x * x], axis=1)
-            coef = np.linalg.lstsq(X, y.T, rcond=None)[0]  # (3, sims)
             with np.errstate(all="ignore"):
-                v = np.where(coef[2] > 0, -coef[1] / (2 * coef[2]), np.nan) + np.log(N).mean()
+                v = np.log(log_parabolas(N, y.T)[2])  # each simulation's vertex in log N (NaN: not convex)
             # a vertex far outside the runs is no measured minimum
             v = np.where((v > np.log(N).min() - 1.0) & (v < np.log(N).max() + 1.0), v, np.nan)
             logC.append(np.log(budget))
@@ -502,7 +499,8 @@ def score_checks(design: Mapping, runs: Sequence[Mapping], seed: int = 0) -> lis
     out = []
     for b in design.get("batches") or []:
         for block in b.get("forecast_checks") or []:
-            mine = [r for r in runs if r.get("id") in set(block.get("runs") or [])]
+            ids = set(block.get("runs") or [])
+            mine = [r for r in runs if r.get("id") in ids]
             try:
                 scored = score(block, mine, seed=seed)
             except FlopsFitError as e:

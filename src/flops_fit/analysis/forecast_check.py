@@ -28,7 +28,7 @@ from typing import Mapping
 
 import numpy as np
 
-from flops_fit.analysis.common import jfloat, percentile_interval
+from flops_fit.analysis.common import jfloat, log_parabolas, percentile_interval
 from flops_fit.errors import FlopsFitError
 
 N_BOOT = 1000
@@ -73,20 +73,6 @@ def _chinchilla_curves(N, Y, alpha, beta):
     return coef, X @ coef, n_opt, l_opt
 
 
-def _parabolas(N, Y):
-    """A parabola in ln N through each column of ``Y`` ((n,) or (n, R)): (coefficients, highest power first,
-    fitted values like ``Y``, N at the vertex, L there; NaN where it is not convex)."""
-    x = np.log(N)
-    c = np.polyfit(x, Y, 2)
-    X = np.stack([x ** 2, x, np.ones_like(x)], axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        xv = -c[1] / (2 * c[0])
-        convex = c[0] > 0
-        n_opt = np.where(convex, np.exp(xv), np.nan)
-        l_opt = np.where(convex, c[0] * xv ** 2 + c[1] * xv + c[2], np.nan)
-    return c, X @ c, n_opt, l_opt
-
-
 def realised_optimum(N, L, exponents=None, *, ci: float = 0.95, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """The IsoFLOP's own minimum (N, L) with ``ci`` intervals from a residual bootstrap. ``exponents``: a curve
     shape ``{"alpha", "beta"}`` or a list of them (the best fit of the runs is used); none, or fewer than 4
@@ -97,7 +83,7 @@ def realised_optimum(N, L, exponents=None, *, ci: float = 0.95, n_boot: int = N_
     if sizes < 3:
         raise FlopsFitError(f"the forecast check has {sizes} model size(s) with a completed run; its optimum needs 3 "
                             f"or more (train the rest of its plan with ff-train)")
-    parabola = _parabolas(N, L)
+    parabola = log_parabolas(N, L)
     shapes = [exponents] if isinstance(exponents, Mapping) else list(exponents or [])
     if shapes and sizes >= 4:
         # each shape has the same 3 free coefficients: the one whose curve fits these runs best measures their minimum
@@ -120,7 +106,7 @@ def realised_optimum(N, L, exponents=None, *, ci: float = 0.95, n_boot: int = N_
         method = "parabola in log N"
 
         def refit(Y):
-            return _parabolas(N, Y)[2:]
+            return log_parabolas(N, Y)[2:]
     n_opt, l_opt = float(np.ravel(n_opt)[0]), float(np.ravel(l_opt)[0])
     interior = bool(np.isfinite(n_opt) and N.min() < n_opt < N.max())
     best = int(np.argmin(L))
