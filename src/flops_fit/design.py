@@ -104,7 +104,9 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         stop = f"design.max_total_flops={design.max_total_flops:g} is spent ({fmt_flops(spent)})"
     batch = None
     if stop is None:
-        sim = Simulator(surface_draws(analysis["table_model"]), _sigma(done, records, residual_sigma), target,
+        sigma = residual_sigma([e["budget"] for e in done], [e["params"] for e in done],
+                               [records[e["id"]]["loss"] for e in done])
+        sim = Simulator(surface_draws(analysis["table_model"]), sigma, target,
                         sims=design.sims, seed=design.seed + number, ci=float(analysis["table_model"].get("ci", 0.95)),
                         k=_k_of(plan))
         existing = existing_groups(sim, [e["budget"] for e in done], [e["params"] for e in done],
@@ -151,9 +153,9 @@ def plan_next(source: str, design_cfg: Mapping[str, Any]) -> dict:
         if wsd:
             _warm_up_new_trunks(new_entries)
             record["new_trunks"] = sorted({e["trunk"] for e in new_entries})
-        # under wsd what the batch adds to the sweep (its trunks, each once, and their cooldowns); the same as
-        # its runs' own FLOPs under cosine
-        added = (sweep_flops(experiments + new_entries) - sweep_flops(experiments)) if wsd else sweep_flops(new_entries)
+        # what the batch adds to the sweep: under wsd its new trunks, each once, and their cooldowns; under cosine
+        # its runs' own FLOPs
+        added = sweep_flops(experiments + new_entries) - sweep_flops(experiments)
         record.update(runs=[e["id"] for e in new_entries], flops=float(added))
         if checks:
             record["forecast_checks"] = checks
@@ -184,11 +186,6 @@ def _k_of(plan: Mapping) -> float:
     ks = [float(e["flops_per_token"]) / float(e["params"]) for e in plan["experiments"]
           if e.get("flops_per_token") and e.get("params")]
     return float(np.median(ks)) if ks else 6.0
-
-
-def _sigma(done, records, residual_sigma) -> float:
-    return residual_sigma([e["budget"] for e in done], [e["params"] for e in done],
-                          [records[e["id"]]["loss"] for e in done])
 
 
 def _candidates(plan: Mapping, analysis: Mapping, experiments: list, design) -> list[tuple[str, float, list]]:
