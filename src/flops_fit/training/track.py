@@ -57,13 +57,18 @@ def run_params(run: Mapping[str, Any], plan: Mapping[str, Any]) -> dict:
     return params
 
 
+def history_points(history) -> list[dict]:
+    """A run's held-out loss curve (a record's or a heartbeat's ``history``) as tracker points, stepped by the
+    data units seen."""
+    return [{"step": int(h["tokens"]), "loss": h.get("loss"), "flops": h.get("flops")} for h in history or []]
+
+
 def run_log(record: Mapping[str, Any], plan: Mapping[str, Any]) -> tuple[dict, list[dict], dict]:
     """(parameters, points, summary) of one run for :meth:`flops_fit.trackers.Tracker.log_run`."""
     params = run_params(record, plan)
     params.update(flatten(record.get("trainer_settings") or {}, "trainer."))
     points = []
-    for h in record.get("history") or []:
-        point = {"step": int(h["tokens"]), "loss": h.get("loss"), "flops": h.get("flops")}
+    for h, point in zip(record.get("history") or [], history_points(record.get("history"))):
         lr = lr_at(record, h["tokens"])
         if lr is not None:
             point["lr"] = lr
@@ -113,9 +118,8 @@ class LiveLog:
             run_id, history = beat.get("id"), beat.get("history") or []
             if run_id not in self.runs or run_id in self.failed or not history:
                 continue
-            points = [{"step": int(h["tokens"]), "loss": h.get("loss"), "flops": h.get("flops")} for h in history]
             try:
-                self.tracker.log_points(run_id, run_params(self.runs[run_id], self.plan), points)
+                self.tracker.log_points(run_id, run_params(self.runs[run_id], self.plan), history_points(history))
             except Exception as e:  # noqa: BLE001 - a tracker's trouble never costs a run
                 self.failed.add(run_id)
                 self.note(f"{run_id}: not logged live to {self.tracker.name} ({type(e).__name__}: "
