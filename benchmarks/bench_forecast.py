@@ -92,16 +92,14 @@ def parabola_optimum(params, losses) -> dict:
 
 
 def local_optimum(params, losses, window: float = LOCAL_WINDOW) -> float | None:
-    """The vertex of a parabola in log N through only the runs within a factor ``window`` of the
-    best run's size (all runs when fewer than 3 sizes remain): a second estimate of a budget's own
-    minimum, less bent by asymmetry far from the minimum than the parabola through every run. None
-    when its vertex is not interior."""
-    N = np.asarray(params, dtype=float)
-    L = np.asarray(losses, dtype=float)
-    near = np.abs(np.log(N / N[int(np.argmin(L))])) <= math.log(window)
-    if np.unique(N[near]).size < 3:
-        near = np.ones_like(near)
-    return parabola_optimum(N[near], L[near])["n_vertex"]
+    """A second estimate of a budget's own minimum, less bent by asymmetry far from it than the parabola
+    through every run: the product's ``local_minimum`` (a parabola through the runs within a factor ``window``
+    of the best run's size), else, with fewer than 3 sizes there, the vertex through every run. None when
+    neither is interior."""
+    from flops_fit.analysis.common import local_minimum
+
+    found = local_minimum(params, losses, window)
+    return found[0] if found is not None else parabola_optimum(params, losses)["n_vertex"]
 
 
 def by_budget(runs) -> dict:

@@ -136,3 +136,25 @@ def log_parabolas(N, Y):
         n_opt = np.where(convex, np.exp(xv), np.nan)
         l_opt = np.where(convex, c[0] * xv ** 2 + c[1] * xv + c[2], np.nan)
     return c, X @ c, n_opt, l_opt
+
+
+LOCAL_WINDOW = 4.0  # a budget's own minimum is measured on the runs within this factor of its best run's size
+
+
+def local_minimum(N, L, window: float = LOCAL_WINDOW):
+    """A budget's own minimum, measured near it and with no candidate's curve shape: the vertex of a parabola
+    in ln N through the runs within a factor ``window`` of the best run's size. Returns ``(N at the vertex, the
+    parabola's value there, the window as a mask of the runs, the parabola's residual sum of squares there)``, or
+    None when fewer than 3 sizes lie in the window, the parabola is not convex, or its vertex lies outside the
+    sizes it was fitted on. Near its minimum every smooth IsoFLOP curve is a parabola in ln N, so the vertex's
+    bias (grid width, offset, asymmetry) shrinks with the window."""
+    N = np.asarray(N, dtype=float)
+    L = np.asarray(L, dtype=float)
+    near = np.abs(np.log(N / N[int(np.argmin(L))])) <= np.log(window)
+    if np.unique(N[near]).size < 3:
+        return None
+    _, fitted, n_opt, l_opt = log_parabolas(N[near], L[near])
+    n_opt = float(n_opt)
+    if not (np.isfinite(n_opt) and N[near].min() < n_opt < N[near].max()):
+        return None
+    return n_opt, float(l_opt), near, float(np.sum((L[near] - fitted) ** 2))
