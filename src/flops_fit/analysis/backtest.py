@@ -142,24 +142,30 @@ def observed_optima(sweep, iso, isovp) -> dict:
     return out
 
 
-def _past_forecasts(past, targets, *, huber_delta, objective, engine) -> dict:
-    """{candidate: (N (T,), L (T,) or None)} forecast at ``targets`` by each approach fitted on ``past``."""
+def past_fits(past, *, huber_delta, objective, engine) -> dict:
+    """Every approach fitted on ``past`` (a :meth:`Sweep.below`) as the full analysis fits it, without bootstrap:
+    ``{isoflop, isoflop_vp, parametric, envelope, loss_vs_compute}`` (the backtest's and ``holdout=k``'s refits)."""
     d = Diagnostics()
     iso = isoflop_approach(past, None, 0.95, d)
     isovp = isoflop_vp_approach(past, iso, None, 0.95, d)
     par = parametric_approach(past, None, 0.95, d, huber_delta=huber_delta, objective=objective, engine=engine)
     env = envelope_approach(past, None, 0.95, d)
     lvc = frontier_approach(iso, env, 0.95, bootstrap=False)
+    return {"isoflop": iso, "isoflop_vp": isovp, "parametric": par, "envelope": env, "loss_vs_compute": lvc}
+
+
+def forecasts(fits: dict, targets) -> dict:
+    """{"params": {candidate: N (T,)}, "loss": {model: L (T,)}}: each fit's forecast at the budgets ``targets``."""
     out = {}
     C = np.asarray(targets, dtype=float)
-    for name, fit in (("isoflop_vp", isovp), ("parametric", par), ("isoflop", iso), ("envelope", env)):
+    for name in ("isoflop_vp", "parametric", "isoflop", "envelope"):
+        fit = fits[name]
         if fit.ok and fit.k_N is not None and fit.a is not None:
             out[name] = fit.k_N * C ** fit.a
     loss = {}
+    par, lvc = fits["parametric"], fits["loss_vs_compute"]
     if par.ok:
-        Np = par.k_N * C ** par.a
-        Dp = par.k_D * C ** par.b
-        loss["parametric"] = np.asarray(par.law.loss(Np, Dp), dtype=float)
+        loss["parametric"] = np.asarray(par.law.loss(par.k_N * C ** par.a, par.k_D * C ** par.b), dtype=float)
     if lvc.ok:
         loss["loss_vs_compute"] = np.asarray(lvc.predict(C), dtype=float)
     return {"params": out, "loss": loss}
@@ -235,7 +241,7 @@ def backtest(sweep, iso, isovp, *, huber_delta=1e-3, objective="sse", engine="vp
         if not tgt:
             continue
         Ct = np.array([float(sweep.budgets[g]) for g in tgt])
-        fc = _past_forecasts(sweep.below(cut), Ct, huber_delta=huber_delta, objective=objective, engine=engine)
+        fc = forecasts(past_fits(sweep.below(cut), huber_delta=huber_delta, objective=objective, engine=engine), Ct)
         for j, g in enumerate(tgt):
             No, Lo = obs[g]
             pairs.append({"fit_up_to": cut, "budget": float(Ct[j]), "ahead": float(Ct[j] / cut),
