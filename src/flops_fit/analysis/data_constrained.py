@@ -397,8 +397,6 @@ def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, p
     data, and for each table row: the epochs its D_opt implies for U, the data-constrained optimum where they
     pass 1, and (``inference_tokens``) the inference-aware optimum for the row's loss. None when there is
     nothing to say (no U anywhere, no inference_tokens)."""
-    from flops_fit.analysis.inference import inference_optimum
-
     if unique_tokens is not None and not float(unique_tokens) > 0:
         raise FlopsFitError(f"unique_tokens={unique_tokens} must be a positive number of unique tokens (or samples)")
     if inference_tokens is not None and not float(inference_tokens) >= 0:
@@ -441,8 +439,7 @@ def data_answer(runs, table_rows, surface: ChinchillaLaw | None, *, plan=None, p
             extra.update(row_answer(law, r, U))
         if inference_tokens is not None and sweep_surface is not None and r.get("loss") is not None:
             try:
-                extra["inference"] = inference_optimum(sweep_surface, float(r["loss"]), float(inference_tokens),
-                                                       flops_per_token_coeff=row_coeff(r)).to_json()
+                extra["inference"] = row_inference(sweep_surface, r, inference_tokens)
             except FlopsFitError:
                 extra["inference"] = None  # the row's loss is below what the surface can reach
         rows.append(extra)
@@ -473,8 +470,6 @@ def row_extras(analysis, row, *, unique_tokens: float | None = None, inference_t
     """For one table row (say :func:`~flops_fit.analysis.predict`'s, off the table): ``epochs`` for U (default:
     the analysis's unique data) and, past one epoch, ``data_constrained``; with ``inference_tokens``, the
     ``inference`` optimum for the row's loss over the sweep's parametric surface. Same keys as the table's rows."""
-    from flops_fit.analysis.inference import inference_optimum
-
     out: dict = {}
     U = unique_tokens if unique_tokens is not None else (analysis.get("unique_data") or {}).get("unique_tokens")
     C, L = row.get("budget"), row.get("loss")
@@ -487,9 +482,17 @@ def row_extras(analysis, row, *, unique_tokens: float | None = None, inference_t
                                 "analysis did not fit; see its diagnostics")
         if L is None:
             raise FlopsFitError(f"the row at {C:g} FLOPs has no loss to reach; the inference-aware optimum needs one")
-        out["inference"] = inference_optimum(ChinchillaLaw.from_mapping(par), float(L), float(inference_tokens),
-                                             flops_per_token_coeff=row_coeff(row)).to_json()
+        out["inference"] = row_inference(ChinchillaLaw.from_mapping(par), row, inference_tokens)
     return out
+
+
+def row_inference(surface: ChinchillaLaw, row, inference_tokens: float) -> dict:
+    """The inference-aware optimum (Sardana et al. 2023) for a table row's loss over ``surface``, serving
+    ``inference_tokens``; raises :class:`FlopsFitError` when the surface cannot reach the row's loss."""
+    from flops_fit.analysis.inference import inference_optimum
+
+    return inference_optimum(surface, float(row["loss"]), float(inference_tokens),
+                             flops_per_token_coeff=row_coeff(row)).to_json()
 
 
 def data_lines(analysis) -> list[str]:
