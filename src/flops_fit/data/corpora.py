@@ -205,115 +205,14 @@ def bbc_news_files() -> list[Path]:
 # --------------------------------------------------------------------------- Hugging Face datasets
 
 
-def _import_datasets():
-    try:
-        import datasets
-    except ImportError as e:
-        raise FlopsFitError(
-            f"dataset.source=tinystories needs the datasets package ({e}); pip install 'datasets>=2.18' "
-            "or set dataset.path to local .txt/.jsonl files"
-        ) from None
-    return datasets
-
-
 def is_saved_hf_dataset(path: Path) -> bool:
     return path.is_dir() and any((path / n).is_file() for n in ("dataset_dict.json", "state.json", "dataset_info.json"))
 
 
-class HFCorpus(Corpus):
-    """An HF dataset: a ``save_to_disk`` folder, or ``load_dataset(hf_name)`` (honours HF_DATASETS_OFFLINE)."""
-
-    def __init__(self, cfg: dict, path: Path | None = None):
-        self.cfg = cfg
-        self.path = path
-        self.opts = cfg["options"]
-        self.description = str(path) if path else f"hf:{cfg['hf_name']}"
-        self._splits: dict | None = None
-
-    def identity(self) -> dict:
-        ident = {
-            "split": self.opts["split"],
-            "eval_split": self.opts["eval_split"],
-            "text_field": self.cfg["text_field"],
-            "max_train_bytes": self.cfg["max_train_bytes"],
-            "max_eval_bytes": self.opts["max_eval_bytes"],
-        }
-        if self.path is not None:
-            files = sorted(f for f in self.path.rglob("*") if f.is_file())
-            ident["saved"] = cache.stable_hash(cache.file_identity(files), 32)
-        else:
-            ident.update(hub=self.cfg["hf_name"], config=self.opts["hf_config"], revision=self.opts["revision"])
-        return ident
-
-    def _load(self) -> dict:
-        if self._splits is not None:
-            return self._splits
-        datasets = _import_datasets()
-        split, eval_split = self.opts["split"], self.opts["eval_split"]
-        if self.path is not None:
-            try:
-                obj = datasets.load_from_disk(str(self.path))
-            except Exception as e:  # noqa: BLE001 - any failure to read the folder is the user's to fix
-                raise FlopsFitError(f"dataset.path={self.path} could not be read with datasets.load_from_disk ({e})") from None
-            if isinstance(obj, datasets.DatasetDict):
-                if split not in obj:
-                    raise FlopsFitError(
-                        f"dataset.path={self.path} has no split '{split}' (splits: {', '.join(obj)}); "
-                        "set dataset.options.split"
-                    )
-                splits = {"train": obj[split], "eval": obj[eval_split] if eval_split and eval_split in obj else None}
-            else:
-                splits = {"train": obj, "eval": None}
-        else:
-            name = self.cfg["hf_name"]
-            kw = dict(name=self.opts["hf_config"], revision=self.opts["revision"])
-            try:
-                train = datasets.load_dataset(name, split=split, **kw)
-            except Exception as e:  # noqa: BLE001
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise FlopsFitError(
-                    f"dataset.hf_name={name} could not be loaded ({msg[:200]}); offline, set HF_DATASETS_OFFLINE=1 with "
-                    "the dataset in the HF cache, or set dataset.path to a local copy (a save_to_disk folder or .txt/.jsonl files)"
-                ) from None
-            ev = None
-            if eval_split:
-                try:
-                    ev = datasets.load_dataset(name, split=eval_split, **kw)
-                except Exception:  # noqa: BLE001 - no such split: fall back to a tail of the train split
-                    ev = None
-            splits = {"train": train, "eval": ev}
-        for ds in splits.values():
-            if ds is not None and self.cfg["text_field"] not in ds.column_names:
-                raise FlopsFitError(
-                    f"dataset.text_field={self.cfg['text_field']!r} is not a column of {self.description} "
-                    f"(columns: {', '.join(ds.column_names)}); set dataset.text_field"
-                )
-        self._splits = splits
-        return splits
-
-    def _rows(self, ds) -> Iterator[Piece]:
-        field = self.cfg["text_field"]
-        for batch in ds.iter(batch_size=1024):
-            for t in batch[field]:
-                if t and t.strip():
-                    yield t, True
-
-    def has_eval_split(self) -> bool:
-        return self._load()["eval"] is not None
-
-    def train_texts(self) -> Iterator[Piece]:
-        return _cap(self._rows(self._load()["train"]), self.cfg["max_train_bytes"])
-
-    def eval_texts(self) -> Iterator[Piece] | None:
-        ev = self._load()["eval"]
-        return None if ev is None else _cap(self._rows(ev), self.opts["max_eval_bytes"])
-
-
-class HFDatasetCorpus(HFCorpus):
-    """``dataset=hf``: the text column of any ``datasets`` dataset, from the Hub or local files
-    (:mod:`flops_fit.data.hf`), streamed row by row into the tokenizer. It reads its splits as
-    :class:`HFCorpus` does (capped train texts, the eval split when there is one); it loads them
-    through :mod:`flops_fit.data.hf`."""
+class HFDatasetCorpus(Corpus):
+    """The text column of any ``datasets`` dataset, from the Hub, a ``save_to_disk`` folder or local files
+    (:mod:`flops_fit.data.hf`), streamed row by row into the tokenizer: capped train texts, and the eval split
+    when there is one. ``dataset=hf``, TinyStories, and a saved folder given to ``dataset.source=text_files``."""
 
     def __init__(self, cfg: dict):
         from flops_fit.data import hf
@@ -340,6 +239,16 @@ class HFDatasetCorpus(HFCorpus):
             if t and str(t).strip():
                 yield str(t), True
 
+    def has_eval_split(self) -> bool:
+        return self._load()["eval"] is not None
+
+    def train_texts(self) -> Iterator[Piece]:
+        return _cap(self._rows(self._load()["train"]), self.cfg["max_train_bytes"])
+
+    def eval_texts(self) -> Iterator[Piece] | None:
+        ev = self._load()["eval"]
+        return None if ev is None else _cap(self._rows(ev), self.opts["max_eval_bytes"])
+
 
 # --------------------------------------------------------------------------- choosing
 
@@ -354,7 +263,7 @@ def text_corpus(cfg: dict) -> Corpus:
             raise FlopsFitError("dataset.source=text_files needs dataset.path=<a text file, folder or glob>")
         p = Path(os.path.expanduser(str(path)))
         if is_saved_hf_dataset(p):
-            return HFCorpus(cfg, p)
+            return HFDatasetCorpus({**cfg, "path": str(p)})
         return FileCorpus(resolve_files(path), cfg, str(path))
     if source == "hf":
         return HFDatasetCorpus(cfg)
@@ -362,9 +271,9 @@ def text_corpus(cfg: dict) -> Corpus:
         if path:
             p = Path(os.path.expanduser(str(path)))
             if is_saved_hf_dataset(p):
-                return HFCorpus(cfg, p)
+                return HFDatasetCorpus({**cfg, "path": str(p)})
             return FileCorpus(resolve_files(path), cfg, str(path))
-        return HFCorpus(cfg, None)
+        return HFDatasetCorpus({**cfg, "path": None})
     raise FlopsFitError(f"dataset.source={source!r} is not a text corpus")  # pragma: no cover
 
 

@@ -14,7 +14,7 @@ dataset has it (else text keeps a tail of the stream, images a seeded subset of 
 dataset first: for corpora larger than the disk cache wants twice.
 
 Text (``dataset.kind=text``) names its column ``dataset.text_field`` and is tokenized and cached by the
-text sources' machinery (``flops_fit.data.text``, through ``HFCorpus``). Images (``dataset.kind=image``)
+text sources' machinery (``flops_fit.data.text``, through ``corpora.HFDatasetCorpus``). Images (``dataset.kind=image``)
 name ``dataset.input_column`` (PIL images, arrays or nested lists) and ``dataset.label_column`` (integer
 class ids); they are decoded once, resized to ``image_size`` and cached as one ``.npz`` under
 ``<cache>/images``, keyed by the files (or Hub name), the columns and the shape.
@@ -108,7 +108,8 @@ def _quiet(datasets):
 
 def load_splits(cfg: dict) -> dict:
     """``{"train": rows, "eval": rows or None}``: ``datasets`` Datasets (IterableDatasets when streaming)."""
-    datasets = import_datasets()
+    source = cfg.get("source")
+    datasets = import_datasets("dataset=hf" if source in (None, "hf") else f"dataset.source={source}")
     with _quiet(datasets):
         return _load_splits(datasets, cfg)
 
