@@ -10,6 +10,12 @@ Power laws N_opt = k_N C^a and D_opt = k_D C^b are fitted on the remaining point
 
 Vectorised over bootstrap replicates given as (R, n_runs) resample counts: a run is in a
 replicate when its count is positive.
+
+The envelope's losses are put on the final losses' footing. A history point may be measured on the first
+batches of the held-out split only (``trainer.eval_budget``, the record's ``history_batches``) while the
+final loss is the whole split's: one set for every run, so the allocation does not depend on it, but its
+loss can sit well apart (an MLP's 2 batches: 0.045 below the whole split). The shift is the median, over
+the runs whose last history point is their final one, of final loss minus that point (``loss_offset``).
 """
 
 from __future__ import annotations
@@ -142,6 +148,8 @@ class EnvelopeFit(PowerLawAllocation):
     k_D: float | None = None
     n_points: int = 0
     points: list = field(default_factory=list)  # [{flops, params, tokens, loss, params_run}]
+    loss_offset: float = 0.0  # added to the curves' losses: the final losses' footing (see the module doc)
+    curves_on_subset: bool = False  # some curve was measured on part of the held-out split (history_batches)
     a_ci: list | None = None
     b_ci: list | None = None
     replicates: dict | None = field(default=None, repr=False)  # fit_envelope over the bootstrap
@@ -150,10 +158,19 @@ class EnvelopeFit(PowerLawAllocation):
         if not self.ok:
             return {"status": self.status, "reason": self.reason}
         out = {"status": "ok", "a": self.a, "b": self.b, "k_N": self.k_N, "k_D": self.k_D,
-               "n_points": self.n_points, "points": self.points, "a_ci": self.a_ci, "b_ci": self.b_ci}
+               "n_points": self.n_points, "points": self.points, "loss_offset": self.loss_offset,
+               "a_ci": self.a_ci, "b_ci": self.b_ci}
         if self.replicates is not None:
             out["bootstrap"] = bootstrap_spread(self.replicates["a"], self.replicates["b"])
         return out
+
+
+def history_offset(sweep, idx) -> float:
+    """Final loss minus the last history point, median over the runs ``idx`` whose last point is at their final
+    FLOPs (within 1%): what puts their curves' losses on the final losses' footing. 0 with fewer than 3."""
+    d = [float(sweep.L[i] - sweep.curves[i][2][-1]) for i in idx
+         if sweep.curves[i][1][-1] >= 0.99 * sweep.C[i] and np.isfinite(sweep.curves[i][2][-1])]
+    return float(np.median(d)) if len(d) >= 3 else 0.0
 
 
 def envelope_approach(sweep, counts, ci: float, diags: Diagnostics) -> EnvelopeFit:
@@ -175,13 +192,17 @@ def envelope_approach(sweep, counts, ci: float, diags: Diagnostics) -> EnvelopeF
         diags.add("info", "envelope_skipped", "envelope approach skipped: " + reason)
         return EnvelopeFit("skipped", reason)
     v = ef["valid"][0]
+    shift = history_offset(sweep, cidx)
     pts = [{"flops": float(ef["flops"][j]), "params": float(ef["params"][0, j]),
-            "tokens": float(ef["tokens"][0, j]), "loss": float(ef["loss"][0, j]),
+            "tokens": float(ef["tokens"][0, j]), "loss": float(ef["loss"][0, j] + shift),
             "params_run": float(ef["params_run"][0, j])} for j in np.flatnonzero(v)]
     fit = EnvelopeFit("ok", a=jfloat(ef["a"][0]), b=jfloat(ef["b"][0]), k_N=jfloat(ef["k_N"][0]),
-                      k_D=jfloat(ef["k_D"][0]), n_points=npts, points=pts)
+                      k_D=jfloat(ef["k_D"][0]), n_points=npts, points=pts, loss_offset=shift,
+                      curves_on_subset=any(sweep.history_batches[i] is not None for i in cidx)
+                      if sweep.history_batches else False)
     if counts is not None:
         er = fit_envelope(curves, sweep.fpt, W=counts[:, cidx])
+        er["loss"] = er["loss"] + shift
         fit.a_ci, fit.b_ci = percentile_interval(er["a"], ci), percentile_interval(er["b"], ci)
         bootstrap_failures(diags, "envelope", er["a"])
         fit.replicates = er

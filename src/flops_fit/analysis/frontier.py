@@ -183,13 +183,19 @@ class FrontierFit:
 
 
 def frontier_approach(iso, env, ci: float, bootstrap: bool) -> FrontierFit:
-    """The loss frontier from the interior IsoFLOP minima (4+), else the envelope points (4+)."""
+    """The loss frontier from the interior IsoFLOP minima (4+), else the envelope points (4+) when the curves were
+    measured on the whole held-out split (on part of it, the lowest of many noisy curves is biased low)."""
     src = src_C = src_L = None
     if iso.ok:
         m = iso.full["interior"][0]
         if m.sum() >= MIN_FRONTIER_POINTS:
             bud = np.array([b["budget"] for b in iso.budgets])
             src, src_C, src_L = "isoflop", bud[m], iso.full["loss_opt"][0][m]
+    if src_C is None and env.ok and env.curves_on_subset:
+        return FrontierFit("skipped", "fewer than 4 IsoFLOP budgets have an interior minimum, and the loss curves "
+                                      "were measured on part of the held-out split (trainer.eval_budget): the lowest "
+                                      "of them runs below what the final losses reach, so the loss comes from the "
+                                      "parametric surface")
     if src_C is None and env.ok:
         src = "envelope"
         src_C = np.array([p["flops"] for p in env.points])

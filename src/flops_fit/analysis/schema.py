@@ -39,7 +39,7 @@ SCHEMA: dict = {
     "budgets_inferred": None,
     "bootstrap": {"n": None, "seed": None, "ci": None},
     "fits": {
-        "envelope": {**_POWER_LAW, "n_points": None,
+        "envelope": {**_POWER_LAW, "n_points": None, "loss_offset": None,
                      "points": [{"flops": None, "params": None, "tokens": None, "loss": None, "params_run": None}]},
         "isoflop": {**_POWER_LAW, "k_N_ci": _CI, "k_D_ci": _CI, "n_budgets": None, "n_interior": None,
                     "budgets": [{"budget": None, "params_opt": None, "tokens_opt": None, "loss_opt": None,

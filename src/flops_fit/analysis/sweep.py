@@ -123,6 +123,7 @@ class Sweep:
     excluded: list = field(default_factory=list)  # [{id, status, reason}]
     n_runs: int = 0  # records given, usable or not
     params_kind: str = "total"
+    history_batches: list = field(default_factory=list)  # per run: held-out batches per history point (None: all)
 
     @property
     def n(self) -> int:
@@ -148,7 +149,8 @@ class Sweep:
         return Sweep(ids=[self.ids[i] for i in idx], N=self.N[idx], D=self.D[idx], L=self.L[idx], C=self.C[idx],
                      curves=[self.curves[i] for i in idx], labels=remap[self.labels[idx]],
                      budgets=self.budgets[keep_groups], n_inferred=self.n_inferred, data_unit=self.data_unit,
-                     fpt=self.fpt, n_runs=int(idx.size), params_kind=self.params_kind)
+                     fpt=self.fpt, n_runs=int(idx.size), params_kind=self.params_kind,
+                     history_batches=[self.history_batches[i] for i in idx] if self.history_batches else [])
 
 
 def load_sweep(runs, params_kind: str, plan=None, diags: Diagnostics | None = None) -> Sweep:
@@ -196,7 +198,8 @@ def load_sweep(runs, params_kind: str, plan=None, diags: Diagnostics | None = No
                       f"{BUDGET_RTOL:.0%}")
     return Sweep(ids=[r["id"] for r in rows], N=N, D=D, L=L, C=C, curves=[r["hist"] for r in rows],
                  labels=labels, budgets=budgets, n_inferred=int(n_inferred), data_unit=data_unit,
-                 fpt=FlopsPerTokenFromRuns(N, C, D), excluded=excluded, n_runs=len(runs), params_kind=params_kind)
+                 fpt=FlopsPerTokenFromRuns(N, C, D), excluded=excluded, n_runs=len(runs), params_kind=params_kind,
+                 history_batches=[r["history_batches"] for r in rows])
 
 
 def _float_or(v, default):
