@@ -64,8 +64,15 @@ def build_optimizer(
     device_type: str = "cpu",
 ) -> torch.optim.AdamW:
     groups = param_groups(model, lr, weight_decay)
-    kwargs = {"fused": True} if device_type == "cuda" else {"foreach": True}
-    opt = torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, **kwargs)
+    # the fused kernel on CUDA and CPU: on CPU it takes 2.4-2.8x less time per step than the foreach one
+    # (63 against 176 us for a 400-parameter MLP, 342 against 817 us for a 270K-parameter one; the same
+    # updates to float rounding); foreach elsewhere, and wherever fused refuses the parameters
+    try:
+        if device_type not in ("cuda", "cpu"):
+            raise RuntimeError(device_type)
+        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
+    except RuntimeError:
+        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
     for g in opt.param_groups:
         g["peak_lr"] = g["lr"]
     return opt
