@@ -20,7 +20,7 @@ What the loop guarantees:
   seeded with ``trainer.seed`` and a model with ``reset_parameters()`` is re-initialised under it
   (a model built on the meta device is materialised on the training device first);
 * AdamW over the model's ``param_groups(lr, weight_decay)`` hook (μP) or, without one, weight decay
-  on matrices only; fused kernels on CUDA;
+  on matrices only; fused kernels on CUDA and the CPU;
 * ``trainer.batch_size`` examples a step, or fewer where the plan entry's ``min_steps`` (grid.min_steps,
   docs/short-runs.md) asks for more steps (:func:`run_batch`; the record says ``batch_size``, ``steps``,
   ``warmup``);

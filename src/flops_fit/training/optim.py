@@ -3,7 +3,7 @@
 * ``param_groups(model, lr, weight_decay)``: the model's own groups (its ``param_groups`` hook,
   where μP per-layer learning rates live) or the default: weight decay on tensors with
   ``ndim >= 2``, none on gains and biases. Every trainable parameter must be in exactly one group.
-* ``build_optimizer(...)``: AdamW over those groups, fused kernels on CUDA.
+* ``build_optimizer(...)``: AdamW over those groups, fused kernels on CUDA and the CPU.
 * ``lr_factor(step, total_steps, warmup_steps, min_lr_ratio)``: linear warmup to the peak, then
   a cosine decay that reaches ``min_lr_ratio x peak`` at the last step, i.e. exactly when the
   run's token budget is spent. Each group's learning rate is its own peak x this factor.
