@@ -430,3 +430,21 @@ def test_with_three_budgets_the_loss_comes_from_curves_only_when_they_were_measu
     # with 4+ IsoFLOP minima the frontier goes through them, whatever the curves
     four = run_analysis(_on_a_subset(mock_runs(4, budgets=BUDGETS[:4])), n_bootstrap=0)
     assert four["fits"]["loss_vs_compute"]["source"] == "isoflop"
+
+
+def test_a_loss_frontier_the_backtest_cannot_fit_below_its_cut_stays_but_is_not_trusted():
+    """Four budgets, curves on a subset of the held-out split: below the cut (3 budgets) the frontier has no 4
+    compute-optimal points, so only the surface's loss is backtested. The frontier stays the table's loss, its
+    interval holds the surface's forecast, and the verdict says the loss was not backtested."""
+    out = run_analysis(_on_a_subset(mock_runs(5, budgets=BUDGETS[:4])), n_bootstrap=30, seed=0)
+    bt = out["backtest"]
+    assert bt["status"] == "ok" and bt["loss_score"].get("loss_vs_compute") is None
+    assert bt["loss_score"]["parametric"] is not None
+    assert out["table_loss_source"] == "loss_vs_compute" and bt["loss_competitive"] == ["loss_vs_compute", "parametric"]
+    v = out["verdict"]
+    assert v["trust"] == "poor" and any("not backtested" in r for r in v["reasons"])
+    from flops_fit.analysis import predict
+
+    surface = predict(out, v["budget"], approach="parametric")["loss"]
+    lo, hi = v["loss_interval"]
+    assert lo <= surface <= hi and lo <= v["loss"] <= hi

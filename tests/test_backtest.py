@@ -72,3 +72,18 @@ def test_on_a_chinchilla_surface_the_truth_is_exact(ratio, hw):
     assert obs
     for C, (n, _) in obs.items():
         assert n == pytest.approx(truth.n_opt(C), rel=1e-6)
+
+
+def test_a_default_the_backtest_could_not_score_stays_and_the_scored_ones_are_competitive():
+    from flops_fit.analysis.backtest import _competitive, _pick
+
+    order, available = ("loss_vs_compute", "parametric"), ("loss_vs_compute", "parametric")
+    scores = {"loss_vs_compute": None, "parametric": 0.06}
+    assert _pick(scores, order, available, default="loss_vs_compute", eps=0.01) == "loss_vs_compute"
+    assert _competitive("loss_vs_compute", scores, order, available, 0.002) == ["loss_vs_compute", "parametric"]
+    # scored, the default leaves only for a clearly better candidate, and the competitive ones are the close ones
+    scores = {"loss_vs_compute": 0.10, "parametric": 0.01}
+    assert _pick(scores, order, available, default="loss_vs_compute", eps=0.01) == "parametric"
+    assert _competitive("parametric", scores, order, available, 0.002) == ["parametric"]
+    # a default that did not fit the whole sweep is not kept
+    assert _pick({"parametric": 0.06}, order, ("parametric",), default="loss_vs_compute") == "parametric"

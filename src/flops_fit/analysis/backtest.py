@@ -206,8 +206,12 @@ def _pick(scores: dict, order, available, default: str | None = None, eps: float
     """The candidate to follow: ``default`` (the model test's choice, else the first of ``order``) unless
     another forecast clearly better, its score below the default's by more than a factor ``SWITCH`` (plus
     ``eps``); then the best. Forecast errors on real sweeps are dominated by the scatter of each budget's
-    own minimum, shared by every candidate, so small differences in score are noise."""
+    own minimum, shared by every candidate, so small differences in score are noise. A default that the
+    backtest could not score (the loss frontier needs 4 compute-optimal points, which a cut of a 4-budget sweep
+    does not leave) stays: the candidates that were scored are then competitive with it."""
     cand = [k for k in order if k in available and scores.get(k) is not None]
+    if default in available and default not in cand:
+        return default  # fitted on the whole sweep, but not on the budgets below a cut: nothing speaks against it
     if not cand:
         return None
     best = min(cand, key=lambda k: scores[k])
@@ -260,12 +264,18 @@ def backtest(sweep, iso, isovp, *, huber_delta=1e-3, objective="sse", engine="vp
         bt.loss_score[name] = _rms(bt.errors(name, "loss"))
     bt.chosen = _pick(bt.params_score, ALLOCATION_MODELS, available, default, EPS["params"])
     bt.loss_chosen = _pick(bt.loss_score, LOSS_MODELS, loss_available, loss_default, EPS["loss"])
-    if bt.chosen is not None:
-        best = bt.params_score[bt.chosen]
-        bt.competitive = [k for k in ALLOCATION_MODELS if k in available and bt.params_score.get(k) is not None
-                          and bt.params_score[k] <= COMPETITIVE * best + COMPETITIVE_ABS]
-    if bt.loss_chosen is not None:
-        best = bt.loss_score[bt.loss_chosen]
-        bt.loss_competitive = [k for k in LOSS_MODELS if k in loss_available and bt.loss_score.get(k) is not None
-                               and bt.loss_score[k] <= COMPETITIVE * best + LOSS_COMPETITIVE_ABS]
+    bt.competitive = _competitive(bt.chosen, bt.params_score, ALLOCATION_MODELS, available, COMPETITIVE_ABS)
+    bt.loss_competitive = _competitive(bt.loss_chosen, bt.loss_score, LOSS_MODELS, loss_available,
+                                       LOSS_COMPETITIVE_ABS)
     return bt
+
+
+def _competitive(chosen, scores: dict, order, available, eps: float) -> list:
+    """The candidates scored within ``COMPETITIVE`` x (plus ``eps``) of the chosen one; every scored one, and
+    the chosen, when the chosen has no score."""
+    if chosen is None:
+        return []
+    scored = [k for k in order if k in available and scores.get(k) is not None]
+    if scores.get(chosen) is None:
+        return [chosen] + [k for k in scored if k != chosen]
+    return [k for k in scored if scores[k] <= COMPETITIVE * scores[chosen] + eps]

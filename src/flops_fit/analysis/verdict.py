@@ -10,7 +10,8 @@ for the backtest's forecast error. How far to trust it comes from checks the ana
   loss frontier whose floor E the budgets do not pin (``frontier_unidentified``).
 
 Levels: ``good`` (backtest error under 15% in N_opt and 1% in loss, interval within 2x, no flags),
-``fair`` (under 35% and 2%, within 4x), ``poor`` (worse), ``unchecked`` (too few budgets to backtest).
+``fair`` (under 35% and 2%, within 4x), ``poor`` (worse, or a loss model the backtest could not score),
+``unchecked`` (too few budgets to backtest).
 """
 
 from __future__ import annotations
@@ -47,10 +48,15 @@ def verdict(analysis: Mapping) -> dict | None:
     width = _width(row.get("params_ci_with_model"))
     flags = sorted({d["code"] for d in analysis.get("diagnostics") or [] if d.get("code") in FLAGS})
     reasons = []
+    loss_unchecked = (bt.get("status") == "ok" and tm.get("loss_source") is not None
+                      and (bt.get("loss_score") or {}).get(tm["loss_source"]) is None)
     if bt.get("status") == "ok":
         e_n, e_l = err.get("params"), err.get("loss")
         reasons.append(f"forecasts of the sweep's own larger budgets missed N_opt by {fmt_percent(e_n, 0, signed=False)} "
                        f"(RMS)" + (f" and the loss by {fmt_percent(e_l, 1, signed=False)}" if e_l is not None else ""))
+        if loss_unchecked:
+            reasons.append(f"the loss model ({tm['loss_source']}) could not be fitted below a cut, so its loss "
+                           f"forecast is not backtested; its interval holds the other loss models' forecasts")
     else:
         reasons.append(f"not backtested ({bt.get('reason') or 'no backtest'})")
     if width is not None:
@@ -69,7 +75,8 @@ def verdict(analysis: Mapping) -> dict | None:
 
     def within(t):
         return (bt.get("status") == "ok" and err.get("params") is not None and err["params"] <= t["params"]
-                and (err.get("loss") is None or err["loss"] <= t["loss"]) and width is not None and width <= t["width"])
+                and not loss_unchecked and (err.get("loss") is None or err["loss"] <= t["loss"])
+                and width is not None and width <= t["width"])
 
     if bt.get("status") != "ok":
         level = "unchecked"
