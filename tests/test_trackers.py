@@ -4,6 +4,8 @@ tracker's own reader. Each test skips where its tracker is not installed (the de
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -344,3 +346,58 @@ def test_a_running_run_is_logged_live_from_its_heartbeat_then_completed_by_its_r
         # opened live with the plan's settings; the record added the trainer's (MLflow keeps each parameter once)
         assert r.info.status == "FINISHED" and r.data.params["run.trainer"] == "local"
         assert r.data.params["trainer.lr"] == "0.001" and r.data.params["run.status"] == "completed"
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "mlflow", "wandb"])
+def test_a_killed_run_resumed_by_a_later_ff_train_continues_its_tracker_run(tmp_path, logger, monkeypatch):
+    """ff-train killed while a run trains (its tracker never closed), then run again: the resumed run's points
+    go on in the same tracker run, none twice, and its record closes it."""
+    pytest.importorskip(logger)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    from flops_fit.trackers import open_tracker
+
+    run = tmp_path / "sweep"
+    run.mkdir()
+    params = {"budget": 3e8, "size": 8}
+    pts = [{"step": 256 * (i + 1), "loss": 5.0 - 0.5 * i} for i in range(4)]
+    killed = ("import os, sys; from flops_fit.trackers import open_tracker; "
+              f"t = open_tracker({{'name': {logger!r}}}, sys.argv[1]); t.log_points('r1', {params!r}, {pts[:2]!r}); "
+              "os._exit(9)")  # killed while training: no close, no record
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}  # its own W&B service
+    proc = subprocess.run([sys.executable, "-c", killed, str(run)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert (run / "logs" / logger / "open" / "r1.json").is_file()
+    second = open_tracker({"name": logger}, run)
+    second.log_points("r1", params, pts[:3])  # the resumed run's heartbeat holds every point so far
+    second.log_run("r1", {**params, "lr": 1e-3}, pts, {"final_loss": 3.4})
+    second.close()
+    assert not (run / "logs" / logger / "open" / "r1.json").exists()
+    if logger == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(run / "logs" / "tensorboard" / "r1"), size_guidance={"scalars": 0})
+        acc.Reload()
+        # two event files in the run's folder, which TensorBoard shows as one run, by step
+        assert sorted((e.step, e.value) for e in acc.Scalars("loss")) == [(p["step"], p["loss"]) for p in pts]
+    elif logger == "mlflow":
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=(run / "logs" / "mlflow" / "mlruns").as_uri())
+        (r,) = client.search_runs([client.get_experiment_by_name("flops-fit").experiment_id])
+        assert sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, "loss")) == \
+            [(p["step"], p["loss"]) for p in pts]
+        assert r.info.status == "FINISHED" and r.data.params["lr"] == "0.001"
+    else:
+        runs = sorted((run / "logs" / "wandb" / "wandb").glob("offline-run-*"))
+        ids = {re.match(r"offline-run-\d+_\d+-([a-z0-9]+)", p.name).group(1) for p in runs}
+        assert len(runs) == 2 and len(ids) == 1  # one W&B run id, resumed (wandb sync merges them)
+        logged = []
+        for d in runs:
+            lines = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", str(d), "--json"],
+                                   capture_output=True, text=True, check=True).stdout.splitlines()
+            logged.append([rec["history"]["item"]["tokens"] for rec in map(json.loads, lines)
+                           if rec["type"] == "history" and "loss" in rec["history"]["item"]])
+        # the resumed run logs only the points after the last one noted (W&B may lose the killed process's
+        # unflushed ones: its service writes them)
+        assert set(logged[0]) <= {256, 512} and logged[1] == [768, 1024]

@@ -108,7 +108,11 @@ class Tracker:
     A run is logged either at once (:meth:`log_run`) or live: :meth:`log_points` opens it and adds points as
     they are measured, and :meth:`log_run` then adds what the record holds beyond them (the remaining points,
     the learning rate at every point, the settings the record adds, the summary) and closes it. Thread-safe:
-    ff-train's live poller and its main thread share one tracker."""
+    ff-train's live poller and its main thread share one tracker.
+
+    A run opened live is noted in ``<save_dir>/open/<run id>.json`` (the tracker's own id for it and the last
+    step logged) until its record closes it. A later ff-train that resumes the killed run continues that
+    tracker run from the step after it, instead of starting a second one of the same name."""
 
     name = "tracker"
 
@@ -121,6 +125,29 @@ class Tracker:
         self._live: dict[str, list] = {}  # run id -> [handle, last step logged]
         self._closed: set[str] = set()  # runs logged in full: a late live point never reopens them
 
+    def _ledger(self, run_id: str) -> Path:
+        return self.save_dir / "open" / f"{run_id}.json"
+
+    def _open(self, run_id: str, params: Mapping[str, Any]) -> list:
+        """[handle, last step logged] for ``run_id``: the tracker run a killed ff-train left open, else a new one."""
+        note = {}
+        try:
+            note = json.loads(self._ledger(run_id).read_text())
+        except (OSError, ValueError):
+            pass
+        handle = self._start(run_id, params, "train", resume=note.get("id"))
+        if note.get("id") is not None and self._id(handle) == note["id"]:
+            self._params(handle, params)
+            return [handle, note.get("last")]
+        return [handle, None]
+
+    def _note(self, run_id: str, live: list) -> None:
+        path = self._ledger(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"id": self._id(live[0]), "last": live[1]}))
+        os.replace(tmp, path)
+
     def log_points(self, run_id: str, params: Mapping[str, Any], points: list[dict]) -> None:
         """Live: open ``run_id`` (with ``params``) unless open, and log the ``points`` past those it has."""
         with self._lock:
@@ -128,18 +155,19 @@ class Tracker:
                 return
             live = self._live.get(run_id)
             if live is None:
-                live = self._live[run_id] = [self._start(run_id, params, "train"), None]
+                live = self._live[run_id] = self._open(run_id, params)
             new = [p for p in points if live[1] is None or p["step"] > live[1]]
             if new:
                 self._points(live[0], new)
                 live[1] = max(p["step"] for p in new)
+            self._note(run_id, live)
 
     def log_run(self, run_id: str, params: Mapping[str, Any], points: list[dict], summary: Mapping[str, float]) -> None:
-        """The whole run from its record: a run opened live gets only what it lacks."""
+        """The whole run from its record: a run opened live (here or by a killed ff-train) gets only what it lacks."""
         with self._lock:
             live = self._live.pop(run_id, None)
             if live is None:
-                handle, last = self._start(run_id, params, "train"), None
+                handle, last = self._open(run_id, params)
             else:
                 handle, last = live
                 self._params(handle, params)
@@ -152,6 +180,7 @@ class Tracker:
             self._points(handle, todo)
             self._finish(handle, summary, max((p["step"] for p in points), default=0))
             self._closed.add(run_id)
+            self._ledger(run_id).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Close the runs still open live (their records were not written: killed, or failed elsewhere)."""
@@ -164,7 +193,12 @@ class Tracker:
             self._live.clear()
 
     # what each tracker writes: a run handle, settings, points, and the summary that closes it
-    def _start(self, name: str, params: Mapping[str, Any], job_type: str):
+    def _start(self, name: str, params: Mapping[str, Any], job_type: str, resume: str | None = None):
+        """A handle for a new run, or for the run the tracker knows as ``resume`` when it still has it."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _id(self, handle) -> str:
+        """The tracker's own id of the run behind ``handle``."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def _params(self, handle, params: Mapping[str, Any]) -> None:
@@ -217,10 +251,15 @@ class TensorBoardTracker(Tracker):
 
         return Event(wall_time=time.time(), step=int(step), summary=Summary(value=values))
 
-    def _start(self, name, params, job_type):
-        w = self._writer(name)
-        self._params(w, params)
+    def _start(self, name, params, job_type, resume=None):
+        w = self._writer(name)  # a resumed run adds an event file to its folder, which TensorBoard reads as one run
+        w.flops_fit_name = name
+        if resume is None:
+            self._params(w, params)
         return w
+
+    def _id(self, w):
+        return w.flops_fit_name
 
     def _params(self, w, params):
         table = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
@@ -291,8 +330,19 @@ class MLflowTracker(Tracker):
             self.client.log_batch(rid, params=items[i:i + 100])
         return rid
 
-    def _start(self, name, params, job_type):
+    def _start(self, name, params, job_type, resume=None):
+        if resume is not None:
+            try:
+                run = self.client.get_run(resume)
+            except Exception:  # noqa: BLE001 - gone (another store, deleted): a new run
+                run = None
+            if run is not None:  # left open by a killed ff-train (or closed by an interrupted one): it goes on
+                self.client.update_run(resume, status="RUNNING")
+                return [resume, set(run.data.params)]
         return [self._run(name, params), set(params)]  # MLflow keeps a parameter's first value: add new ones only
+
+    def _id(self, handle):
+        return handle[0]
 
     def _params(self, handle, params):
         from mlflow.entities import Param
@@ -340,15 +390,24 @@ class MLflowTracker(Tracker):
 class WandbTracker(Tracker):
     name = "wandb"
 
-    def _init(self, name: str, params: Mapping[str, Any], job_type: str):
+    def _init(self, name: str, params: Mapping[str, Any], job_type: str, resume: str | None = None):
         import wandb
 
+        more = {"id": resume, "resume": "allow"} if resume is not None else {}
         return wandb.init(project=self.cfg["project"], name=name, group=self.group, job_type=job_type,
                           dir=str(self.save_dir), mode=self.cfg["mode"], config=dict(params), reinit="create_new",
-                          settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+                          settings=wandb.Settings(silent=True, console="off", x_disable_stats=True), **more)
 
-    def _start(self, name, params, job_type):
-        run = self._init(name, params, job_type)
+    def _id(self, run):
+        return run.id
+
+    def _start(self, name, params, job_type, resume=None):
+        try:
+            run = self._init(name, params, job_type, resume)
+        except Exception:  # noqa: BLE001 - the id still held (a killed process's W&B service lingers): a new run
+            if resume is None:
+                raise
+            run = self._init(name, params, job_type)
         run.define_metric("tokens")
         run.define_metric("*", step_metric="tokens")
         return run
