@@ -110,7 +110,7 @@ class Tracker:
     the learning rate at every point, the settings the record adds, the summary) and closes it. Thread-safe:
     ff-train's live poller and its main thread share one tracker.
 
-    A run opened live is noted in ``<save_dir>/open/<run id>.json`` (the tracker's own id for it and the last
+    A run opened live is noted in ``<save_dir>/open/<group>/<run id>.json`` (the tracker's own id for it and the last
     step logged) until its record closes it. A later ff-train that resumes the killed run continues that
     tracker run from the step after it, instead of starting a second one of the same name."""
 
@@ -126,7 +126,7 @@ class Tracker:
         self._closed: set[str] = set()  # runs logged in full: a late live point never reopens them
 
     def _ledger(self, run_id: str) -> Path:
-        return self.save_dir / "open" / f"{run_id}.json"
+        return self.save_dir / "open" / self.group / f"{run_id}.json"  # per sweep: a shared save_dir holds several
 
     def _open(self, run_id: str, params: Mapping[str, Any]) -> list:
         """[handle, last step logged] for ``run_id``: the tracker run a killed ff-train left open, else a new one."""
