@@ -157,10 +157,10 @@ class Tracker:
             if live is None:
                 live = self._live[run_id] = self._open(run_id, params)
             new = [p for p in points if live[1] is None or p["step"] > live[1]]
-            if new:
+            if new:  # the note changes only with the points (every poll reaches here, every few seconds)
                 self._points(live[0], new)
                 live[1] = max(p["step"] for p in new)
-            self._note(run_id, live)
+                self._note(run_id, live)
 
     def log_run(self, run_id: str, params: Mapping[str, Any], points: list[dict], summary: Mapping[str, float]) -> None:
         """The whole run from its record: a run opened live (here or by a killed ff-train) gets only what it lacks."""
