@@ -131,8 +131,7 @@ def observed_optima(sweep, iso, isovp) -> dict:
         b = vp.get(float(sweep.budgets[g]))
         curve = None
         if b is not None and b["interior"] and b["params_opt"] and b["loss_opt"]:
-            e, a, c = b["coef"]
-            curve = (float(b["params_opt"]), float(b["loss_opt"]), e + a * N ** -isovp.alpha + c * N ** isovp.beta)
+            curve = (float(b["params_opt"]), float(b["loss_opt"]), isovp.curve(b, N))
         local = local_minimum(N, L)
         if local is not None and not local[2].all() and (
                 curve is None or np.sum((L[local[2]] - curve[2][local[2]]) ** 2) > local[3]):

@@ -54,6 +54,11 @@ class IsoflopVPFit(PowerLawAllocation):
     full: dict | None = field(default=None, repr=False)
     replicates: dict | None = field(default=None, repr=False)
 
+    def curve(self, entry: dict, N):
+        """The loss on one budget's fitted curve (an entry of ``budgets``) at sizes ``N``: e + a N^-alpha + b N^beta."""
+        e, a, b = entry["coef"]
+        return e + a * np.asarray(N, dtype=float) ** -self.alpha + b * np.asarray(N, dtype=float) ** self.beta
+
     def to_json(self) -> dict:
         if self.budgets is None:
             return {"status": self.status, "reason": self.reason}
